@@ -1,0 +1,264 @@
+"""Typed, validated configuration: one dataclass per model part, loaded from YAML presets.
+
+A preset (configs/tiny.yaml) has the sections below; a model folder's config.json holds
+the same tree. Loading validates strictly: an unknown key, a wrong type or an image size
+the VQGAN cannot tile gives a ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+@dataclass
+class VQGANConfig:
+    in_channels: int = 3
+    hidden_channels: int = 128
+    channel_multipliers: list[int] = field(default_factory=lambda: [1, 2, 2, 4])
+    num_res_blocks: int = 2
+    codebook_size: int = 512
+    codebook_dim: int = 32
+    # Full image size (height, width) and the replicated edge rows added above and below
+    # so that the padded height tiles into the latent grid: 200 + 4 + 4 = 208 = 13 * 16.
+    image_size: list[int] = field(default_factory=lambda: [200, 320])
+    pad_rows: list[int] = field(default_factory=lambda: [4, 4])
+    disc_channels: int = 64
+    disc_layers: int = 3
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** len(self.channel_multipliers)
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        return self.image_size[0] + sum(self.pad_rows), self.image_size[1]
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        ph, pw = self.padded_size
+        f = self.downsample_factor
+        return ph // f, pw // f
+
+    def validate(self, prefix: str = "vqgan") -> None:
+        _positive(self, prefix, ["in_channels", "hidden_channels", "num_res_blocks"])
+        _positive(self, prefix, ["codebook_size", "codebook_dim", "disc_channels", "disc_layers"])
+        if not self.channel_multipliers or any(m <= 0 for m in self.channel_multipliers):
+            raise ConfigError(f"{prefix}.channel_multipliers must be a non-empty list of positive ints")
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            raise ConfigError(f"{prefix}.image_size must be [height, width] with positive values")
+        if len(self.pad_rows) != 2 or min(self.pad_rows) < 0:
+            raise ConfigError(f"{prefix}.pad_rows must be [top, bottom] with values >= 0")
+        ph, pw = self.padded_size
+        f = self.downsample_factor
+        if ph % f or pw % f:
+            raise ConfigError(
+                f"{prefix}.image_size {self.image_size} padded by {prefix}.pad_rows {self.pad_rows} "
+                f"is {ph}x{pw}, which the {f}x downsampling of {prefix}.channel_multipliers "
+                f"does not divide"
+            )
+
+
+@dataclass
+class TransformerConfig:
+    embed_dim: int = 256
+    num_heads: int = 8
+    num_layers: int = 6
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    # "learned": a small transformer text encoder trained with the model;
+    # "minilm": frozen all-MiniLM-L6-v2 token states through a learned projection.
+    text_encoder: str = "learned"
+    text_embed_dim: int = 256
+    text_num_heads: int = 4
+    text_num_layers: int = 2
+    max_text_len: int = 48
+    text_vocab_size: int = 2048
+    # Probability of dropping the caption in training, for classifier-free guidance.
+    cfg_dropout: float = 0.1
+
+    def validate(self, prefix: str = "transformer") -> None:
+        _positive(self, prefix, ["embed_dim", "num_heads", "num_layers", "mlp_ratio"])
+        _positive(self, prefix, ["text_embed_dim", "text_num_heads", "max_text_len"])
+        _positive(self, prefix, ["text_vocab_size"])
+        if self.text_num_layers < 0:
+            raise ConfigError(f"{prefix}.text_num_layers must be >= 0")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"{prefix}.embed_dim must be divisible by {prefix}.num_heads")
+        if self.text_embed_dim % self.text_num_heads:
+            raise ConfigError(f"{prefix}.text_embed_dim must be divisible by {prefix}.text_num_heads")
+        if self.text_encoder not in ("learned", "minilm"):
+            raise ConfigError(f"{prefix}.text_encoder must be 'learned' or 'minilm'")
+        for key in ("dropout", "cfg_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"{prefix}.{key} must be in [0, 1)")
+
+
+@dataclass
+class VQGANTrainConfig:
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    crop_size: int = 64
+    steps: int = 20000
+    warmup_steps: int = 200
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    commitment_weight: float = 0.25
+    disc_start: int = 5000
+    disc_weight: float = 0.5
+    disc_learning_rate: float = 2e-4
+    dead_code_threshold: float = 0.03
+    log_every: int = 20
+    sample_every: int = 500
+    eval_every: int = 1000
+    eval_images: int = 64
+    checkpoint_every: int = 500
+
+    def validate(self, prefix: str = "train_vqgan") -> None:
+        _positive(self, prefix, ["batch_size", "learning_rate", "crop_size", "steps"])
+        _positive(self, prefix, ["log_every", "sample_every", "eval_every", "checkpoint_every"])
+        if self.crop_size % 16:
+            raise ConfigError(f"{prefix}.crop_size must be a multiple of 16")
+
+
+@dataclass
+class TransformerTrainConfig:
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    steps: int = 10000
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    log_every: int = 20
+    eval_every: int = 500
+    checkpoint_every: int = 500
+
+    def validate(self, prefix: str = "train_transformer") -> None:
+        _positive(self, prefix, ["batch_size", "learning_rate", "steps"])
+        _positive(self, prefix, ["log_every", "eval_every", "checkpoint_every"])
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0
+    cfg_scale: float = 3.0
+
+    def validate(self, prefix: str = "sampling") -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"{prefix}.temperature must be > 0")
+        if self.top_k < 0:
+            raise ConfigError(f"{prefix}.top_k must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"{prefix}.top_p must be in (0, 1]")
+        if self.cfg_scale < 0:
+            raise ConfigError(f"{prefix}.cfg_scale must be >= 0")
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    vqgan: VQGANConfig = field(default_factory=VQGANConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    train_vqgan: VQGANTrainConfig = field(default_factory=VQGANTrainConfig)
+    train_transformer: TransformerTrainConfig = field(default_factory=TransformerTrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def validate(self) -> Config:
+        for f in dataclasses.fields(self):
+            part = getattr(self, f.name)
+            if hasattr(part, "validate"):
+                part.validate(f.name)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Build and validate a Config; unknown keys and wrong types raise ConfigError."""
+        return _build(cls, data, "").validate()
+
+
+def _positive(obj: Any, prefix: str, keys: list[str]) -> None:
+    for key in keys:
+        if getattr(obj, key) <= 0:
+            raise ConfigError(f"{prefix}.{key} must be > 0, got {getattr(obj, key)!r}")
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {type(value).__name__} {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported union type")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(value, hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path) -> Config:
+    """Load a YAML preset or a model folder's config.json (a name like 'tiny' means configs/tiny.yaml)."""
+    path = Path(path)
+    if not path.exists() and not path.suffix and (CONFIGS_DIR / f"{path}.yaml").exists():
+        path = CONFIGS_DIR / f"{path}.yaml"
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from None
+    try:
+        return Config.from_dict(data or {})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
