@@ -1,0 +1,5 @@
+import sys
+
+from pixelscene.cli import main
+
+sys.exit(main())
