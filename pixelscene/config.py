@@ -57,7 +57,9 @@ class VQGANConfig:
         _positive(self, prefix, ["in_channels", "hidden_channels", "num_res_blocks"])
         _positive(self, prefix, ["codebook_size", "codebook_dim", "disc_channels", "disc_layers"])
         if not self.channel_multipliers or any(m <= 0 for m in self.channel_multipliers):
-            raise ConfigError(f"{prefix}.channel_multipliers must be a non-empty list of positive ints")
+            raise ConfigError(
+                f"{prefix}.channel_multipliers must be a non-empty list of positive ints"
+            )
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise ConfigError(f"{prefix}.image_size must be [height, width] with positive values")
         if len(self.pad_rows) != 2 or min(self.pad_rows) < 0:
@@ -99,7 +101,9 @@ class TransformerConfig:
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"{prefix}.embed_dim must be divisible by {prefix}.num_heads")
         if self.text_embed_dim % self.text_num_heads:
-            raise ConfigError(f"{prefix}.text_embed_dim must be divisible by {prefix}.text_num_heads")
+            raise ConfigError(
+                f"{prefix}.text_embed_dim must be divisible by {prefix}.text_num_heads"
+            )
         if self.text_encoder not in ("learned", "minilm"):
             raise ConfigError(f"{prefix}.text_encoder must be 'learned' or 'minilm'")
         for key in ("dropout", "cfg_dropout"):

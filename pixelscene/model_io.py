@@ -1,10 +1,10 @@
 """A model on disk is a folder: config.json plus one *.safetensors per part.
 
-    MODEL_DIR/config.json             the full Config (pixelscene.config)
-    MODEL_DIR/vqgan.safetensors       VQGAN weights
-    MODEL_DIR/transformer.safetensors transformer weights (with its text encoder if learned)
-    MODEL_DIR/tokenizer.json          the caption vocabulary
-    MODEL_DIR/MODEL_CARD.md           how it was made and what it measures
+MODEL_DIR/config.json             the full Config (pixelscene.config)
+MODEL_DIR/vqgan.safetensors       VQGAN weights
+MODEL_DIR/transformer.safetensors transformer weights (with its text encoder if learned)
+MODEL_DIR/tokenizer.json          the caption vocabulary
+MODEL_DIR/MODEL_CARD.md           how it was made and what it measures
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def save_weights(path: str | os.PathLike, module: nn.Module, dtype: mx.Dtype | N
     """Write a module's parameters to safetensors atomically, optionally cast (float16 to ship)."""
     params = dict(tree_flatten(module.parameters()))
     if dtype is not None:
-        params = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in params.items()}
+        params = {
+            k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v
+            for k, v in params.items()
+        }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.safetensors")
