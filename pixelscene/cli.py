@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    maybe_reexec_with_openblas(argv)
+    if argv is None:  # the console script: programmatic callers are never re-executed
+        argv = sys.argv[1:]
+        maybe_reexec_with_openblas(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

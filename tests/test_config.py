@@ -1,0 +1,74 @@
+"""Config presets load and validate; bad keys, types and sizes are named in the error."""
+
+import pytest
+import yaml
+
+from pixelscene.config import Config, ConfigError, load_config
+
+
+@pytest.mark.parametrize("name", ["tiny", "base"])
+def test_presets_tile_320x200_into_13x20(name):
+    cfg = load_config(f"configs/{name}.yaml")
+    assert cfg.name == name
+    assert cfg.vqgan.downsample_factor == 16
+    assert cfg.vqgan.padded_size == (208, 320)
+    assert cfg.vqgan.grid_size == (13, 20)
+
+
+def test_base_preset_has_the_plans_sizes():
+    cfg = load_config("base")
+    assert cfg.vqgan.hidden_channels == 128
+    assert cfg.vqgan.channel_multipliers == [1, 2, 2, 4]
+    assert cfg.vqgan.num_res_blocks == 2 and cfg.vqgan.codebook_size == 512
+    t = cfg.transformer
+    assert (t.embed_dim, t.num_heads, t.num_layers) == (256, 8, 6)
+
+
+def write(tmp_path, data):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key vqgan\.hiden_channels"):
+        load_config(write(tmp_path, {"vqgan": {"hiden_channels": 3}}))
+    with pytest.raises(ConfigError, match="unknown key trainer"):
+        load_config(write(tmp_path, {"trainer": {}}))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"vqgan\.codebook_size must be an integer"):
+        load_config(write(tmp_path, {"vqgan": {"codebook_size": "512"}}))
+    with pytest.raises(ConfigError, match=r"vqgan\.channel_multipliers\[1\] must be an integer"):
+        load_config(write(tmp_path, {"vqgan": {"channel_multipliers": [1, 2.5]}}))
+    with pytest.raises(ConfigError, match=r"sampling\.top_p must be a number"):
+        load_config(write(tmp_path, {"sampling": {"top_p": True}}))
+
+
+def test_image_size_the_downsampling_does_not_divide(tmp_path):
+    with pytest.raises(ConfigError, match=r"vqgan\.image_size .* does not divide"):
+        load_config(write(tmp_path, {"vqgan": {"pad_rows": [0, 0]}}))  # 200 % 16 != 0
+    with pytest.raises(ConfigError, match=r"vqgan\.image_size"):
+        load_config(write(tmp_path, {"vqgan": {"image_size": [208, 300]}}))
+
+
+def test_ranges_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"transformer\.embed_dim must be divisible"):
+        load_config(write(tmp_path, {"transformer": {"embed_dim": 130, "num_heads": 4}}))
+    with pytest.raises(ConfigError, match=r"transformer\.text_encoder"):
+        load_config(write(tmp_path, {"transformer": {"text_encoder": "clip"}}))
+
+
+def test_round_trip_through_dict():
+    cfg = load_config("tiny")
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_unreadable_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vqgan: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
