@@ -1,0 +1,1 @@
+"""Blueprints mounted under /v1."""

@@ -1,0 +1,135 @@
+"""POST /v1/generations and /v1/trainings: validate, deduplicate, enqueue, answer 202."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from service.api.common import eta_seconds, json_body, queue_figures, retry_after
+from service.app import client_scope, state
+from service.errors import ApiError
+from service.schemas import SEED_LIMIT, ValidationError, validate
+from workers.queues import GENERATE, TRAIN, enqueue_job
+from workers.store import get_job
+from workers.views import job_links
+
+bp = Blueprint("generations", __name__)
+IDEMPOTENCY_KEY_MAX = 255
+
+
+@bp.post("/generations")
+def create_generation() -> tuple[Response, int]:
+    """Queue a generation job; 202 with its id, queue position and ETA."""
+    return _submit(GENERATE, "GenerationRequest")
+
+
+@bp.post("/trainings")
+def create_training() -> tuple[Response, int]:
+    """Queue a training job (`pixelscene train <stage>` on a server-side dataset)."""
+    return _submit(TRAIN, "TrainingRequest")
+
+
+def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
+    st = state()
+    params = validate(st.schemas[schema_name], json_body())
+    if params.get("webhook") and not st.settings.webhook_secret:
+        raise ValidationError(
+            {"webhook": "webhooks are disabled on this server (no PIXELSCENE_WEBHOOK_SECRET)"}
+        )
+    if kind == TRAIN and params["stage"] == "transformer" and not params.get("vqgan"):
+        raise ValidationError({"vqgan": "is required for stage transformer"})
+    body_hash = hashlib.sha256(
+        json.dumps([kind, params], sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    if kind == GENERATE and "seed" not in params:
+        # Chosen now, so a job re-run after a worker died paints the same images.
+        params["seed"] = secrets.randbelow(SEED_LIMIT)
+
+    idem_key = _idempotency_key()
+    if idem_key is not None:
+        replay = _replay(idem_key, body_hash)
+        if replay is not None:
+            return replay
+
+    r = st.redis
+    depth, workers, mean = queue_figures(kind)
+    if depth >= st.settings.max_queue:
+        raise ApiError(
+            429, "queue_full",
+            f"{depth} jobs are queued (limit {st.settings.max_queue}); retry later",
+            headers={"Retry-After": retry_after(depth, st.settings.max_queue, workers, mean)},
+        )  # fmt: skip
+
+    job_id = uuid.uuid4().hex
+    if idem_key is not None:
+        claimed = r.set(
+            idem_key,
+            json.dumps({"hash": body_hash, "job_id": job_id}),
+            nx=True,
+            ex=st.settings.idempotency_ttl,
+        )
+        if not claimed:  # a concurrent request with the same key won the race
+            replay = _replay(idem_key, body_hash)
+            if replay is not None:
+                return replay
+    try:
+        enqueue_job(r, st.settings, kind, job_id, params, queue=st.queue(kind))
+    except Exception:
+        if idem_key is not None:
+            r.delete(idem_key)
+        raise
+    return jsonify(_accepted(job_id, "queued", depth, workers, mean)), 202
+
+
+def _accepted(
+    job_id: str, status: str, position: int | None, workers: int, mean: float
+) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "status": status,
+        "position": position,
+        "eta_seconds": eta_seconds(position, workers, mean) if position is not None else None,
+        "links": job_links(job_id),
+    }
+
+
+def _idempotency_key() -> str | None:
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    if not raw or len(raw) > IDEMPOTENCY_KEY_MAX or not raw.isprintable():
+        raise ApiError(
+            400, "invalid_idempotency_key",
+            f"Idempotency-Key must be 1..{IDEMPOTENCY_KEY_MAX} printable characters",
+        )  # fmt: skip
+    digest = hashlib.sha256(raw.encode()).hexdigest()
+    return state().keys.idempotency(client_scope(), digest)
+
+
+def _replay(idem_key: str, body_hash: str) -> tuple[Response, int] | None:
+    """The earlier answer for a reused key with the same body; 422 for a different body."""
+    st = state()
+    stored = st.redis.get(idem_key)
+    if stored is None:
+        return None
+    doc = json.loads(stored)
+    if doc["hash"] != body_hash:
+        raise ApiError(
+            422, "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )  # fmt: skip
+    rec = get_job(st.redis, st.keys, doc["job_id"])
+    status = rec["status"] if rec else "queued"
+    kind = rec.get("kind", GENERATE) if rec else GENERATE
+    position = None
+    if status == "queued":
+        position = st.queue(kind).get_job_position(doc["job_id"])
+    _, workers, mean = queue_figures(kind)
+    response = jsonify(_accepted(doc["job_id"], status, position, workers, mean))
+    response.headers["Idempotent-Replayed"] = "true"
+    return response, 202

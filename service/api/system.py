@@ -1,0 +1,93 @@
+"""GET /v1/models and GET /v1/health."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify
+from rq import Worker
+from rq.registry import StartedJobRegistry
+
+from service.app import state
+from workers.queues import QUEUES, get_queue
+
+bp = Blueprint("system", __name__)
+_versions: dict[tuple[str, float], str] = {}
+_versions_lock = threading.Lock()
+
+
+@bp.get("/models")
+def list_models() -> Response:
+    """The models this deployment serves, with their content versions."""
+    settings = state().settings
+    models = []
+    for name, folder in sorted(settings.models.items()):
+        models.append(
+            {"name": name, "default": name == settings.default_model, **_describe(folder)}
+        )
+    return jsonify({"models": models})
+
+
+def _describe(folder: str) -> dict[str, Any]:
+    from pixelscene.model_io import BUNDLED_MODEL_DIR
+
+    path = Path(folder) if folder else BUNDLED_MODEL_DIR
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return {"available": False, "version": None, "config": None}
+    try:
+        config_name = json.loads(config_file.read_text()).get("name")
+    except (OSError, ValueError):
+        config_name = None
+    stamp = max((f.stat().st_mtime for f in path.iterdir()), default=0.0)
+    with _versions_lock:
+        key = (str(path), stamp)
+        if key not in _versions:
+            from pixelscene.model_io import model_version
+
+            try:
+                _versions[key] = model_version(path)
+            except Exception:
+                return {"available": False, "version": None, "config": config_name}
+        return {"available": True, "version": _versions[key], "config": config_name}
+
+
+@bp.get("/health")
+def health() -> Response:
+    """Always 200: whether Redis answers, queue depths and the live workers."""
+    st = state()
+    doc: dict[str, Any] = {
+        "status": "ok",
+        "redis": {"reachable": True},
+        "queues": {},
+        "workers": [],
+    }
+    try:
+        st.redis.ping()
+        for name in QUEUES:
+            queue = get_queue(name, st.redis)
+            running = st.redis.zcard(StartedJobRegistry(queue=queue).key)
+            doc["queues"][name] = {"queued": queue.count, "running": running}
+        for worker in Worker.all(connection=st.redis):
+            job_id = worker.get_current_job_id()
+            doc["workers"].append(
+                {
+                    "name": worker.name,
+                    "state": getattr(worker.get_state(), "value", worker.get_state()),
+                    "queues": worker.queue_names(),
+                    "current_job": job_id,
+                    "last_heartbeat": worker.last_heartbeat.isoformat()
+                    if worker.last_heartbeat
+                    else None,
+                }
+            )
+        if not doc["workers"]:
+            doc["status"] = "degraded"
+    except redis.RedisError as e:
+        doc["status"] = "degraded"
+        doc["redis"] = {"reachable": False, "error": str(e)}
+    return jsonify(doc)

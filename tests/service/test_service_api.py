@@ -1,0 +1,317 @@
+"""Every endpoint against fakeredis (no worker): validation, errors, auth, idempotency, 429."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import redis
+
+from service.schemas import PROMPT_MAX, generation_schema, validate
+from workers.settings import Settings
+
+
+def submit(client, body=None, **kw):
+    return client.post(
+        "/v1/generations", json={"prompt": "a castle at dusk"} if body is None else body, **kw
+    )
+
+
+def test_post_generation_returns_202_with_position_and_links(client):
+    first = submit(client)
+    second = submit(client, {"prompt": "rain over the hills", "n": 3, "seed": 7})
+    assert first.status_code == 202 and second.status_code == 202
+    doc = second.get_json()
+    assert set(doc) == {"id", "status", "position", "eta_seconds", "links"}
+    assert doc["status"] == "queued" and doc["position"] == 1 and doc["eta_seconds"] > 0
+    assert doc["links"]["self"] == f"/v1/jobs/{doc['id']}"
+    job = client.get(doc["links"]["self"]).get_json()
+    assert job["status"] == "queued" and job["position"] == 1 and job["progress"] == 0.0
+    assert job["request"]["n"] == 3 and job["request"]["seed"] == 7
+    assert job["request"]["model"] == "tiny" and job["request"]["palette"] == "none"
+
+
+def test_seed_is_fixed_at_submit_when_omitted(client):
+    job_id = submit(client).get_json()["id"]
+    seed = client.get(f"/v1/jobs/{job_id}").get_json()["request"]["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2**31
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * (PROMPT_MAX + 1)}, "prompt"),
+        ({"prompt": 5}, "prompt"),
+        ({}, "prompt"),
+        ({"prompt": "a", "n": 0}, "n"),
+        ({"prompt": "a", "n": 17}, "n"),
+        ({"prompt": "a", "n": 2.0}, "n"),
+        ({"prompt": "a", "n": True}, "n"),
+        ({"prompt": "a", "seed": -1}, "seed"),
+        ({"prompt": "a", "seed": 2**31}, "seed"),
+        ({"prompt": "a", "temperature": 0}, "temperature"),
+        ({"prompt": "a", "temperature": 5.5}, "temperature"),
+        ({"prompt": "a", "top_k": 513}, "top_k"),
+        ({"prompt": "a", "top_p": 0}, "top_p"),
+        ({"prompt": "a", "top_p": 1.5}, "top_p"),
+        ({"prompt": "a", "cfg_scale": -1}, "cfg_scale"),
+        ({"prompt": "a", "cfg_scale": 21}, "cfg_scale"),
+        ({"prompt": "a", "palette": "auto:1"}, "palette"),
+        ({"prompt": "a", "palette": "auto:257"}, "palette"),
+        ({"prompt": "a", "palette": "/etc/passwd"}, "palette"),
+        ({"prompt": "a", "scale": 9}, "scale"),
+        ({"prompt": "a", "model": "nope"}, "model"),
+        ({"prompt": "a", "webhook": "ftp://example.com/x"}, "webhook"),
+        ({"prompt": "a", "webhook": "not a url"}, "webhook"),
+        ({"prompt": "a", "colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_fields_are_named(client, body, field):
+    resp = submit(client, body)
+    assert resp.status_code == 400
+    err = resp.get_json()["error"]
+    assert err["code"] == "invalid_request"
+    assert field in err["details"]["fields"]
+
+
+def test_every_bad_field_is_reported_at_once(client):
+    resp = submit(client, {"prompt": "", "n": 99, "top_p": 2, "extra": 1})
+    assert set(resp.get_json()["error"]["details"]["fields"]) == {"prompt", "n", "top_p", "extra"}
+
+
+def test_valid_edges_are_accepted(client):
+    body = {
+        "prompt": "x" * PROMPT_MAX,
+        "n": 16,
+        "seed": 2**31 - 1,
+        "temperature": 5,
+        "top_k": 512,
+        "top_p": 1,
+        "cfg_scale": 0,
+        "palette": "auto:256",
+        "scale": 8,
+        "webhook": "https://example.com/hook",
+    }
+    assert submit(client, body).status_code == 202
+    for palette in ("none", "vga", "auto:2"):
+        assert submit(client, {"prompt": "a", "palette": palette}).status_code == 202
+
+
+def test_named_palettes_come_from_settings(make_app):
+    client = make_app(palettes={"c64": "/srv/palettes/c64.gpl"}).test_client()
+    assert submit(client, {"prompt": "a", "palette": "c64"}).status_code == 202
+    assert submit(client, {"prompt": "a", "palette": "nes"}).status_code == 400
+
+
+def test_not_json_is_415_and_broken_json_is_400(client):
+    resp = client.post("/v1/generations", data="prompt=a", content_type="text/plain")
+    assert resp.status_code == 415
+    assert resp.get_json()["error"]["code"] == "unsupported_media_type"
+    resp = client.post("/v1/generations", data="{oops", content_type="application/json")
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_json"
+    resp = client.post("/v1/generations", json=["a list"])
+    assert resp.status_code == 400
+
+
+def test_body_too_large_is_413(make_app):
+    client = make_app(max_content_length=1024).test_client()
+    resp = client.post("/v1/generations", json={"prompt": "x" * 4000})
+    assert resp.status_code == 413
+    assert resp.get_json()["error"]["code"] == "payload_too_large"
+
+
+def test_unknown_route_404_and_wrong_method_405(client):
+    resp = client.get("/v1/nothing")
+    assert resp.status_code == 404 and "error" in resp.get_json()
+    resp = client.put("/v1/generations", json={})
+    assert resp.status_code == 405
+    assert resp.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_unknown_or_malformed_job_id_is_404(client):
+    for job_id in (uuid.uuid4().hex, "..%2f..%2fetc", "ABC", "0" * 33):
+        resp = client.get(f"/v1/jobs/{job_id}")
+        assert resp.status_code == 404
+        assert resp.get_json()["error"]["code"] in ("job_not_found", "not_found")
+    assert client.get(f"/v1/jobs/{uuid.uuid4().hex}/images/0.png").status_code == 404
+
+
+def test_queue_limit_gives_429_with_retry_after(make_app):
+    client = make_app(max_queue=2).test_client()
+    assert submit(client).status_code == 202
+    assert submit(client).status_code == 202
+    resp = submit(client)
+    assert resp.status_code == 429
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert resp.get_json()["error"]["code"] == "queue_full"
+
+
+def test_idempotency_key_same_body_same_job(client, fake_redis):
+    headers = {"Idempotency-Key": "order-42"}
+    a = submit(client, {"prompt": "a lighthouse"}, headers=headers)
+    b = submit(client, {"prompt": "a lighthouse"}, headers=headers)
+    assert a.status_code == b.status_code == 202
+    assert a.get_json()["id"] == b.get_json()["id"]
+    assert b.headers["Idempotent-Replayed"] == "true"
+    assert fake_redis.llen("rq:queue:generate") == 1
+    ttl = fake_redis.ttl(next(iter(fake_redis.scan_iter("pixelscene:idem:*"))))
+    assert 86000 < ttl <= 86400
+    other = submit(client, {"prompt": "a lighthouse"}, headers={"Idempotency-Key": "order-43"})
+    assert other.get_json()["id"] != a.get_json()["id"]
+
+
+def test_idempotency_key_different_body_is_422(client):
+    headers = {"Idempotency-Key": "k1"}
+    assert submit(client, {"prompt": "a"}, headers=headers).status_code == 202
+    resp = submit(client, {"prompt": "b"}, headers=headers)
+    assert resp.status_code == 422
+    assert resp.get_json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_api_keys_are_required_when_configured(make_app):
+    client = make_app(api_keys=["k-one", "k-two"]).test_client()
+    assert submit(client).status_code == 401
+    resp = submit(client, headers={"Authorization": "Bearer wrong"})
+    assert resp.status_code == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+    assert submit(client, headers={"Authorization": "Bearer k-two"}).status_code == 202
+    assert client.get("/v1/health").status_code == 200  # open for load balancers
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_without_keys_only_localhost_is_served(client):
+    resp = client.get("/v1/jobs", environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert resp.status_code == 401
+    assert client.get("/v1/jobs", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+
+
+def test_list_jobs_paginates_and_filters(client):
+    ids = [submit(client, {"prompt": f"p{i}"}).get_json()["id"] for i in range(5)]
+    client.delete(f"/v1/jobs/{ids[0]}")
+    page = client.get("/v1/jobs?limit=2").get_json()
+    assert [j["id"] for j in page["jobs"]] == ids[::-1][:2]
+    seen = [j["id"] for j in page["jobs"]]
+    while page["next_cursor"]:
+        page = client.get(f"/v1/jobs?limit=2&cursor={page['next_cursor']}").get_json()
+        seen += [j["id"] for j in page["jobs"]]
+    assert seen == ids[::-1]
+    canceled = client.get("/v1/jobs?status=canceled").get_json()["jobs"]
+    assert [j["id"] for j in canceled] == [ids[0]]
+    bad = client.get("/v1/jobs?status=done&limit=0")
+    assert bad.status_code == 400
+    assert set(bad.get_json()["error"]["details"]["fields"]) == {"status", "limit"}
+
+
+def test_cancel_queued_job(client, fake_redis):
+    job_id = submit(client).get_json()["id"]
+    resp = client.delete(f"/v1/jobs/{job_id}")
+    assert resp.status_code == 200 and resp.get_json()["status"] == "canceled"
+    assert fake_redis.llen("rq:queue:generate") == 0
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 200  # idempotent
+    assert client.delete(f"/v1/jobs/{uuid.uuid4().hex}").status_code == 404
+
+
+def test_models_lists_configured_models(make_app, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"name": "tiny"}))
+    client = make_app(models={"tiny": "", "mine": str(tmp_path / "missing")}).test_client()
+    models = {m["name"]: m for m in client.get("/v1/models").get_json()["models"]}
+    assert set(models) == {"tiny", "mine"}
+    assert models["tiny"]["default"] is True
+    assert models["mine"]["available"] is False
+
+
+def test_health_reports_queues(client):
+    submit(client)
+    doc = client.get("/v1/health").get_json()
+    assert doc["redis"]["reachable"] is True
+    assert doc["queues"]["generate"] == {"queued": 1, "running": 0}
+    assert doc["workers"] == [] and doc["status"] == "degraded"
+
+
+def test_redis_down_gives_503_but_health_200(overrides):
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from service import create_app
+
+    dead = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+    client = create_app({"REDIS": dead, **overrides}).test_client()
+    resp = submit(client)
+    assert resp.status_code == 503
+    assert resp.get_json()["error"]["code"] == "redis_unavailable"
+    assert "Traceback" not in resp.get_data(as_text=True)
+    health = client.get("/v1/health")
+    assert health.status_code == 200 and health.get_json()["redis"]["reachable"] is False
+
+
+def test_unexpected_errors_are_json_without_trace(app, client, monkeypatch):
+    import service.api.generations as gen
+
+    def boom(*a, **k):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(gen, "enqueue_job", boom)
+    resp = submit(client)
+    assert resp.status_code == 500
+    body = resp.get_data(as_text=True)
+    assert "secret internals" not in body and "Traceback" not in body
+    assert resp.get_json()["error"]["code"] == "internal_error"
+
+
+def test_webhook_needs_a_secret(make_app):
+    client = make_app(webhook_secret="").test_client()
+    resp = submit(client, {"prompt": "a", "webhook": "http://127.0.0.1:9/x"})
+    assert resp.status_code == 400 and "webhook" in resp.get_json()["error"]["details"]["fields"]
+
+
+def test_openapi_uses_the_validation_schemas(app, client):
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    for path in ("/v1/generations", "/v1/jobs/{job_id}", "/v1/jobs", "/v1/models", "/v1/health"):
+        assert path in doc["paths"]
+    schema = doc["components"]["schemas"]["GenerationRequest"]
+    assert schema == app.extensions["pixelscene"].schemas["GenerationRequest"]
+    assert schema["properties"]["n"]["maximum"] == 16
+    assert schema["properties"]["model"]["enum"] == ["tiny"]
+    # Every view is documented.
+    rules = {r.rule for r in app.url_map.iter_rules() if r.endpoint != "static"}
+    documented = {p.replace("{", "<").replace("}", ">") for p in doc["paths"]} | {"/openapi.json"}
+    normalized = {r.replace("<int:index>", "<index>") for r in rules}
+    assert normalized <= documented
+
+
+def test_schema_validate_fills_defaults():
+    schema = generation_schema(Settings.load(environ={}))
+    assert validate(schema, {"prompt": "a"}) == {
+        "prompt": "a",
+        "n": 1,
+        "palette": "none",
+        "scale": 1,
+        "model": "tiny",
+    }
+
+
+def test_post_training_validates_and_queues(client, fake_redis):
+    resp = client.post("/v1/trainings", json={"stage": "vqgan", "dataset": "synth-1k"})
+    assert resp.status_code == 202
+    assert fake_redis.llen("rq:queue:train") == 1
+    bad = client.post("/v1/trainings", json={"stage": "gan", "dataset": "../etc"})
+    assert set(bad.get_json()["error"]["details"]["fields"]) == {"stage", "dataset"}
+    bad = client.post("/v1/trainings", json={"stage": "transformer", "dataset": "d"})
+    assert "vqgan" in bad.get_json()["error"]["details"]["fields"]
+
+
+def test_train_argv_matches_the_cli(tmp_path):
+    from pixelscene.cli import build_parser
+    from workers.jobs import train_argv
+
+    request = {"stage": "transformer", "dataset": "d", "config": "tiny", "steps": 5}
+    argv = train_argv(request, tmp_path, tmp_path / "out", tmp_path / "vq")
+    args = build_parser().parse_args(argv)
+    assert args.steps == 5 and args.vqgan == str(tmp_path / "vq")

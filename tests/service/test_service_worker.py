@@ -1,0 +1,331 @@
+"""Workers against fakeredis with a fake pipeline: jobs, objects, cancel, retries, webhooks."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from rq import Queue, Retry
+from rq.registry import StartedJobRegistry
+from service_fakes import FakePixelScene, wait_for
+
+from pixelscene.errors import ModelLoadError
+from workers import webhooks
+from workers.objects import ObjectPathError, collect_garbage, job_dir
+from workers.registry import ModelRegistry
+from workers.settings import Settings
+from workers.store import Keys, get_job
+from workers.worker import PixelsceneWorker, reap_abandoned
+
+
+def submit(client, **body):
+    resp = client.post("/v1/generations", json={"prompt": "a castle at dusk", **body})
+    assert resp.status_code == 202, resp.get_json()
+    return resp.get_json()["id"]
+
+
+def test_job_runs_and_objects_are_served(client, run_worker, fake_model, overrides):
+    job_id = submit(client, n=3, seed=11, scale=2, palette="auto:8", temperature=0.7)
+    run_worker()
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == 1.0 and job["attempts"] == 1
+    out = job["output"]
+    assert [im["seed"] for im in out["images"]] == [11, 12, 13]
+    assert out["model_version"] == "fake-000000000001"
+    assert out["timings"]["generate_s"] >= 0 and out["peak_memory_bytes"] >= 0
+    assert fake_model.calls[0]["temperature"] == 0.7 and fake_model.closed == 1
+
+    png = client.get(out["images"][2]["url"])
+    assert png.status_code == 200 and png.mimetype == "image/png"
+    assert png.get_data()[:8] == b"\x89PNG\r\n\x1a\n"
+    png.close()
+    path = Path(overrides["objects_dir"]) / "jobs" / job_id
+    with Image.open(path / "2.png") as im:
+        assert im.size == (640, 400) and im.mode == "P" and len(im.getpalette()) <= 8 * 3
+        assert im.text["seed"] == "13" and im.text["prompt"] == "a castle at dusk"
+    with client.get(out["images"][0]["codes_url"]) as resp:
+        codes = resp.get_json()
+    assert codes["rows"] == 13 and codes["cols"] == 20 and codes["seed"] == 11
+    result = json.loads((path / "result.json").read_text())
+    assert result["id"] == job_id and len(result["images"]) == 3
+    assert not [p for p in path.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert client.get(f"/v1/jobs/{job_id}/images/3.png").status_code == 404
+
+
+def test_models_are_loaded_once_per_worker(client, run_worker):
+    submit(client)
+    submit(client)
+    worker = run_worker()
+    assert worker.registry.loads == 1
+
+
+def test_canceled_queued_job_never_runs(client, run_worker, fake_model):
+    job_id = submit(client)
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
+    run_worker()
+    assert fake_model.calls == []
+    assert client.get(f"/v1/jobs/{job_id}").get_json()["status"] == "canceled"
+
+
+def test_running_job_stops_at_next_step(client, run_worker, fake_model, overrides, fake_redis):
+    fake_model.step_seconds = 0.02
+    job_id = submit(client, n=16)
+    keys = Keys()
+    # Cancel as soon as the worker reports progress.
+    threading.Thread(
+        target=lambda: (
+            wait_for(lambda: (get_job(fake_redis, keys, job_id) or {}).get("progress", 0) > 0),
+            client.delete(f"/v1/jobs/{job_id}"),
+        ),
+        daemon=True,
+    ).start()
+    t0 = time.monotonic()
+    run_worker()
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "canceled" and job["cancel_requested"]
+    assert fake_model.closed == 1
+    assert time.monotonic() - t0 < 0.02 * 64  # stopped well before the 64 steps
+    assert not (Path(overrides["objects_dir"]) / "jobs" / job_id / "result.json").exists()
+
+
+def test_progress_goes_to_job_meta(client, run_worker, fake_redis):
+    from rq.job import Job
+
+    job_id = submit(client, n=2)
+    run_worker()
+    assert Job.fetch(job_id, connection=fake_redis).meta["progress"] > 0
+
+
+def test_job_error_fails_without_retry_and_says_why(client, run_worker, fake_model):
+    def broken(*a, **k):
+        raise ModelLoadError("weights are corrupt")
+        yield
+
+    fake_model.iter_generate = broken
+    job_id = submit(client)
+    run_worker()
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert job["error"] == {"code": "job_error", "message": "weights are corrupt"}
+
+
+def test_internal_error_message_hides_details(client, run_worker, fake_model):
+    def broken(*a, **k):
+        raise ZeroDivisionError("secret")
+        yield
+
+    fake_model.iter_generate = broken
+    job_id = submit(client)
+    run_worker()
+    error = client.get(f"/v1/jobs/{job_id}").get_json()["error"]
+    assert error["code"] == "internal_error" and "secret" not in error["message"]
+
+
+def _abandon(fake_redis, settings, job_id):
+    """Start the job's execution as a worker that then dies (no heartbeats)."""
+    queue = Queue("generate", connection=fake_redis)
+    worker = PixelsceneWorker([queue], connection=fake_redis, settings=settings)
+    job, _ = queue.dequeue_any([queue], None, connection=fake_redis)
+    assert job.id == job_id
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job)
+    from workers.jobs import _start
+
+    assert _start(worker_context(fake_redis, settings), job_id) is not None
+
+
+def worker_context(fake_redis, settings):
+    from workers import context
+
+    return context.WorkerContext(settings, fake_redis, ModelRegistry(settings.models), "dead-1")
+
+
+def test_abandoned_job_is_retried_then_fails_with_reason(client, fake_redis, overrides):
+    settings = Settings.load({**overrides, "max_retries": 1}, environ={})
+    job_id = submit(client)
+    from rq.job import Job
+
+    job = Job.fetch(job_id, connection=fake_redis)
+    job.retries_left, job.retry_intervals = 1, [0]
+    job.save()
+    _abandon(fake_redis, settings, job_id)
+    assert client.get(f"/v1/jobs/{job_id}").get_json()["status"] == "running"
+
+    registry = StartedJobRegistry("generate", connection=fake_redis)
+    future = time.time() + settings.heartbeat_ttl + 1
+    registry.cleanup(timestamp=future)  # what reap_abandoned does once the TTL has passed
+    job_doc = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job_doc["status"] == "queued" and job_doc["attempts"] == 1
+    assert fake_redis.llen("rq:queue:generate") == 1
+
+    _abandon(fake_redis, settings, job_id)
+    registry.cleanup(timestamp=time.time() + settings.heartbeat_ttl + 1)
+    job_doc = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job_doc["status"] == "failed" and job_doc["attempts"] == 2
+    assert job_doc["error"]["code"] == "worker_died"
+    assert "2 attempt" in job_doc["error"]["message"]
+
+
+def test_reaper_leaves_live_jobs_alone(client, fake_redis, overrides):
+    settings = Settings.load(overrides, environ={})
+    job_id = submit(client)
+    _abandon(fake_redis, settings, job_id)
+    reap_abandoned(fake_redis, ["generate"])  # heartbeat TTL not yet passed
+    assert client.get(f"/v1/jobs/{job_id}").get_json()["status"] == "running"
+
+
+def test_enqueue_sets_explicit_timeouts_and_retry(client, fake_redis):
+    from rq.job import Job
+
+    job = Job.fetch(submit(client), connection=fake_redis)
+    s = Settings.load(environ={})
+    assert job.timeout == s.job_timeout
+    assert job.result_ttl == s.result_ttl and job.failure_ttl == s.failure_ttl
+    assert job.retries_left == s.max_retries
+    assert isinstance(Retry(max=1), Retry)
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+    fail_first = 0
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if Hook.fail_first > 0:
+            Hook.fail_first -= 1
+            self.send_response(500)
+            self.end_headers()
+            return
+        Hook.received.append((body, self.headers[webhooks.SIGNATURE_HEADER]))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hook_server():
+    Hook.received, Hook.fail_first = [], 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_is_signed_and_retried(client, run_worker, fake_redis, overrides, hook_server):
+    Hook.fail_first = 2
+    job_id = submit(client, webhook=hook_server)
+    run_worker()  # the job only schedules the delivery
+    settings = Settings.load(overrides, environ={})
+
+    def delivered():
+        webhooks.process_due(fake_redis, settings)
+        return Hook.received
+
+    wait_for(delivered, timeout=10)
+    body, signature = Hook.received[0]
+    assert webhooks.verify_signature("test-secret", body, signature)
+    assert not webhooks.verify_signature("other-secret", body, signature)
+    assert not webhooks.verify_signature("test-secret", body + b" ", signature)
+    doc = json.loads(body)
+    assert doc["id"] == job_id and doc["status"] == "succeeded"
+    record = get_job(fake_redis, Keys(), job_id)
+    assert record["webhook"].startswith("delivered") and "attempt 3" in record["webhook"]
+
+
+def test_webhook_gives_up_after_max_attempts(client, fake_redis, overrides):
+    settings = Settings.load({**overrides, "webhook_max_attempts": 2}, environ={})
+    job_id = submit(client)
+    webhooks.schedule(fake_redis, Keys(), job_id, "http://127.0.0.1:9/unreachable")
+
+    def given_up():
+        webhooks.process_due(fake_redis, settings)
+        return (get_job(fake_redis, Keys(), job_id).get("webhook") or "").startswith("failed")
+
+    wait_for(given_up, timeout=10)
+    assert fake_redis.zcard(Keys().webhooks) == 0
+
+
+def test_registry_lru_evicts_by_version():
+    versions = {"a": "a-1", "b": "b-1", "c": "c-1"}
+    loaded = []
+    registry = ModelRegistry(
+        {"a": "/m/a", "b": "/m/b", "c": "/m/c"},
+        capacity=2,
+        loader=lambda d: loaded.append(str(d)) or FakePixelScene(d),
+        versioner=lambda d: versions[Path(d).name],
+    )
+    first = registry.get("a")
+    registry.get("b")
+    assert registry.get("a") is first  # cached
+    registry.get("c")  # evicts b (least recently used)
+    assert registry.loaded_versions() == ["a-1", "c-1"]
+    registry.get("b")
+    assert loaded == ["/m/a", "/m/b", "/m/c", "/m/b"]
+    with pytest.raises(ModelLoadError):
+        registry.get("zzz")
+
+
+def test_object_paths_reject_bad_ids(tmp_path):
+    for bad in ("../x", "a" * 31, "A" * 32, "a" * 32 + "/..", ""):
+        with pytest.raises(ObjectPathError):
+            job_dir(tmp_path, bad)
+    assert job_dir(tmp_path, "a" * 32) == tmp_path / "jobs" / ("a" * 32)
+
+
+def test_gc_deletes_only_old_job_folders(tmp_path):
+    old, new = tmp_path / "jobs" / ("a" * 32), tmp_path / "jobs" / ("b" * 32)
+    for folder in (old, new):
+        folder.mkdir(parents=True)
+        (folder / "0.png").write_bytes(b"x")
+    stranger = tmp_path / "jobs" / "keep-me"
+    stranger.mkdir()
+    ten_days_ago = time.time() - 10 * 86400
+    for path in (old / "0.png", old):
+        os.utime(path, (ten_days_ago, ten_days_ago))
+    assert collect_garbage(tmp_path, 7, dry_run=True) == [old] and old.exists()
+    assert collect_garbage(tmp_path, 7) == [old]
+    assert not old.exists() and new.exists() and stranger.exists()
+
+
+def test_gc_command(tmp_path, capsys, monkeypatch):
+    from pixelscene.cli import main
+
+    monkeypatch.setenv("PIXELSCENE_NO_OPENBLAS", "1")  # no re-exec of the test process
+
+    folder = tmp_path / "jobs" / ("c" * 32)
+    folder.mkdir(parents=True)
+    os.utime(folder, (0, 0))
+    assert main(["gc", "--older-than", "1", "--objects-dir", str(tmp_path)]) == 0
+    assert not folder.exists() and "deleted 1" in capsys.readouterr().out
+
+
+def test_settings_from_environment():
+    env = {
+        "PIXELSCENE_MODELS": "tiny=,base=/srv/base",
+        "PIXELSCENE_API_KEYS": "a, b",
+        "PIXELSCENE_MAX_QUEUE": "7",
+    }
+    s = Settings.load({"max_queue": 9}, environ=env)
+    assert s.models == {"tiny": "", "base": "/srv/base"} and s.api_keys == ["a", "b"]
+    assert s.max_queue == 9  # overrides beat the environment
+    assert Settings.load(environ=env).max_queue == 7
+    from workers.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="PIXELSCENE_MAX_QUEUE"):
+        Settings.load(environ={"PIXELSCENE_MAX_QUEUE": "many"})
+
+
+def test_pixels_are_uint8_from_fake():
+    image = next(s for s in FakePixelScene().iter_generate(["a"]) if s.images).images[0]
+    assert image.pixels.dtype == np.uint8

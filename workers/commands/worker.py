@@ -1,0 +1,39 @@
+"""`pixelscene worker [--queues generate,train] [--redis URL]`: run one queue worker."""
+
+from __future__ import annotations
+
+import argparse
+
+from pixelscene.errors import PixelsceneError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--queues",
+        default="generate,train",
+        help="queues in order of priority (default: %(default)s)",
+    )
+    parser.add_argument("--redis", metavar="URL", help="Redis URL (default: PIXELSCENE_REDIS_URL)")
+    parser.add_argument("--objects-dir", help="object directory (default: PIXELSCENE_OBJECTS_DIR)")
+    parser.add_argument("--name", help="worker name (default: host.pid.random)")
+    parser.add_argument("--burst", action="store_true", help="quit when the queues are empty")
+    parser.add_argument("--max-jobs", type=int, help="quit after this many jobs")
+
+
+def run(args: argparse.Namespace) -> int:
+    from workers.queues import QUEUES
+    from workers.settings import Settings
+    from workers.worker import run_worker
+
+    overrides = {}
+    if args.redis:
+        overrides["redis_url"] = args.redis
+    if args.objects_dir:
+        overrides["objects_dir"] = args.objects_dir
+    settings = Settings.load(overrides)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = [q for q in queues if q not in QUEUES]
+    if not queues or unknown:
+        raise PixelsceneError(f"--queues: unknown queue(s) {unknown}; choose from {list(QUEUES)}")
+    run_worker(settings, queues, name=args.name, burst=args.burst, max_jobs=args.max_jobs)
+    return 0

@@ -1,0 +1,268 @@
+"""RQ job functions: thin. Get the model from the registry, call pixelscene, write objects.
+
+Each function takes only the job id; the request lives in the job record (workers.store),
+which is also where status, progress and the result go.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from rq import get_current_job
+from rq.exceptions import AbandonedJobError
+from rq.timeouts import JobTimeoutException
+
+from pixelscene.errors import PixelsceneError
+from workers import context, webhooks
+from workers.objects import codes_path, image_path, job_dir, write_bytes_atomic, write_json_atomic
+from workers.store import (
+    cancel_requested,
+    get_job,
+    now,
+    record_job_seconds,
+    set_progress,
+    transition,
+)
+
+log = logging.getLogger(__name__)
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "cfg_scale")
+
+
+class JobRecordMissing(PixelsceneError):
+    """The job's record expired or was deleted before a worker reached it."""
+
+
+def error_doc(exc: BaseException, timeout: int | None = None) -> dict[str, str]:
+    """What a client sees of a failure: never a traceback."""
+    if isinstance(exc, JobTimeoutException):
+        return {"code": "timeout", "message": f"the job ran longer than its limit of {timeout} s"}
+    if isinstance(exc, PixelsceneError):
+        return {"code": "job_error", "message": str(exc)}
+    return {
+        "code": "internal_error",
+        "message": f"the job failed with an internal error ({type(exc).__name__})",
+    }
+
+
+def _finish(ctx: context.WorkerContext, job_id: str, status: str, **fields: Any) -> bool:
+    s = ctx.settings
+    ttl = s.result_ttl if status == "succeeded" else s.failure_ttl
+    moved = transition(
+        ctx.redis, ctx.keys, job_id, ("queued", "running"), status, ttl=ttl,
+        finished_at=now(), **fields,
+    )  # fmt: skip
+    if moved:
+        rec = get_job(ctx.redis, ctx.keys, job_id)
+        url = (rec or {}).get("request", {}).get("webhook")
+        if url:
+            webhooks.schedule(ctx.redis, ctx.keys, job_id, url)
+    return moved
+
+
+def _start(ctx: context.WorkerContext, job_id: str) -> dict[str, Any] | None:
+    """Mark the job running; None if it was canceled (or already ended) meanwhile."""
+    rec = get_job(ctx.redis, ctx.keys, job_id)
+    if rec is None:
+        raise JobRecordMissing(f"job {job_id} has no record (expired?)")
+    if rec.get("cancel") == "1":
+        _finish(ctx, job_id, "canceled")
+        return None
+    started = transition(
+        ctx.redis, ctx.keys, job_id, ("queued", "running"), "running",
+        started_at=now(), worker=ctx.worker_name, attempts=rec.get("attempts", 0) + 1, progress=0.0,
+    )  # fmt: skip
+    return rec if started else None
+
+
+def generate(job_id: str) -> dict[str, Any]:
+    """Generate the images of one job into the object directory."""
+    ctx = context.current()
+    rec = _start(ctx, job_id)
+    if rec is None:
+        return {"status": "canceled"}
+    try:
+        return _generate(ctx, job_id, rec["request"])
+    except Exception as e:
+        log.exception("job %s failed", job_id)
+        _finish(ctx, job_id, "failed", error=error_doc(e, ctx.settings.job_timeout))
+        raise
+
+
+def _generate(ctx: context.WorkerContext, job_id: str, request: dict[str, Any]) -> dict[str, Any]:
+    import mlx.core as mx
+
+    from pixelscene import output
+
+    r, keys, s = ctx.redis, ctx.keys, ctx.settings
+    rq_job = get_current_job()
+    t_start = time.perf_counter()
+    model = ctx.registry.get(request["model"])
+    t_loaded = time.perf_counter()
+    mx.reset_peak_memory()
+
+    n = int(request["n"])
+    sampling = {k: request[k] for k in SAMPLING_KEYS if request.get(k) is not None}
+    steps = model.iter_generate(
+        [request["prompt"]], n=n, seed=request["seed"], batch_size=min(n, s.batch_size), **sampling
+    )
+    images = None
+    last_report = 0.0
+    canceled = False
+    try:
+        for step in steps:
+            if step.images is not None:
+                images = step.images
+                break
+            t = time.monotonic()
+            if t - last_report < s.progress_interval:
+                continue
+            last_report = t
+            # The last 5% is writing the files.
+            progress = 0.95 * step.done / max(step.total, 1)
+            set_progress(r, keys, job_id, progress)
+            if rq_job is not None:
+                rq_job.meta["progress"] = round(progress, 4)
+                rq_job.save_meta()
+            if cancel_requested(r, keys, job_id):
+                canceled = True
+                break
+    finally:
+        steps.close()
+    if canceled:
+        log.info("job %s canceled while running", job_id)
+        _finish(ctx, job_id, "canceled")
+        return {"status": "canceled"}
+    if images is None:
+        raise RuntimeError("the pipeline ended without images")
+    t_generated = time.perf_counter()
+    peak = int(mx.get_peak_memory())
+
+    palette = request.get("palette") or "none"
+    palette_spec = s.palettes.get(palette, palette)
+    scale = int(request.get("scale") or 1)
+    out_images = []
+    for k, image in enumerate(images):
+        meta = output.generation_metadata(
+            prompt=image.prompt,
+            seed=image.seed,
+            settings={**sampling, "palette": palette, "scale": scale},
+            model_name=request["model"],
+            model_version=model.version,
+        )
+        output.save_png(
+            image_path(s.objects_dir, job_id, k), image.pixels, palette_spec, scale, meta
+        )
+        codes = output.codes_to_json(
+            image.codes,
+            prompt=image.prompt,
+            seed=image.seed,
+            model_name=request["model"],
+            model_version=model.version,
+            settings=sampling,
+        )
+        write_bytes_atomic(codes_path(s.objects_dir, job_id, k), codes.encode())
+        out_images.append({"index": k, "seed": int(image.seed)})
+    t_written = time.perf_counter()
+    result = {
+        "images": out_images,
+        "model": request["model"],
+        "model_version": model.version,
+        "timings": {
+            "load_s": round(t_loaded - t_start, 4),
+            "generate_s": round(t_generated - t_loaded, 4),
+            "write_s": round(t_written - t_generated, 4),
+            "total_s": round(t_written - t_start, 4),
+        },
+        "peak_memory_bytes": peak,
+    }
+    write_json_atomic(job_dir(s.objects_dir, job_id) / "result.json", {"id": job_id, **result})
+    _finish(ctx, job_id, "succeeded", output=result, progress=1.0)
+    record_job_seconds(r, keys, t_written - t_start)
+    return {"images": len(out_images), "model_version": model.version}
+
+
+def train(job_id: str) -> dict[str, Any]:
+    """Run a training command (`pixelscene train <stage>`) for a job; the model lands in objects."""
+    ctx = context.current()
+    rec = _start(ctx, job_id)
+    if rec is None:
+        return {"status": "canceled"}
+    request = rec["request"]
+    out_dir = job_dir(ctx.settings.objects_dir, job_id) / "model"
+    vqgan_dir = None
+    if request.get("vqgan"):
+        from pixelscene.model_io import resolve_model_dir
+
+        vqgan_dir = resolve_model_dir(ctx.registry.model_dir(request["vqgan"]))
+    argv = train_argv(request, Path(ctx.settings.datasets_dir), out_dir, vqgan_dir)
+    try:
+        from pixelscene.cli import build_parser
+
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:
+            raise PixelsceneError(f"`pixelscene {' '.join(argv)}` was rejected") from None
+        if getattr(args, "_unavailable", None):
+            raise PixelsceneError(f"the trainer is unavailable: {args._unavailable}")
+        rc = int(importlib.import_module(args._module).run(args) or 0)
+        if rc != 0:
+            raise PixelsceneError(f"`pixelscene {' '.join(argv)}` exited with status {rc}")
+    except Exception as e:
+        log.exception("training job %s failed", job_id)
+        _finish(ctx, job_id, "failed", error=error_doc(e, ctx.settings.train_timeout))
+        raise
+    result = {"model_dir": str(out_dir), "argv": argv}
+    write_json_atomic(job_dir(ctx.settings.objects_dir, job_id) / "result.json", result)
+    _finish(ctx, job_id, "succeeded", output={"images": [], **result}, progress=1.0)
+    return result
+
+
+def train_argv(
+    request: dict[str, Any], datasets_dir: Path, out_dir: Path, vqgan_dir: Path | None = None
+) -> list[str]:
+    """The CLI arguments of a training request (validated by the API's schema)."""
+    argv = ["train", request["stage"], "--config", request.get("config", "tiny")]
+    argv += ["--data", str(datasets_dir / request["dataset"]), "--out", str(out_dir)]
+    argv += ["--no-progress"]
+    if request["stage"] == "transformer" and vqgan_dir is not None:
+        argv += ["--vqgan", str(vqgan_dir)]
+    if request.get("steps"):
+        argv += ["--steps", str(request["steps"])]
+    return argv
+
+
+def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    """RQ failure callback: record a job abandoned by a dead worker (retried or given up).
+
+    Exceptions raised by the job itself were already recorded by the job function.
+    """
+    if exc_type is None or not issubclass(exc_type, AbandonedJobError):
+        return
+    ctx = context.current()
+    keys, s = ctx.keys, ctx.settings
+    rec = get_job(connection, keys, job.id) or {}
+    attempts = rec.get("attempts", 0)
+    worker = rec.get("worker") or "?"
+    if job.retries_left:
+        log.warning("job %s: worker %s died; re-queued (attempt %d)", job.id, worker, attempts)
+        transition(connection, keys, job.id, ("running", "queued"), "queued", progress=0.0)
+        return
+    log.error("job %s: worker %s died; no retries left", job.id, worker)
+    error = {
+        "code": "worker_died",
+        "message": (
+            f"the worker running this job stopped responding (crashed, was killed or lost "
+            f"Redis) on each of {max(attempts, 1)} attempt(s); last worker: {worker}"
+        ),
+    }
+    moved = transition(
+        connection, keys, job.id, ("running", "queued"), "failed",
+        ttl=s.failure_ttl, finished_at=now(), error=error,
+    )  # fmt: skip
+    url = rec.get("request", {}).get("webhook")
+    if moved and url:
+        webhooks.schedule(connection, keys, job.id, url)

@@ -1,0 +1,54 @@
+"""The job JSON that clients see: from `GET /v1/jobs/<id>` and in webhook payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.store import iso
+
+
+def job_links(job_id: str, base_url: str = "") -> dict[str, str]:
+    return {"self": f"{base_url}/v1/jobs/{job_id}"}
+
+
+def image_url(job_id: str, index: int, base_url: str = "") -> str:
+    return f"{base_url}/v1/jobs/{job_id}/images/{index}.png"
+
+
+def codes_url(job_id: str, index: int, base_url: str = "") -> str:
+    return f"{base_url}/v1/jobs/{job_id}/codes/{index}.json"
+
+
+def job_view(
+    rec: dict[str, Any], base_url: str = "", position: int | None = None
+) -> dict[str, Any]:
+    """A record (store.get_job) as the public job document."""
+    job_id = rec["id"]
+    status = rec["status"]
+    output = rec.get("output")
+    if output:
+        output = dict(output)
+        output["images"] = [
+            {
+                **image,
+                "url": image_url(job_id, image["index"], base_url),
+                "codes_url": codes_url(job_id, image["index"], base_url),
+            }
+            for image in output.get("images", [])
+        ]
+    return {
+        "id": job_id,
+        "kind": rec.get("kind", "generate"),
+        "status": status,
+        "progress": 1.0 if status == "succeeded" else float(rec.get("progress", 0.0)),
+        "position": position if status == "queued" else None,
+        "created_at": iso(rec.get("created_at")),
+        "started_at": iso(rec.get("started_at")),
+        "finished_at": iso(rec.get("finished_at")),
+        "attempts": rec.get("attempts", 0),
+        "cancel_requested": rec.get("cancel") == "1",
+        "request": rec.get("request"),
+        "error": rec.get("error"),
+        "output": output,
+        "links": job_links(job_id, base_url),
+    }

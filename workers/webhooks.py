@@ -1,0 +1,132 @@
+"""Webhooks: when a job ends, POST its JSON to the job's URL, signed, retried with backoff.
+
+Deliveries wait in a Redis sorted set (score: when due), so ending a job costs one ZADD and
+never blocks the worker; a daemon thread in each worker process sends them. A failed send is
+re-scheduled `backoff * 2**attempt` seconds later, up to `webhook_max_attempts` tries.
+
+Signature (verify with `verify_signature`): header
+    X-Pixelscene-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
+Receivers should reject timestamps more than a few minutes old (replays).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+import redis
+
+from workers.settings import Settings
+from workers.store import Keys, get_job
+from workers.views import job_view
+
+log = logging.getLogger(__name__)
+SIGNATURE_HEADER = "X-Pixelscene-Signature"
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def verify_signature(secret: str, body: bytes, header: str, tolerance: float = 300.0) -> bool:
+    """Check a signature header against the body; False if wrong or older than `tolerance` s."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs(time.time() - timestamp) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, body, timestamp), header)
+
+
+def schedule(
+    r: redis.Redis, keys: Keys, job_id: str, url: str, attempt: int = 0, delay: float = 0.0
+) -> None:
+    """Queue a delivery of the job's current JSON to `url`."""
+    item = json.dumps({"id": uuid.uuid4().hex, "job_id": job_id, "url": url, "attempt": attempt})
+    r.zadd(keys.webhooks, {item: time.time() + delay})
+
+
+def deliver(settings: Settings, url: str, payload: dict[str, Any]) -> tuple[bool, str]:
+    """POST once; returns (delivered, what happened)."""
+    body = json.dumps(payload).encode()
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "pixelscene-webhook/1",
+            SIGNATURE_HEADER: sign(settings.webhook_secret, body, int(time.time())),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=settings.webhook_timeout) as response:
+            return 200 <= response.status < 300, f"HTTP {response.status}"
+    except urllib.error.HTTPError as e:
+        return False, f"HTTP {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        return False, str(getattr(e, "reason", e))
+
+
+def process_due(r: redis.Redis, settings: Settings, limit: int = 16) -> int:
+    """Send the deliveries that are due; returns how many were attempted."""
+    keys = Keys(settings.key_prefix)
+    due = r.zrangebyscore(keys.webhooks, "-inf", time.time(), start=0, num=limit)
+    attempted = 0
+    for raw in due:
+        if not r.zrem(keys.webhooks, raw):  # another worker claimed it
+            continue
+        attempted += 1
+        item = json.loads(raw)
+        rec = get_job(r, keys, item["job_id"])
+        if rec is None:
+            continue
+        ok, what = deliver(settings, item["url"], job_view(rec, settings.public_url))
+        attempt = item["attempt"] + 1
+        job_key = keys.job(item["job_id"])
+        if ok:
+            r.hset(job_key, mapping={"webhook": f"delivered ({what}, attempt {attempt})"})
+        elif attempt < settings.webhook_max_attempts:
+            delay = settings.webhook_backoff * 2 ** (attempt - 1)
+            log.info("webhook for %s failed (%s); retry in %.1fs", item["job_id"], what, delay)
+            r.hset(job_key, mapping={"webhook": f"retrying ({what}, attempt {attempt})"})
+            schedule(r, keys, item["job_id"], item["url"], attempt, delay)
+        else:
+            log.warning(
+                "webhook for %s failed %d times (%s); giving up", item["job_id"], attempt, what
+            )
+            r.hset(job_key, mapping={"webhook": f"failed ({what}, {attempt} attempts)"})
+    return attempted
+
+
+class WebhookDispatcher(threading.Thread):
+    """Daemon thread that sends due webhooks until `stop()`."""
+
+    def __init__(self, r: redis.Redis, settings: Settings, poll: float = 0.2) -> None:
+        super().__init__(name="pixelscene-webhooks", daemon=True)
+        self.r, self.settings, self.poll = r, settings, poll
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                process_due(self.r, self.settings)
+            except redis.RedisError as e:
+                log.warning("webhook dispatcher: %s", e)
+            except Exception:
+                log.exception("webhook dispatcher error")
+            self._stop_event.wait(self.poll)
+
+    def stop(self) -> None:
+        self._stop_event.set()
