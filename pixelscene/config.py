@@ -38,6 +38,11 @@ class VQGANConfig:
     pad_rows: list[int] = field(default_factory=lambda: [4, 4])
     disc_channels: int = 64
     disc_layers: int = 3
+    # The encoder starts with a lossless space-to-depth "patchify" by patch_size (1, 2, 4, ...),
+    # which stands in for the first log2(patch_size) levels (they get no residual blocks) and
+    # the decoder ends with the inverse. On a CPU, layers at full resolution cost more than
+    # the rest of the network together; small presets use 4. 1 = the plain architecture.
+    patch_size: int = 1
 
     @property
     def downsample_factor(self) -> int:
@@ -64,6 +69,12 @@ class VQGANConfig:
             raise ConfigError(f"{prefix}.image_size must be [height, width] with positive values")
         if len(self.pad_rows) != 2 or min(self.pad_rows) < 0:
             raise ConfigError(f"{prefix}.pad_rows must be [top, bottom] with values >= 0")
+        levels = len(self.channel_multipliers)
+        if self.patch_size not in [2**i for i in range(levels)]:
+            raise ConfigError(
+                f"{prefix}.patch_size must be a power of 2 below 2**len(channel_multipliers)"
+                f" = {2**levels}, got {self.patch_size}"
+            )
         ph, pw = self.padded_size
         f = self.downsample_factor
         if ph % f or pw % f:

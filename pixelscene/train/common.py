@@ -1,0 +1,195 @@
+"""Helpers shared by the training loops: checkpoints, learning-rate schedules, interrupts,
+progress bars.
+
+A checkpoint is a folder written atomically (a temporary sibling renamed into place):
+
+    CKPT/meta.json                 step, config and any JSON-able trainer state
+    CKPT/<name>.safetensors        one per module (weights, float32)
+    CKPT/<name>.opt.safetensors    one per optimizer (its full state, incl. its step)
+    CKPT/arrays.safetensors        extra arrays (MLX random state, counters, ...)
+
+`save_checkpoint` and `load_checkpoint` take the same dicts of modules and optimizers, so
+a trainer resumes by building its objects from the stored config and loading into them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_unflatten
+
+from pixelscene.errors import PixelsceneError
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(PixelsceneError):
+    """A checkpoint folder is missing or does not match what the trainer builds."""
+
+
+def save_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    *,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, optim.Optimizer],
+    meta: dict[str, Any],
+    arrays: dict[str, mx.array] | None = None,
+) -> None:
+    """Write a checkpoint folder atomically (readers never see a half-written one)."""
+    ckpt_dir = Path(ckpt_dir)
+    tmp = ckpt_dir.with_name(f".{ckpt_dir.name}.tmp")
+    old = ckpt_dir.with_name(f".{ckpt_dir.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, module in modules.items():
+        mx.save_safetensors(
+            str(tmp / f"{name}.safetensors"), dict(tree_flatten(module.parameters()))
+        )
+    for name, opt in optimizers.items():
+        mx.save_safetensors(str(tmp / f"{name}.opt.safetensors"), dict(tree_flatten(opt.state)))
+    mx.save_safetensors(str(tmp / "arrays.safetensors"), dict(arrays or {}))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(old, ignore_errors=True)
+    if ckpt_dir.exists():
+        os.replace(ckpt_dir, old)
+    os.replace(tmp, ckpt_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_checkpoint_meta(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """meta.json of a checkpoint (step, config, ...), without loading any weights."""
+    path = Path(ckpt_dir) / "meta.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"no readable checkpoint at {ckpt_dir} ({e})") from None
+
+
+def load_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    *,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, optim.Optimizer],
+) -> tuple[dict[str, Any], dict[str, mx.array]]:
+    """Load weights and optimizer states in place; returns (meta, extra arrays).
+
+    Optimizer states are replaced wholesale, so build compiled step functions (which
+    capture `optimizer.state`) after loading.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    meta = read_checkpoint_meta(ckpt_dir)
+    for name, module in modules.items():
+        weights = mx.load(str(ckpt_dir / f"{name}.safetensors"))
+        expected = dict(tree_flatten(module.parameters()))
+        bad = sorted(set(weights) ^ set(expected)) or [
+            k for k in expected if weights[k].shape != expected[k].shape
+        ]
+        if bad:
+            raise CheckpointError(
+                f"{ckpt_dir}/{name}.safetensors does not match the model: {bad[:3]}"
+            )
+        module.load_weights(list(weights.items()), strict=True)
+    for name, opt in optimizers.items():
+        state = mx.load(str(ckpt_dir / f"{name}.opt.safetensors"))
+        opt.state = tree_unflatten(list(state.items()))
+    arrays = mx.load(str(ckpt_dir / "arrays.safetensors"))
+    mx.eval([m.parameters() for m in modules.values()], [o.state for o in optimizers.values()])
+    return meta, arrays
+
+
+def warmup_cosine(base_lr: float, warmup: int, total: int, final_frac: float = 0.1) -> Callable:
+    """Linear warm-up to base_lr over `warmup` steps, then cosine decay to final_frac * base_lr."""
+    warmup = max(1, min(warmup, total - 1))
+    return optim.join_schedules(
+        [
+            optim.linear_schedule(base_lr / warmup, base_lr, warmup),
+            optim.cosine_decay(base_lr, max(1, total - warmup), base_lr * final_frac),
+        ],
+        [warmup],
+    )
+
+
+def schedule_value(schedule: Callable | float, step: int) -> float:
+    return float(schedule(mx.array(step))) if callable(schedule) else float(schedule)
+
+
+class StopRequest:
+    """Set by SIGINT/SIGTERM inside `stop_on_signals`; the loop checks it after each step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """First Ctrl-C/SIGTERM asks the loop to checkpoint and stop; a second one aborts."""
+    request = StopRequest()
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if request:
+            raise KeyboardInterrupt
+        request.signal = signum
+        log.warning("signal %d: saving a checkpoint after this step (again to abort)", signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield request
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+class Throughput:
+    """Items per second over a sliding window of recent steps."""
+
+    def __init__(self, window: int = 20):
+        self.window = window
+        self.marks: list[tuple[float, int]] = []
+
+    def add(self, items: int) -> float:
+        now = time.perf_counter()
+        total = (self.marks[-1][1] if self.marks else 0) + items
+        self.marks.append((now, total))
+        self.marks = self.marks[-self.window :]
+        if len(self.marks) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.marks[0], self.marks[-1]
+        return (n1 - n0) / max(t1 - t0, 1e-9)
+
+
+def progress(total: int, initial: int = 0, desc: str = "", disable: bool | None = None):
+    """A tqdm bar for a step loop (disabled when stderr is not a terminal unless forced)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=disable, smoothing=0.1
+    )
+
+
+def format_losses(values: dict[str, float]) -> dict[str, str]:
+    """Short strings for a progress-bar postfix."""
+    return {
+        k: (f"{v:.4f}" if abs(v) < 100 and not math.isnan(v) else f"{v:.3g}")
+        for k, v in values.items()
+    }
