@@ -1,0 +1,133 @@
+"""`pixelscene bench sampling`: the plan's sampler against the KV-cached one, same weights.
+
+The plan's sampler re-runs the whole growing prefix through the model for every new token
+(no cache, no compilation, softmax probabilities fed to `categorical` as the plan wrote it).
+It is slow, so by default only its first and last K tokens are timed and the per-token time,
+linear in the prefix length, is extrapolated to the whole sequence; the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--presets", default="base,tiny", help="comma-separated presets")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--plan-tokens",
+        type=int,
+        default=16,
+        help="time the plan's sampler on its first and last K tokens and extrapolate (0: all)",
+    )
+    parser.add_argument("--batches", default="1,8,32", help="batch sizes of the cached sampler")
+
+
+def plan_generate(model, ctx, batch: int, first: int, count: int):
+    """The plan's loop: start token 0, full forward over the growing prefix every step."""
+    import mlx.core as mx
+
+    generated = mx.zeros((batch, first), dtype=mx.int32)
+    for _ in range(count):
+        logits = model.decode(generated, ctx)  # whole prefix, no cache
+        probs = mx.softmax(logits[:, -1, :], axis=-1)
+        nxt = mx.random.categorical(probs)[:, None]  # (the plan's bug, kept for timing)
+        generated = mx.concatenate([generated, nxt.astype(mx.int32)], axis=1)
+    mx.eval(generated)
+    return generated
+
+
+def time_plan(model, ctx, k: int) -> tuple[float, bool]:
+    """Seconds for one image of the plan's sampler (seq_len - 1 tokens), maybe extrapolated."""
+    total = model.seq_len - 1
+    if k <= 0 or 2 * k >= total:
+        t0 = time.perf_counter()
+        plan_generate(model, ctx, 1, 1, total)
+        return time.perf_counter() - t0, False
+    t0 = time.perf_counter()
+    plan_generate(model, ctx, 1, 1, k)  # prefixes 1..k
+    early = (time.perf_counter() - t0) / k
+    t0 = time.perf_counter()
+    plan_generate(model, ctx, 1, total - k + 1, k)  # prefixes total-k+1..total
+    late = (time.perf_counter() - t0) / k
+    # per-token cost is ~linear in the prefix length: integrate the line through both points
+    mid_early, mid_late = (1 + k) / 2, total - k / 2
+    slope = (late - early) / (mid_late - mid_early)
+    return sum(early + slope * (p - mid_early) for p in range(1, total + 1)), True
+
+
+def bench_preset(name: str, batches: list[int], plan_tokens: int) -> dict:
+    import mlx.core as mx
+    import numpy as np
+
+    from pixelscene.config import load_config
+    from pixelscene.sampling import generate_codes, sample_codes
+    from pixelscene.transformer import ImageTransformer, Tokenizer
+
+    cfg = load_config(name)
+    mx.random.seed(0)
+    H, W = cfg.vqgan.grid_size
+    model = ImageTransformer(cfg.transformer, cfg.vqgan.codebook_size, H * W)
+    model.eval()
+    mx.eval(model.parameters())
+    prompt = "a castle on the hills at sunset with pine trees and clouds"
+    tok = Tokenizer.build([prompt], cfg.transformer.text_vocab_size, cfg.transformer.max_text_len)
+    ids, mask = tok.encode_batch([prompt])
+    states, mask = model.encode_text(ids, mask)
+    s = cfg.sampling
+    settings = dict(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, cfg_scale=s.cfg_scale)
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    result: dict = {"params": int(sum(v.size for _, v in _flat(model.parameters())))}
+    plan_s, extrapolated = time_plan(model, model.context(states, mask), plan_tokens)
+    result["plan_sampler_s_per_image"] = round(plan_s, 3)
+    result["plan_sampler_extrapolated"] = extrapolated
+    if extrapolated:
+        result["plan_sampler_tokens_timed"] = 2 * plan_tokens
+
+    def cached(b: int, **kw) -> float:
+        seeds = list(range(b))
+        warm = generate_codes(model, states, mask, seeds=seeds, **kw)
+        next(warm)  # compiles the step for this batch size
+        warm.close()
+        t0 = time.perf_counter()
+        codes = sample_codes(model, states, mask, seeds=seeds, **kw)
+        assert codes.shape == (b, H * W) and np.all((codes >= 0) & (codes < model.codebook_size))
+        return (time.perf_counter() - t0) / b
+
+    for b in batches:
+        result[f"cached_b{b}_s_per_image"] = round(cached(b, **settings), 4)
+    result["cached_b1_nocfg_s_per_image"] = round(cached(1, **{**settings, "cfg_scale": 1.0}), 4)
+    if "cached_b1_s_per_image" in result:
+        result["speedup_b1"] = round(plan_s / result["cached_b1_s_per_image"], 1)
+    result["cfg_scale"] = s.cfg_scale
+    result["peak_memory_mb"] = round(mx.get_peak_memory() / 2**20, 1)
+    return result
+
+
+def _flat(tree):
+    from mlx.utils import tree_flatten
+
+    return tree_flatten(tree)
+
+
+def run(args: argparse.Namespace) -> int:
+    import mlx.core as mx
+
+    batches = [int(b) for b in args.batches.split(",") if b]
+    out = {}
+    for name in [p for p in args.presets.split(",") if p]:
+        out[name] = bench_preset(name, batches, args.plan_tokens)
+        if not args.json:
+            print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in out[name].items()), flush=True)
+    out["device"] = str(mx.default_device())
+    if args.json:
+        print(json.dumps(out, indent=1))
+    elif any(r.get("plan_sampler_extrapolated") for r in out.values() if isinstance(r, dict)):
+        print(
+            f"plan sampler: first and last {args.plan_tokens} tokens timed, per-token time "
+            "extrapolated linearly in the prefix length (--plan-tokens 0 times it all)"
+        )
+    return 0

@@ -1,0 +1,185 @@
+"""Samplers and the KV-cached generation loop.
+
+`make_sampler(temperature, top_k, top_p)` returns `sampler(logits, gumbel) -> tokens`: the
+Gumbel-max trick, `argmax(filtered(logits / T) + g)`, draws exactly from the softmax of the
+filtered logits. The Gumbel noise of each image comes from its own key `mx.random.key(seed)`,
+so an image's codes depend only on its prompt, seed, model and settings, not on which batch
+it was generated in or in which process.
+
+`generate_codes` writes all 260 codes for a batch of images: one step function, compiled once
+per settings and batch size, runs the whole batch (conditional and unconditional halves for
+classifier-free guidance in one forward pass) against fixed-size KV caches, so its shapes
+never change from one token to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import mlx.core as mx
+import numpy as np
+
+from pixelscene.transformer.cache import StaticKVCache
+from pixelscene.transformer.model import Context, ImageTransformer
+
+Sampler = Callable[[mx.array, mx.array], mx.array]
+
+
+@dataclass
+class SamplingStep:
+    """Progress of `generate_codes`: codes done per image; `codes` set on the last step."""
+
+    done: int
+    total: int
+    codes: np.ndarray | None = None  # (B, total) int32
+
+
+def top_k_filter(logits: mx.array, k: int) -> mx.array:
+    """Keep the k largest logits of each row; the rest become -inf."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = mx.min(mx.topk(logits, k, axis=-1), axis=-1, keepdims=True)
+    return mx.where(logits < kth, -mx.inf, logits)
+
+
+def top_p_filter(logits: mx.array, p: float) -> mx.array:
+    """Keep the smallest set of largest logits whose probability reaches p (nucleus)."""
+    if p >= 1.0:
+        return logits
+    desc = mx.sort(logits, axis=-1)[..., ::-1]
+    probs = mx.softmax(desc, axis=-1)
+    mass_before = mx.cumsum(probs, axis=-1) - probs
+    threshold = mx.min(mx.where(mass_before < p, desc, mx.inf), axis=-1, keepdims=True)
+    return mx.where(logits < threshold, -mx.inf, logits)
+
+
+def make_sampler(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Sampler:
+    """`sampler(logits (B, V), gumbel (B, V)) -> tokens (B,) int32`; temperature 0 is greedy."""
+
+    def sampler(logits: mx.array, gumbel: mx.array) -> mx.array:
+        if temperature <= 0:
+            return mx.argmax(logits, axis=-1).astype(mx.int32)
+        logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+        return mx.argmax(logits + gumbel, axis=-1).astype(mx.int32)
+
+    return sampler
+
+
+def gumbel_noise(seeds: list[int], length: int, vocab: int) -> mx.array:
+    """(B, length, vocab) Gumbel noise, row b drawn from mx.random.key(seeds[b]) alone."""
+    return mx.stack([mx.random.gumbel((length, vocab), key=mx.random.key(s)) for s in seeds])
+
+
+def guided(logits: mx.array, cfg_scale: float) -> mx.array:
+    """Classifier-free guidance over a batch stacked as [conditional; unconditional]."""
+    cond, uncond = mx.split(logits, 2, axis=0)
+    return uncond + cfg_scale * (cond - uncond)
+
+
+def _step(model, sampler, cfg_scale, guide, tokens, offset, caches, ctx_kv, bias, noise):
+    """One token for every image; pure in its array arguments, so it compiles."""
+    cache = [
+        StaticKVCache(caches[2 * i], caches[2 * i + 1], offset) for i in range(len(ctx_kv) // 2)
+    ]
+    ctx = Context([(ctx_kv[2 * i], ctx_kv[2 * i + 1]) for i in range(len(cache))], bias)
+    logits = model.decode(tokens, ctx, cache, offset)[:, -1]  # (B or 2B, V)
+    if guide:
+        logits = guided(logits, cfg_scale)
+    nxt = sampler(logits, mx.take(noise, offset, axis=1)[:, 0])  # (B,)
+    feed = mx.concatenate([nxt, nxt]) if guide else nxt
+    new_caches = [a for c in cache for a in (c.keys, c.values)]
+    return nxt, feed[:, None], new_caches
+
+
+_COMPILED: dict[tuple, Callable] = {}
+
+
+def _step_fn(model, temperature, top_k, top_p, cfg_scale, compiled: bool) -> Callable:
+    guide = cfg_scale != 1.0
+    fn = partial(_step, model, make_sampler(temperature, top_k, top_p), cfg_scale, guide)
+    if not compiled:
+        return fn
+    key = (id(model), temperature, top_k, top_p, cfg_scale)
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 16:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = mx.compile(fn, inputs=model.state)  # the closure holds the model
+    return _COMPILED[key]
+
+
+def generate_codes(
+    model: ImageTransformer,
+    states: mx.array,
+    mask: mx.array,
+    *,
+    seeds: list[int],
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    cfg_scale: float = 3.0,
+    progress_every: int = 20,
+    compiled: bool = True,
+) -> Iterator[SamplingStep]:
+    """Write all codes of len(seeds) images in one batched pass, yielding progress.
+
+    Args:
+        model: the transformer (put in eval mode for the duration).
+        states, mask: caption states (P, L, D) and mask (P, L) from `model.encode_text` (or an
+            external encoder); with P prompts and len(seeds) = P * n, image j of prompt i is
+            row i * n + j.
+        seeds: one seed per image; an image's codes depend only on its own seed.
+        temperature, top_k, top_p: sampler settings (top_k 0 and top_p 1 disable them).
+        cfg_scale: classifier-free guidance; 1 turns the unconditional branch off.
+        progress_every: yield a progress step every this many codes.
+
+    Yields:
+        SamplingStep(done, total); the last one carries codes (B, total) int32.
+    """
+    states, mask = mx.array(states), mx.array(mask).astype(mx.bool_)
+    N, P = len(seeds), states.shape[0]
+    if N == 0 or N % P:
+        raise ValueError(f"{N} seeds for {P} prompts: need a positive multiple")
+    if N != P:
+        states, mask = mx.repeat(states, N // P, axis=0), mx.repeat(mask, N // P, axis=0)
+    guide = cfg_scale != 1.0
+    if guide:  # unconditional half: no real tokens, so the learned null state
+        states = mx.concatenate([states, mx.zeros_like(states)])
+        mask = mx.concatenate([mask, mx.zeros_like(mask)])
+    S, V = model.seq_len, model.codebook_size
+    was_training = model.training
+    model.eval()
+    try:
+        ctx = model.context(states, mask)
+        ctx_kv = [a for kv in ctx.kv for a in kv]
+        B, H, d = states.shape[0], model.num_heads, model.cfg.embed_dim // model.num_heads
+        empty = StaticKVCache.empty(B, H, S, d)
+        caches = [mx.zeros_like(empty.keys) for _ in range(2 * len(model.blocks))]
+        noise = gumbel_noise(seeds, S, V)
+        tokens = mx.full((B, 1), model.bos_id, dtype=mx.int32)
+        offsets = [mx.array([t], mx.int32) for t in range(S)]
+        mx.eval(ctx_kv, ctx.bias, caches, noise)
+        step = _step_fn(model, temperature, top_k, top_p, cfg_scale, compiled)
+        out = []
+        for t in range(S):
+            nxt, tokens, caches = step(tokens, offsets[t], caches, ctx_kv, ctx.bias, noise)
+            out.append(nxt)
+            mx.async_eval(nxt, tokens, caches)
+            if (t + 1) % progress_every == 0 and t + 1 < S:
+                mx.eval(nxt)
+                yield SamplingStep(t + 1, S)
+        codes = mx.stack(out, axis=1)
+        mx.eval(codes)
+        yield SamplingStep(S, S, np.array(codes, dtype=np.int32))
+    finally:
+        if was_training:
+            model.train()
+
+
+def sample_codes(model: ImageTransformer, states, mask, **kwargs) -> np.ndarray:
+    """Run `generate_codes` to the end and return the codes (B, 260) int32."""
+    for step in generate_codes(model, states, mask, **kwargs):
+        if step.codes is not None:
+            return step.codes
+    raise RuntimeError("generation ended without codes")

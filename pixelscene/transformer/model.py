@@ -1,0 +1,183 @@
+"""Text-conditioned decoder that writes the 13x20 code grid as 260 tokens, one at a time.
+
+Pre-norm blocks: causal self-attention (KV-cached when sampling), cross-attention to the
+caption states, MLP. Generation starts from BOS = codebook_size, a token outside the
+codebook, and produces all 260 codes. Text conditioning is split from the decoder: the
+decoder reads `(states, mask)` of any width `text_dim` through `text_proj`, so states from a
+frozen external encoder plug in as well as the learned `TextEncoder`'s. A caption with no
+real tokens (empty, or dropped for classifier-free guidance) reads a learned null state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from pixelscene.config import TransformerConfig
+from pixelscene.transformer.cache import KVCache
+from pixelscene.transformer.text_encoder import (
+    MLP,
+    TextEncoder,
+    attention,
+    mask_bias,
+    merge_heads,
+    split_heads,
+)
+
+
+class Context(NamedTuple):
+    """Caption keys/values for every block's cross-attention, computed once per prompt."""
+
+    kv: list[tuple[mx.array, mx.array]]  # per block: (B, H, L, d) keys and values
+    bias: mx.array  # (B, 1, 1, L) additive mask
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def __call__(self, x: mx.array, offset, cache=None) -> mx.array:
+        B, T, D = x.shape
+        q, k, v = mx.split(self.qkv(x), 3, axis=-1)
+        q, k, v = (split_heads(t, self.heads) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+        S = k.shape[2]
+        if cache is None and T > 1:
+            mask = "causal"
+        else:  # query at absolute position offset+i sees keys 0..offset+i
+            q_pos = mx.arange(T) + offset
+            mask = mx.arange(S)[None, :] <= q_pos[:, None]
+        return self.proj(merge_heads(attention(q, k, v, mask)))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def context_kv(self, ctx: mx.array) -> tuple[mx.array, mx.array]:
+        k, v = mx.split(self.kv(ctx), 2, axis=-1)
+        return split_heads(k, self.heads), split_heads(v, self.heads)
+
+    def __call__(self, x: mx.array, kv: tuple[mx.array, mx.array], bias: mx.array) -> mx.array:
+        q = split_heads(self.q(x), self.heads)
+        return self.proj(merge_heads(attention(q, kv[0], kv[1], bias)))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.self_attn = SelfAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.cross_attn = CrossAttention(dim, heads)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio)
+        self.dropout = nn.Dropout(dropout)
+
+    def __call__(self, x, kv, bias, offset, cache=None):
+        x = x + self.dropout(self.self_attn(self.norm1(x), offset, cache))
+        x = x + self.dropout(self.cross_attn(self.norm2(x), kv, bias))
+        return x + self.dropout(self.mlp(self.norm3(x)))
+
+
+class ImageTransformer(nn.Module):
+    """Autoregressive code writer conditioned on caption states.
+
+    Args:
+        cfg: the transformer section of the config.
+        codebook_size: VQGAN codes; BOS is the extra id `codebook_size`.
+        seq_len: codes per image (13 * 20 = 260).
+        text_dim: width of the conditioning states (default cfg.text_embed_dim; 384 for
+            frozen MiniLM states). The learned TextEncoder exists only for
+            cfg.text_encoder == "learned".
+    """
+
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        codebook_size: int = 512,
+        seq_len: int = 260,
+        text_dim: int | None = None,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.codebook_size = codebook_size
+        self.bos_id = codebook_size
+        self.seq_len = seq_len
+        self.num_heads = cfg.num_heads
+        dim = cfg.embed_dim
+        if cfg.text_encoder == "learned":
+            self.text_encoder = TextEncoder(cfg)
+        self.text_dim = text_dim or cfg.text_embed_dim
+        self.text_proj = nn.Linear(self.text_dim, dim)
+        self.null_context = mx.random.normal((1, dim)) * 0.02
+        self.token_embedding = nn.Embedding(codebook_size + 1, dim)
+        self.pos_embedding = mx.random.normal((seq_len, dim)) * 0.02
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = [
+            DecoderBlock(dim, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
+            for _ in range(cfg.num_layers)
+        ]
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, codebook_size)
+
+    def encode_text(self, ids: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
+        """Learned encoder: token ids (B, L) and mask (B, L) -> (states (B, L, D), mask)."""
+        if "text_encoder" not in self:
+            raise ValueError(f"text_encoder is {self.cfg.text_encoder!r}: no learned encoder")
+        ids, mask = mx.array(ids), mx.array(mask).astype(mx.bool_)
+        return self.text_encoder(ids, mask), mask
+
+    def context(self, states: mx.array, mask: mx.array) -> Context:
+        """Project caption states and precompute every block's cross-attention keys/values.
+
+        A row whose mask has no True entry (empty or dropped caption) attends to the learned
+        null state only.
+        """
+        states, mask = mx.array(states), mx.array(mask).astype(mx.bool_)
+        B, L, _ = states.shape
+        ctx = self.text_proj(states)  # (B, L, dim)
+        first = (mx.arange(L) == 0)[None, :]  # (1, L)
+        null_row = first & ~mx.any(mask, axis=1, keepdims=True)  # (B, L)
+        ctx = mx.where(null_row[..., None], self.null_context, ctx)
+        mask = mask | null_row
+        kv = [block.cross_attn.context_kv(ctx) for block in self.blocks]
+        return Context(kv, mask_bias(mask))
+
+    def decode(self, tokens: mx.array, ctx: Context, cache=None, offset=0) -> mx.array:
+        """Logits (B, T, codebook_size) for input tokens (B, T) at positions offset..offset+T-1.
+
+        `offset` is an int, or an int32 array of shape (1,) with a StaticKVCache.
+        """
+        B, T = tokens.shape
+        if isinstance(offset, int):
+            pos = self.pos_embedding[offset : offset + T]
+        else:
+            pos = mx.take(self.pos_embedding, mx.arange(T) + offset, axis=0)
+        x = self.dropout(self.token_embedding(tokens) + pos)
+        for i, block in enumerate(self.blocks):
+            x = block(x, ctx.kv[i], ctx.bias, offset, None if cache is None else cache[i])
+        return self.head(self.norm(x))
+
+    def inputs_for(self, codes: mx.array) -> mx.array:
+        """Teacher-forcing inputs: BOS then codes[:, :-1]."""
+        B = codes.shape[0]
+        bos = mx.full((B, 1), self.bos_id, dtype=codes.dtype)
+        return mx.concatenate([bos, codes[:, :-1]], axis=1)
+
+    def __call__(self, codes: mx.array, states: mx.array, mask: mx.array) -> mx.array:
+        """Training / reference forward: logits (B, S, codebook_size) predicting codes (B, S)."""
+        return self.decode(self.inputs_for(codes), self.context(states, mask))
+
+    def make_cache(self) -> list[KVCache]:
+        return [KVCache() for _ in self.blocks]

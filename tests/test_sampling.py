@@ -1,0 +1,173 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from pixelscene.config import TransformerConfig
+from pixelscene.sampling import (
+    SamplingStep,
+    generate_codes,
+    gumbel_noise,
+    make_sampler,
+    sample_codes,
+    top_k_filter,
+    top_p_filter,
+)
+from pixelscene.transformer import ImageTransformer
+
+LOGITS = [2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 1.5, 0.2]
+# chi-square critical value, 7 degrees of freedom, p = 0.001
+CHI2_CRIT_7 = 24.32
+
+
+def build():
+    """A micro model (in training mode) and two captions; the same in any process."""
+    mx.random.seed(5)
+    cfg = TransformerConfig(
+        embed_dim=32,
+        num_heads=4,
+        num_layers=2,
+        text_embed_dim=32,
+        text_num_heads=2,
+        text_num_layers=1,
+        max_text_len=8,
+        text_vocab_size=64,
+        dropout=0.1,
+    )
+    m = ImageTransformer(cfg, codebook_size=64, seq_len=40)
+    mx.eval(m.parameters())
+    ids = mx.array([[3, 9, 4, 0, 0, 0, 0, 0], [7, 2, 0, 0, 0, 0, 0, 0]])
+    return m, ids, ids != 0
+
+
+def chi_square(samples: np.ndarray, probs: np.ndarray) -> float:
+    counts = np.bincount(samples, minlength=len(probs))
+    expected = probs * len(samples)
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def draw(sampler, logits, n=40000, seed=0):
+    x = mx.broadcast_to(mx.array(logits), (n, len(logits)))
+    g = mx.random.gumbel((n, len(logits)), key=mx.random.key(seed))
+    return np.array(sampler(x, g))
+
+
+def softmax(x):
+    e = np.exp(np.asarray(x) - np.max(x))
+    return e / e.sum()
+
+
+def test_temperature_one_matches_softmax_of_logits():
+    samples = draw(make_sampler(1.0), LOGITS)
+    assert chi_square(samples, softmax(LOGITS)) < CHI2_CRIT_7
+    # the power of the test: treating probabilities as logits (the plan's bug) is rejected
+    wrong = softmax(softmax(LOGITS))
+    assert chi_square(samples, wrong) > 10 * CHI2_CRIT_7
+
+
+def test_temperature_scales_logits():
+    samples = draw(make_sampler(0.5), LOGITS, seed=1)
+    assert chi_square(samples, softmax(np.array(LOGITS) / 0.5)) < CHI2_CRIT_7
+    greedy = draw(make_sampler(0.0), LOGITS, n=10)
+    assert (greedy == 0).all()
+
+
+def test_top_k_keeps_only_the_k_largest():
+    x = mx.array([LOGITS])
+    kept = np.isfinite(np.array(top_k_filter(x, 3)))[0]
+    assert kept.tolist() == [True, True, False, False, False, False, True, False]
+    samples = draw(make_sampler(1.0, top_k=3), LOGITS, seed=2)
+    assert set(np.unique(samples)) == {0, 1, 6}
+    sub = [LOGITS[i] for i in (0, 1, 6)]
+    remap = {0: 0, 1: 1, 6: 2}
+    assert chi_square(np.array([remap[s] for s in samples]), softmax(sub)) < 13.8  # df 2
+
+
+def test_top_p_keeps_the_nucleus():
+    probs = softmax(LOGITS)
+    x = mx.array([LOGITS])
+    kept = np.isfinite(np.array(top_p_filter(x, 0.6)))[0]
+    order = np.argsort(-probs)
+    mass_before = np.cumsum(probs[order]) - probs[order]
+    expect = np.zeros(len(probs), bool)
+    expect[order[mass_before < 0.6]] = True
+    assert kept.tolist() == expect.tolist() and 1 < kept.sum() < len(probs)
+    samples = draw(make_sampler(1.0, top_p=0.6), LOGITS, seed=3)
+    assert set(np.unique(samples)) <= set(np.flatnonzero(expect))
+    assert np.isfinite(np.array(top_p_filter(x, 1e-6)))[0].sum() == 1  # always keeps the top
+
+
+def test_gumbel_noise_is_per_seed():
+    a = gumbel_noise([7, 8], 5, 4)
+    b = gumbel_noise([8], 5, 4)
+    assert mx.array_equal(a[1], b[0]) and not mx.array_equal(a[0], a[1])
+
+
+@pytest.fixture(scope="module")
+def model():
+    m, ids, mask = build()
+    return m, *m.encode_text(ids, mask)
+
+
+def test_generate_yields_progress_then_codes(model):
+    m, states, mask = model
+    gen = generate_codes(m, states, mask, seeds=[1, 2, 3, 4], progress_every=10, compiled=False)
+    steps = list(gen)
+    assert [s.done for s in steps] == [10, 20, 30, 40] and all(s.total == 40 for s in steps)
+    assert all(s.codes is None for s in steps[:-1])
+    codes = steps[-1].codes
+    assert isinstance(steps[-1], SamplingStep)
+    assert codes.shape == (4, 40) and codes.dtype == np.int32
+    assert codes.min() >= 0 and codes.max() < 64
+    assert m.training  # restored after generation (build() leaves the model in training mode)
+
+
+def test_same_seed_alone_or_in_a_batch_gives_same_codes(model):
+    m, states, mask = model
+    kw = dict(temperature=1.0, top_k=20, top_p=0.95, cfg_scale=2.5, compiled=False)
+    batch = sample_codes(m, states, mask, seeds=[11, 12, 13, 14], **kw)  # 2 prompts x 2
+    alone = sample_codes(m, states[1:], mask[1:], seeds=[13], **kw)
+    assert np.array_equal(batch[2], alone[0])
+    assert not np.array_equal(batch[2], batch[3])
+    again = sample_codes(m, states, mask, seeds=[11, 12, 13, 14], **kw)
+    assert np.array_equal(batch, again)
+
+
+def test_compiled_matches_uncompiled(model):
+    m, states, mask = model
+    kw = dict(seeds=[3, 4], cfg_scale=3.0)
+    a = sample_codes(m, states, mask, compiled=True, **kw)
+    b = sample_codes(m, states, mask, compiled=False, **kw)
+    assert np.array_equal(a, b)
+
+
+def test_guidance_changes_codes(model):
+    m, states, mask = model
+    a = sample_codes(m, states, mask, seeds=[3, 4], cfg_scale=1.0, compiled=False)
+    b = sample_codes(m, states, mask, seeds=[3, 4], cfg_scale=4.0, compiled=False)
+    assert not np.array_equal(a, b)
+
+
+def test_seed_reproducible_in_a_new_process(model):
+    m, states, mask = model
+    codes = sample_codes(m, states, mask, seeds=[21, 22], cfg_scale=3.0)
+    script = (
+        f"import sys, json\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_sampling import build\nfrom pixelscene.sampling import sample_codes\n"
+        "m, ids, mask = build()\n"
+        "c = sample_codes(m, *m.encode_text(ids, mask), seeds=[21, 22], cfg_scale=3.0)\n"
+        "print(json.dumps(c.tolist()))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == codes.tolist()
+
+
+def test_bad_seed_count_is_rejected(model):
+    m, states, mask = model
+    with pytest.raises(ValueError):
+        sample_codes(m, states, mask, seeds=[1, 2, 3])

@@ -1,0 +1,160 @@
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import yaml
+
+from pixelscene.config import load_config
+from pixelscene.data.datasets import CaptionDataset
+from pixelscene.data.token_cache import (
+    TokenCache,
+    ensure_token_cache,
+    load_token_cache,
+    save_token_cache,
+    vqgan_fingerprint,
+)
+from pixelscene.model_io import load_model_config, load_weights, save_model_config
+from pixelscene.train.transformer import (
+    CHECKPOINT_DIR,
+    EVAL_LOG,
+    batch_at,
+    captioned_codes,
+    train_transformer,
+)
+from pixelscene.transformer import ImageTransformer, Tokenizer
+
+MICRO = {
+    "name": "micro",
+    "transformer": {
+        "embed_dim": 32,
+        "num_heads": 2,
+        "num_layers": 2,
+        "text_embed_dim": 32,
+        "text_num_heads": 2,
+        "text_num_layers": 1,
+        "max_text_len": 12,
+        "text_vocab_size": 64,
+        "dropout": 0.1,
+    },
+    "train_transformer": {
+        "batch_size": 4,
+        "steps": 8,
+        "warmup_steps": 2,
+        "eval_every": 4,
+        "checkpoint_every": 3,
+        "log_every": 2,
+    },
+}
+
+
+def make_dataset(root, n, fingerprint, seed=0):
+    """Captioned images whose (fake) codes follow their caption, with a matching token cache."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    codes = np.zeros((n, 13, 20), np.int16)
+    names = []
+    with open(root / "captions.jsonl", "w") as f:
+        for i in range(n):
+            name = f"{i:06d}.png"
+            names.append(name)
+            (root / "images" / name).touch()
+            time_of_day = ["day", "night"][i % 2]
+            codes[i] = (i % 2) * 100 + rng.integers(0, 4, (13, 20))
+            for cap in (f"hills at {time_of_day}", f"a castle, {time_of_day}"):
+                f.write(json.dumps({"image": name, "caption": cap}) + "\n")
+    save_token_cache(root / "tokens.npz", TokenCache(codes, names, fingerprint))
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    vq = tmp_path / "vq"
+    save_model_config(vq, load_config("tiny"))
+    (vq / "vqgan.safetensors").write_bytes(b"not real weights")
+    fp = vqgan_fingerprint(vq)
+    make_dataset(tmp_path / "train", 24, fp)
+    make_dataset(tmp_path / "held", 6, fp, seed=1)
+    cfg = tmp_path / "micro.yaml"
+    cfg.write_text(yaml.safe_dump(MICRO))
+    return tmp_path, vq, cfg
+
+
+def run(tmp_path, vq, cfg, out, **kw):
+    return train_transformer(
+        cfg,
+        tmp_path / "train",
+        vq,
+        tmp_path / out,
+        eval_dir=tmp_path / "held",
+        progress=False,
+        **kw,
+    )
+
+
+def test_token_cache_round_trip_and_staleness(setup):
+    tmp_path, vq, _ = setup
+    cache = load_token_cache(tmp_path / "train" / "tokens.npz")
+    assert cache.codes.shape == (24, 13, 20) and cache.images[0] == "000000.png"
+    assert ensure_token_cache(vq, tmp_path / "train").vqgan == cache.vqgan  # fresh: reused
+    (vq / "vqgan.safetensors").write_bytes(b"other weights")
+    assert vqgan_fingerprint(vq) != cache.vqgan
+
+
+def test_batches_are_a_function_of_seed_and_step(setup):
+    tmp_path, _, _ = setup
+    ds = CaptionDataset(tmp_path / "train")
+    tok = Tokenizer.build(["hills at day", "a castle, night"], 64, 12)
+    data = captioned_codes(load_token_cache(tmp_path / "train" / "tokens.npz"), ds, tok)
+    assert data.codes.shape == (24, 260) and len(data.ids) == 48
+    a, b = batch_at(data, 4, 0, 7), batch_at(data, 4, 0, 7)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    epoch = np.concatenate([batch_at(data, 4, 0, s)[0] for s in range(6)])
+    assert len({row.tobytes() for row in epoch}) == 24  # every image once per epoch
+    captions = {batch_at(data, 4, 0, s)[1].tobytes() for s in range(0, 60, 6)}
+    assert len(captions) > 1  # captions vary across epochs
+
+
+def test_train_writes_model_folder(setup):
+    tmp_path, vq, cfg = setup
+    result = run(tmp_path, vq, cfg, "out")
+    out = tmp_path / "out"
+    assert result.step == 8 and np.isfinite(result.train_loss) and result.eval_loss is not None
+    assert {"transformer.safetensors", "tokenizer.json", "config.json", "vqgan.safetensors"} <= {
+        p.name for p in out.iterdir()
+    }
+    rows = [json.loads(r) for r in (out / EVAL_LOG).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 8] and all("eval_loss" in r for r in rows)
+    conf = load_model_config(out)
+    assert conf.transformer.embed_dim == 32 and conf.vqgan.grid_size == (13, 20)
+    model = ImageTransformer(conf.transformer, 512, 260)
+    load_weights(out / "transformer.safetensors", model)  # float16 on disk, strict load
+    tok = Tokenizer.load(out / "tokenizer.json")
+    assert tok.word_id("castle") > tok.num_buckets
+
+
+def test_resume_is_exact(setup):
+    tmp_path, vq, cfg = setup
+    run(tmp_path, vq, cfg, "straight")
+    first = run(tmp_path, vq, cfg, "resumed", stop_after=4)
+    assert first.interrupted and first.step == 4
+    run(tmp_path, vq, cfg, "resumed", resume=True)
+    a = mx.load(str(tmp_path / "straight" / CHECKPOINT_DIR / "model.safetensors"))
+    b = mx.load(str(tmp_path / "resumed" / CHECKPOINT_DIR / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(mx.array_equal(a[k], b[k]).item() for k in a)
+    rows = (tmp_path / "resumed" / EVAL_LOG).read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [4, 8]
+
+
+def test_learns_caption_conditioning(setup):
+    tmp_path, vq, cfg = setup
+    data = dict(
+        MICRO,
+        train_transformer=dict(
+            MICRO["train_transformer"], steps=60, learning_rate=0.01, eval_every=60
+        ),
+    )
+    cfg.write_text(yaml.safe_dump(data))
+    result = run(tmp_path, vq, cfg, "learn")
+    # codes are 0-3 for day and 100-103 for night: conditioned, ~log(4) = 1.39 nats
+    assert result.eval_loss < 2.0
