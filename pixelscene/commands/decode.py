@@ -1,0 +1,58 @@
+"""`pixelscene decode codes.json -o out.png`: paint a saved code grid with the VQGAN decoder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("codes", type=Path, help="a code grid written by `generate --codes`")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output PNG")
+    parser.add_argument(
+        "--model", default=None, metavar="DIR", help="model folder (default: bundled)"
+    )
+    parser.add_argument(
+        "--palette",
+        default="none",
+        metavar="SPEC",
+        help="none | vga | auto:N (2..256) | a .gpl/.pal/.hex palette file",
+    )
+    parser.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscale factor")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pixelscene import output
+    from pixelscene.errors import PixelsceneError
+    from pixelscene.pipeline import PixelScene
+
+    if args.scale < 1:
+        raise PixelsceneError("--scale must be >= 1")
+    output.check_palette_spec(args.palette)
+    codes, meta = output.read_codes(args.codes)
+    scene = PixelScene.load(args.model)
+    if meta.get("model_version") and meta["model_version"] != scene.version:
+        log.warning(
+            "%s was made by model %s but this is %s: the image will differ",
+            args.codes,
+            meta["model_version"],
+            scene.version,
+        )
+    pixels = scene.decode_codes(codes)
+    settings = meta.get("settings") or {}
+    text = output.generation_metadata(
+        prompt=meta.get("prompt") or "",
+        seed=meta.get("seed"),
+        settings=settings,
+        model_name=scene.name,
+        model_version=scene.version,
+    )
+    text["palette"] = args.palette
+    text["scale"] = str(args.scale)
+    text["decoded_from"] = args.codes.name
+    output.save_png(args.output, pixels, palette_spec=args.palette, scale=args.scale, metadata=text)
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,96 @@
+"""`pixelscene generate PROMPT -o out.png`: generate pixel-art images from a prompt."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="what to draw, e.g. 'a castle at sunset'")
+    parser.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="output PNG")
+    parser.add_argument(
+        "-n", "--num", type=int, default=1, help="number of images (-n 4 writes out_1.png..)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="base seed (image j: seed + j)")
+    parser.add_argument("--temperature", type=float, default=None, help="default: the model's")
+    parser.add_argument("--top-k", type=int, default=None, help="0 disables; default: the model's")
+    parser.add_argument("--top-p", type=float, default=None, help="default: the model's")
+    parser.add_argument(
+        "--cfg",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale; default: the model's",
+    )
+    parser.add_argument(
+        "--model", default=None, metavar="DIR", help="model folder (default: bundled)"
+    )
+    parser.add_argument("--batch", type=int, default=8, help="images sampled together")
+    parser.add_argument(
+        "--palette",
+        default="none",
+        metavar="SPEC",
+        help="none | vga | auto:N (2..256) | a .gpl/.pal/.hex palette file",
+    )
+    parser.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscale factor")
+    parser.add_argument(
+        "--codes", action="store_true", help="also write the code grid as OUT.json (for decode)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pixelscene import output
+    from pixelscene.errors import PixelsceneError
+    from pixelscene.model_io import atomic_write_bytes
+    from pixelscene.pipeline import PixelScene
+
+    if args.num < 1:
+        raise PixelsceneError("-n must be >= 1")
+    if args.batch < 1:
+        raise PixelsceneError("--batch must be >= 1")
+    if args.scale < 1:
+        raise PixelsceneError("--scale must be >= 1")
+    if args.output.suffix.lower() != ".png":
+        raise PixelsceneError(f"output {args.output} must end in .png")
+    output.check_palette_spec(args.palette)
+
+    scene = PixelScene.load(args.model)
+    settings = scene.resolve_settings(args.temperature, args.top_k, args.top_p, args.cfg)
+    steps = scene.iter_generate(
+        [args.prompt], n=args.num, seed=args.seed, batch_size=args.batch, **settings
+    )
+    images = None
+    with tqdm(total=args.num * 260, unit="code", desc="generating", disable=None) as bar:
+        for step in steps:
+            bar.total = step.total
+            bar.update(step.done - bar.n)
+            images = step.images
+    for path, image in zip(output.numbered_paths(args.output, args.num), images, strict=True):
+        meta = output.generation_metadata(
+            prompt=image.prompt,
+            seed=image.seed,
+            settings=settings,
+            model_name=scene.name,
+            model_version=scene.version,
+        )
+        meta["palette"] = args.palette
+        meta["scale"] = str(args.scale)
+        output.save_png(
+            path, image.pixels, palette_spec=args.palette, scale=args.scale, metadata=meta
+        )
+        print(f"wrote {path} (seed {image.seed})")
+        if args.codes:
+            json_path = path.with_suffix(".json")
+            text = output.codes_to_json(
+                image.codes,
+                prompt=image.prompt,
+                seed=image.seed,
+                model_name=scene.name,
+                model_version=scene.version,
+                settings=settings,
+            )
+            atomic_write_bytes(json_path, text.encode())
+            print(f"wrote {json_path}")
+    return 0
