@@ -7,9 +7,10 @@ so an image's codes depend only on its prompt, seed, model and settings, not on 
 it was generated in or in which process.
 
 `generate_codes` writes all 260 codes for a batch of images: one step function, compiled once
-per settings and batch size, runs the whole batch (conditional and unconditional halves for
-classifier-free guidance in one forward pass) against fixed-size KV caches, so its shapes
-never change from one token to the next.
+per settings, batch size and attention window, runs the whole batch (conditional and
+unconditional halves for classifier-free guidance in one forward pass) against fixed-size KV
+caches. Its shapes change only when the attention window grows (every `WINDOW_CHUNK` tokens),
+so a handful of compiled graphs serve all 260 steps; Python only calls them.
 """
 
 from __future__ import annotations
@@ -78,10 +79,11 @@ def guided(logits: mx.array, cfg_scale: float) -> mx.array:
     return uncond + cfg_scale * (cond - uncond)
 
 
-def _step(model, sampler, cfg_scale, guide, tokens, offset, caches, ctx_kv, bias, noise):
+def _step(model, sampler, cfg_scale, guide, window, tokens, offset, caches, ctx_kv, bias, noise):
     """One token for every image; pure in its array arguments, so it compiles."""
     cache = [
-        StaticKVCache(caches[2 * i], caches[2 * i + 1], offset) for i in range(len(ctx_kv) // 2)
+        StaticKVCache(caches[2 * i], caches[2 * i + 1], offset, window)
+        for i in range(len(ctx_kv) // 2)
     ]
     ctx = Context([(ctx_kv[2 * i], ctx_kv[2 * i + 1]) for i in range(len(cache))], bias)
     logits = model.decode(tokens, ctx, cache, offset)[:, -1]  # (B or 2B, V)
@@ -95,15 +97,28 @@ def _step(model, sampler, cfg_scale, guide, tokens, offset, caches, ctx_kv, bias
 
 _COMPILED: dict[tuple, Callable] = {}
 
+# Self-attention of a sampling step reads the filled prefix rounded up to this many slots
+# (64, 128, ..., 260: five compiled graphs), not all 260: batched steps spend most of their
+# time there.
+WINDOW_CHUNK = 64
 
-def _step_fn(model, temperature, top_k, top_p, cfg_scale, compiled: bool) -> Callable:
+
+def attention_window(t: int, length: int, chunk: int | None = None) -> int:
+    """Cache slots the token at position t attends over: t + 1 rounded up to a chunk."""
+    chunk = WINDOW_CHUNK if chunk is None else chunk
+    if chunk <= 0:
+        return length
+    return min(length, -(-(t + 1) // chunk) * chunk)
+
+
+def _step_fn(model, temperature, top_k, top_p, cfg_scale, window, compiled: bool) -> Callable:
     guide = cfg_scale != 1.0
-    fn = partial(_step, model, make_sampler(temperature, top_k, top_p), cfg_scale, guide)
+    fn = partial(_step, model, make_sampler(temperature, top_k, top_p), cfg_scale, guide, window)
     if not compiled:
         return fn
-    key = (id(model), temperature, top_k, top_p, cfg_scale)
+    key = (id(model), temperature, top_k, top_p, cfg_scale, window)
     if key not in _COMPILED:
-        if len(_COMPILED) >= 16:
+        if len(_COMPILED) >= 64:
             _COMPILED.pop(next(iter(_COMPILED)))
         _COMPILED[key] = mx.compile(fn, inputs=model.state)  # the closure holds the model
     return _COMPILED[key]
@@ -159,10 +174,14 @@ def generate_codes(
         noise = gumbel_noise(seeds, S, V)
         tokens = mx.full((B, 1), model.bos_id, dtype=mx.int32)
         offsets = [mx.array([t], mx.int32) for t in range(S)]
+        wins = [attention_window(t, S) for t in range(S)]
         mx.eval(ctx_kv, ctx.bias, caches, noise)
-        step = _step_fn(model, temperature, top_k, top_p, cfg_scale, compiled)
+        steps = {
+            w: _step_fn(model, temperature, top_k, top_p, cfg_scale, w, compiled) for w in set(wins)
+        }
         out = []
         for t in range(S):
+            step = steps[wins[t]]
             nxt, tokens, caches = step(tokens, offsets[t], caches, ctx_kv, ctx.bias, noise)
             out.append(nxt)
             mx.async_eval(nxt, tokens, caches)

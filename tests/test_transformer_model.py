@@ -4,6 +4,7 @@ import pytest
 
 from pixelscene.config import TransformerConfig
 from pixelscene.model_io import load_weights, save_weights
+from pixelscene.sampling import attention_window
 from pixelscene.transformer import ImageTransformer, KVCache, StaticKVCache
 from pixelscene.transformer.text_encoder import TextEncoder
 
@@ -105,6 +106,16 @@ def test_cached_equals_uncached_over_whole_sequence(model):
         for c in static:
             c.offset = off
         out.append(model.decode(inputs[:, t : t + 1], ctx, static, off))
+    assert mx.abs(ref - mx.concatenate(out, axis=1)).max().item() < 1e-4
+    # the same, attending over the filled prefix rounded up to windows of 64 slots only
+    static = [StaticKVCache.empty(2, 4, 260, 8) for _ in model.blocks]
+    out = []
+    for t in range(260):
+        off = mx.array([t], mx.int32)
+        for c in static:
+            c.offset, c.window = off, attention_window(t, 260, 64)
+        out.append(model.decode(inputs[:, t : t + 1], ctx, static, off))
+    assert static[0].window == 260 and attention_window(0, 260, 64) == 64
     assert mx.abs(ref - mx.concatenate(out, axis=1)).max().item() < 1e-4
     # a prefix chunk then single steps also agrees
     cache = model.make_cache()

@@ -1,8 +1,11 @@
 """Key/value caches for the decoder's causal self-attention, in the style of mlx-lm.
 
 `KVCache` grows as tokens arrive (`offset` = tokens seen). `StaticKVCache` keeps buffers of
-the full sequence length and writes at an array offset, so every decoding step has the same
-shapes and one compiled graph serves all 260 steps; positions not yet written are masked out.
+the full sequence length and writes at an array offset, so decoding steps have static shapes
+and a compiled graph serves many steps; positions not yet written are masked out. Its
+`window` (a Python int, part of the graph's shape) limits attention to the first `window`
+slots: a sampler rounds the filled prefix up to a few window sizes, so early tokens do not
+attend over all 260 slots.
 """
 
 from __future__ import annotations
@@ -38,12 +41,19 @@ class KVCache:
 
 
 class StaticKVCache:
-    """Fixed-length buffers (B, H, S, d) written at `offset`, an int32 array of shape (1,)."""
+    """Fixed-length buffers (B, H, S, d) written at `offset`, an int32 array of shape (1,).
 
-    def __init__(self, keys: mx.array, values: mx.array, offset: mx.array):
+    `update_and_fetch` returns the first `window` slots (all of them when None); the caller
+    keeps `offset < window`.
+    """
+
+    def __init__(
+        self, keys: mx.array, values: mx.array, offset: mx.array, window: int | None = None
+    ):
         self.keys = keys
         self.values = values
         self.offset = offset
+        self.window = window
 
     @classmethod
     def empty(cls, batch: int, heads: int, length: int, head_dim: int) -> StaticKVCache:
@@ -53,4 +63,6 @@ class StaticKVCache:
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         self.keys = mx.slice_update(self.keys, keys, self.offset, axes=(2,))
         self.values = mx.slice_update(self.values, values, self.offset, axes=(2,))
-        return self.keys, self.values
+        if self.window is None or self.window >= self.keys.shape[2]:
+            return self.keys, self.values
+        return self.keys[:, :, : self.window], self.values[:, :, : self.window]

@@ -22,12 +22,18 @@ def mask_bias(mask: mx.array) -> mx.array:
 
 
 def split_heads(x: mx.array, heads: int) -> mx.array:
+    """(B, L, D) -> (B, heads, L, D // heads); one position needs no transpose (no copy)."""
     B, L, D = x.shape
+    if L == 1:
+        return x.reshape(B, heads, 1, D // heads)
     return x.reshape(B, L, heads, D // heads).transpose(0, 2, 1, 3)
 
 
 def merge_heads(x: mx.array) -> mx.array:
+    """(B, H, L, d) -> (B, L, H * d)."""
     B, H, L, d = x.shape
+    if L == 1:
+        return x.reshape(B, 1, H * d)
     return x.transpose(0, 2, 1, 3).reshape(B, L, H * d)
 
 

@@ -120,21 +120,11 @@ def real_redis(redis_server: Any) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def model_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Worker environment: the real pipeline with a random-weight model when available."""
-    try:
-        import pixelscene.sampling  # noqa: F401
+    """Worker environment: the real pipeline with a small random-weight model folder."""
+    from pixelscene.testing import make_random_model_dir
 
-        import pixelscene.pipeline  # noqa: F401
-        from pixelscene.testing import make_random_model_dir
-    except ImportError:
-        make_random_model_dir = None
-    if make_random_model_dir is not None:
-        folder = make_random_model_dir(tmp_path_factory.mktemp("model"))
-        return {"PIXELSCENE_MODELS": f"tiny={folder}"}
-    return {
-        "PIXELSCENE_PIPELINE_LOADER": "service_fakes:load",
-        "FAKE_STEP_SECONDS": "0.15",
-    }
+    folder = make_random_model_dir(tmp_path_factory.mktemp("model"))
+    return {"PIXELSCENE_MODELS": f"tiny={folder}"}
 
 
 class Farm:
