@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if os.environ.get("_PIXELSCENE_REEXEC") and "openblas" in os.environ.get("LD_PRELOAD", ""):
-        log.info("using OpenBLAS for MLX on the CPU (%s)", os.environ["LD_PRELOAD"].split(":")[0])
+    openblas = [p for p in os.environ.get("LD_PRELOAD", "").split(":") if "openblas" in p]
+    if openblas and not os.environ.get("_PIXELSCENE_OPENBLAS_SAID"):
+        os.environ["_PIXELSCENE_OPENBLAS_SAID"] = "1"  # child processes inherit it: said once
+        log.info("using OpenBLAS for MLX on the CPU (%s)", openblas[0])
     if getattr(args, "_unavailable", None):
         print(f"pixelscene: command unavailable: {args._unavailable}", file=sys.stderr)
         return 2

@@ -14,7 +14,10 @@ def run_cli(*args, env=None):
         [sys.executable, "-m", "pixelscene", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("_PIXELSCENE")},
+            **(env or {}),
+        },
         timeout=120,
     )
 
@@ -55,7 +58,13 @@ def test_openblas_is_preloaded_and_said_once(tmp_path):
 
 
 def test_works_without_openblas(tmp_path):
-    out = run_cli("synth", str(tmp_path / "s"), "--count", "2", env={"PIXELSCENE_NO_OPENBLAS": "1"})
+    out = run_cli(
+        "synth",
+        str(tmp_path / "s"),
+        "--count",
+        "2",
+        env={"PIXELSCENE_NO_OPENBLAS": "1", "LD_PRELOAD": ""},
+    )
     assert out.returncode == 0, out.stderr
     assert "using OpenBLAS" not in out.stderr
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 2
