@@ -142,6 +142,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def ecma_pattern(pattern: str) -> str:
+    """JSON Schema patterns are ECMA regexes, whose final `$` is the end of input; Python's
+    `$` also matches before a trailing newline, so `"vga\\n"` would pass. Use `\\Z`."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + r"\Z"
+    return pattern
+
+
 def check_value(schema: Mapping[str, Any], value: Any) -> str | None:
     """The first problem with one value, or None."""
     kind = schema.get("type")
@@ -171,7 +179,7 @@ def check_value(schema: Mapping[str, Any], value: Any) -> str | None:
             )
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             return f"must be at most {schema['maxLength']} characters"
-        if "pattern" in schema and not re.search(schema["pattern"], value):
+        if "pattern" in schema and not re.search(ecma_pattern(schema["pattern"]), value):
             return "must not be blank" if schema["pattern"] == r"\S" else "has an invalid format"
         if schema.get("format") == "uri":
             parsed = urlparse(value)

@@ -105,7 +105,8 @@ def _generate(ctx: context.WorkerContext, job_id: str, request: dict[str, Any]) 
     mx.reset_peak_memory()
 
     n = int(request["n"])
-    sampling = {k: request[k] for k in SAMPLING_KEYS if request.get(k) is not None}
+    # The settings actually used (model defaults filled in) go into every file's metadata.
+    sampling = model.resolve_settings(**{k: request.get(k) for k in SAMPLING_KEYS})
     steps = model.iter_generate(
         [request["prompt"]], n=n, seed=request["seed"], batch_size=min(n, s.batch_size), **sampling
     )

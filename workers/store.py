@@ -52,7 +52,7 @@ class Keys:
 
 def valid_job_id(job_id: str) -> bool:
     """Job ids are uuid4 hex: 32 lowercase hex digits, nothing that can name a path."""
-    return bool(JOB_ID_RE.match(job_id))
+    return bool(JOB_ID_RE.fullmatch(job_id))
 
 
 def now() -> float:

@@ -131,6 +131,12 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
         return jsonify(job_view(rec)), 200
     if rec["status"] in TERMINAL:
         raise ApiError(409, "job_finished", f"job {job_id} already {rec['status']}")
+    if rec["status"] == "running" and rec.get("kind") == "train":
+        # A trainer checkpoints on its own schedule and has no step hook here: say so
+        # rather than promise a stop that would never come.
+        raise ApiError(
+            409, "not_cancelable", f"training job {job_id} is running; it cannot be stopped"
+        )
     st.redis.hset(st.keys.job(job_id), "cancel", "1")
     if transition(
         st.redis, st.keys, job_id, ("queued",), "canceled",

@@ -1,9 +1,8 @@
 """A stand-in for `PixelScene` with the same interface: fast, deterministic, no weights.
 
 Unit tests inject it into the worker's model registry; integration tests use the real
-pipeline with a random-weight model folder when `pixelscene.testing` is available and fall
-back to this one (`PIXELSCENE_PIPELINE_LOADER=service_fakes:load`) otherwise.
-`FAKE_STEP_SECONDS` slows each of the 260 steps (for cancel and kill tests).
+pipeline with a random-weight model folder. The load benchmark can still select it with
+`PIXELSCENE_PIPELINE_LOADER=service_fakes:load`; `FAKE_STEP_SECONDS` slows each step.
 """
 
 from __future__ import annotations
@@ -45,6 +44,10 @@ class FakePixelScene:
         self.step_seconds = float(env) if step_seconds is None else step_seconds
         self.calls: list[dict] = []
         self.closed = 0
+
+    def resolve_settings(self, **given: Any) -> dict[str, Any]:
+        defaults = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 3.0}
+        return {k: v if given.get(k) is None else given[k] for k, v in defaults.items()}
 
     def iter_generate(
         self, prompts: list[str], *, n: int = 1, seed: int | None = None, batch_size: int = 8, **kw

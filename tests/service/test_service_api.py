@@ -62,6 +62,7 @@ def test_seed_is_fixed_at_submit_when_omitted(client):
         ({"prompt": "a", "palette": "auto:1"}, "palette"),
         ({"prompt": "a", "palette": "auto:257"}, "palette"),
         ({"prompt": "a", "palette": "/etc/passwd"}, "palette"),
+        ({"prompt": "a", "palette": "vga\n"}, "palette"),
         ({"prompt": "a", "scale": 9}, "scale"),
         ({"prompt": "a", "model": "nope"}, "model"),
         ({"prompt": "a", "webhook": "ftp://example.com/x"}, "webhook"),
@@ -75,6 +76,11 @@ def test_invalid_fields_are_named(client, body, field):
     err = resp.get_json()["error"]
     assert err["code"] == "invalid_request"
     assert field in err["details"]["fields"]
+
+
+def test_job_id_with_trailing_newline_is_unknown(client):
+    resp = client.get("/v1/jobs/" + "a" * 32 + "%0A")
+    assert resp.status_code == 404
 
 
 def test_every_bad_field_is_reported_at_once(client):
@@ -305,6 +311,14 @@ def test_post_training_validates_and_queues(client, fake_redis):
     assert set(bad.get_json()["error"]["details"]["fields"]) == {"stage", "dataset"}
     bad = client.post("/v1/trainings", json={"stage": "transformer", "dataset": "d"})
     assert "vqgan" in bad.get_json()["error"]["details"]["fields"]
+
+
+def test_running_training_job_cannot_be_canceled(client, fake_redis):
+    job_id = client.post("/v1/trainings", json={"stage": "vqgan", "dataset": "d"}).get_json()["id"]
+    fake_redis.hset(f"pixelscene:job:{job_id}", "status", "running")
+    resp = client.delete(f"/v1/jobs/{job_id}")
+    assert resp.status_code == 409
+    assert resp.get_json()["error"]["code"] == "not_cancelable"
 
 
 def test_train_argv_matches_the_cli(tmp_path):

@@ -51,6 +51,8 @@ def test_job_runs_and_objects_are_served(client, run_worker, fake_model, overrid
     with Image.open(path / "2.png") as im:
         assert im.size == (640, 400) and im.mode == "P" and len(im.getpalette()) <= 8 * 3
         assert im.text["seed"] == "13" and im.text["prompt"] == "a castle at dusk"
+        # settings the client left out are recorded as the values actually used
+        assert im.text["temperature"] == "0.7" and im.text["cfg_scale"] == "3.0"
     with client.get(out["images"][0]["codes_url"]) as resp:
         codes = resp.get_json()
     assert codes["rows"] == 13 and codes["cols"] == 20 and codes["seed"] == 11
