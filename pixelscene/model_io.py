@@ -24,6 +24,9 @@ from pixelscene.errors import ModelLoadError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUNDLED_MODEL_DIR = PACKAGE_DIR / "models" / "tiny"
+# Read once at import: os.umask can only be read by setting it, which races with threads.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
@@ -111,6 +114,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

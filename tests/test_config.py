@@ -72,3 +72,12 @@ def test_unreadable_file_is_a_config_error(tmp_path):
     bad.write_text("vqgan: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_config(bad)
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    from pixelscene import model_io
+
+    model_io.atomic_write_bytes(tmp_path / "a.json", b"{}")
+    assert (tmp_path / "a.json").read_bytes() == b"{}"
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~model_io._UMASK
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left
