@@ -16,9 +16,10 @@ from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
-from pixelscene.errors import PixelsceneError
+from pixelscene.errors import ModelLoadError, PixelsceneError
+from pixelscene.model_io import atomic_write_bytes
 from workers import context, webhooks
-from workers.objects import codes_path, image_path, job_dir, write_bytes_atomic, write_json_atomic
+from workers.objects import codes_path, image_path, job_dir, write_json_atomic
 from workers.store import (
     cancel_requested,
     get_job,
@@ -36,16 +37,42 @@ class JobRecordMissing(PixelsceneError):
     """The job's record expired or was deleted before a worker reached it."""
 
 
-def error_doc(exc: BaseException, timeout: int | None = None) -> dict[str, str]:
-    """What a client sees of a failure: never a traceback."""
+def error_doc(
+    exc: BaseException, timeout: int | None = None, model: str | None = None
+) -> dict[str, str]:
+    """What a client sees of a failure: never a traceback, never a server path.
+
+    Model load errors name folders on the server: the client gets the model name only, the
+    details stay in the worker log (the caller logs `exc`).
+    """
     if isinstance(exc, JobTimeoutException):
         return {"code": "timeout", "message": f"the job ran longer than its limit of {timeout} s"}
+    if isinstance(exc, ModelLoadError):
+        what = f"model {model!r}" if model else "the model"
+        return {
+            "code": "model_unavailable",
+            "message": f"{what} is unavailable on this worker: see the worker log",
+        }
     if isinstance(exc, PixelsceneError):
         return {"code": "job_error", "message": str(exc)}
     return {
         "code": "internal_error",
         "message": f"the job failed with an internal error ({type(exc).__name__})",
     }
+
+
+def train_error_doc(exc: BaseException, request: dict[str, Any], timeout: int) -> dict[str, str]:
+    """A training failure for clients: trainer messages carry server paths, so name only the
+    stage and dataset; the full argv and message are in the worker log."""
+    if isinstance(exc, PixelsceneError) and not isinstance(exc, ModelLoadError):
+        return {
+            "code": "job_error",
+            "message": (
+                f"training stage {request['stage']!r} on dataset {request['dataset']!r} "
+                "failed: see the worker log"
+            ),
+        }
+    return error_doc(exc, timeout, model=request.get("vqgan"))
 
 
 def _finish(ctx: context.WorkerContext, job_id: str, status: str, **fields: Any) -> bool:
@@ -88,7 +115,8 @@ def generate(job_id: str) -> dict[str, Any]:
         return _generate(ctx, job_id, rec["request"])
     except Exception as e:
         log.exception("job %s failed", job_id)
-        _finish(ctx, job_id, "failed", error=error_doc(e, ctx.settings.job_timeout))
+        error = error_doc(e, ctx.settings.job_timeout, model=rec["request"].get("model"))
+        _finish(ctx, job_id, "failed", error=error)
         raise
 
 
@@ -165,7 +193,7 @@ def _generate(ctx: context.WorkerContext, job_id: str, request: dict[str, Any]) 
             model_version=model.version,
             settings=sampling,
         )
-        write_bytes_atomic(codes_path(s.objects_dir, job_id, k), codes.encode())
+        atomic_write_bytes(codes_path(s.objects_dir, job_id, k), codes.encode())
         out_images.append({"index": k, "seed": int(image.seed)})
     t_written = time.perf_counter()
     result = {
@@ -194,32 +222,48 @@ def train(job_id: str) -> dict[str, Any]:
         return {"status": "canceled"}
     request = rec["request"]
     out_dir = job_dir(ctx.settings.objects_dir, job_id) / "model"
+    try:
+        argv = _run_trainer(ctx, request, out_dir)
+    except Exception as e:
+        log.exception("training job %s failed", job_id)
+        _finish(
+            ctx, job_id, "failed", error=train_error_doc(e, request, ctx.settings.train_timeout)
+        )
+        raise
+    # The server's record keeps the paths; clients see only what they asked for.
+    server_doc = {"id": job_id, "model_dir": str(out_dir), "argv": argv}
+    write_json_atomic(job_dir(ctx.settings.objects_dir, job_id) / "result.json", server_doc)
+    log.info("training job %s wrote %s", job_id, out_dir)
+    result = {
+        "stage": request["stage"],
+        "dataset": request["dataset"],
+        "config": request.get("config", "tiny"),
+    }
+    _finish(ctx, job_id, "succeeded", output={"images": [], **result}, progress=1.0)
+    return result
+
+
+def _run_trainer(ctx: context.WorkerContext, request: dict[str, Any], out_dir: Path) -> list[str]:
+    """Run `pixelscene train ...` in this process; returns its argv. Errors name server paths."""
+    from pixelscene.cli import build_parser
+
     vqgan_dir = None
     if request.get("vqgan"):
         from pixelscene.model_io import resolve_model_dir
 
         vqgan_dir = resolve_model_dir(ctx.registry.model_dir(request["vqgan"]))
     argv = train_argv(request, Path(ctx.settings.datasets_dir), out_dir, vqgan_dir)
+    log.info("running `pixelscene %s`", " ".join(argv))
     try:
-        from pixelscene.cli import build_parser
-
-        try:
-            args = build_parser().parse_args(argv)
-        except SystemExit:
-            raise PixelsceneError(f"`pixelscene {' '.join(argv)}` was rejected") from None
-        if getattr(args, "_unavailable", None):
-            raise PixelsceneError(f"the trainer is unavailable: {args._unavailable}")
-        rc = int(importlib.import_module(args._module).run(args) or 0)
-        if rc != 0:
-            raise PixelsceneError(f"`pixelscene {' '.join(argv)}` exited with status {rc}")
-    except Exception as e:
-        log.exception("training job %s failed", job_id)
-        _finish(ctx, job_id, "failed", error=error_doc(e, ctx.settings.train_timeout))
-        raise
-    result = {"model_dir": str(out_dir), "argv": argv}
-    write_json_atomic(job_dir(ctx.settings.objects_dir, job_id) / "result.json", result)
-    _finish(ctx, job_id, "succeeded", output={"images": [], **result}, progress=1.0)
-    return result
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        raise PixelsceneError(f"`pixelscene {' '.join(argv)}` was rejected") from None
+    if getattr(args, "_unavailable", None):
+        raise PixelsceneError(f"the trainer is unavailable: {args._unavailable}")
+    rc = int(importlib.import_module(args._module).run(args) or 0)
+    if rc != 0:
+        raise PixelsceneError(f"`pixelscene {' '.join(argv)}` exited with status {rc}")
+    return argv
 
 
 def train_argv(

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from pixelscene.model_io import atomic_write_bytes
 from workers.store import valid_job_id
 
 
@@ -41,21 +41,8 @@ def codes_path(objects_dir: str | os.PathLike, job_id: str, index: int) -> Path:
     return job_dir(objects_dir, job_id) / f"codes_{index}.json"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a partial write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json_atomic(path: Path, doc: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
 def collect_garbage(

@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 
 from pixelscene.errors import PixelsceneError
+from workers.procs import die_with_parent
 
 
 def find_redis_server() -> str:
@@ -77,7 +78,9 @@ class RedisServer:
         ]  # fmt: skip
         if self.unix_socket:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent()
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         while True:

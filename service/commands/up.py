@@ -8,6 +8,7 @@ processes; their output goes to this terminal.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import secrets
@@ -18,7 +19,11 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Protocol
+
+from workers.procs import die_with_parent
 
 log = logging.getLogger("pixelscene.up")
 
@@ -63,34 +68,99 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     env["PIXELSCENE_REDIS_URL"] = server.url
     log.info("Redis on %s (%s)", server.url, server.process.args[0] if server.process else "?")
-    children: list[subprocess.Popen[bytes]] = []
+    api: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         python = [sys.executable, "-m", "pixelscene"]
-        children.append(
-            _spawn(python + ["serve", "--host", args.host, "--port", str(args.port)], env)
-        )
-        for i in range(max(1, args.workers)):
-            name = f"{socket.gethostname()}-up-{i}-{os.getpid()}"
-            children.append(_spawn(python + ["worker", "--name", name], env))
+        api = _spawn(python + ["serve", "--host", args.host, "--port", str(args.port)], env)
+
+        spawned = itertools.count()
+
+        def spawn_worker(i: int) -> subprocess.Popen[bytes]:
+            # A fresh name each time: a killed worker's name stays registered in Redis until
+            # its heartbeat expires, and RQ refuses a second live worker of the same name.
+            name = f"{socket.gethostname()}-up-{i}-{os.getpid()}-{next(spawned)}"
+            return _spawn(python + ["worker", "--name", name], env)
+
+        workers.extend(spawn_worker(i) for i in range(max(1, args.workers)))
         url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-        if not _wait_healthy(url, children, stop):
+        if not _wait_healthy(url, [api, *workers], stop):
             return 0 if stop.is_set() else 1
         print(f"pixelscene is up: {url}  (docs: {url}/openapi.json; Ctrl-C to stop)", flush=True)
-        while not stop.wait(0.5):
-            dead = [c for c in children if c.poll() is not None]
-            if dead:
-                log.error("%s exited with status %s; stopping", dead[0].args[3], dead[0].returncode)
-                return 1
+        core = {"API": api, "Redis": server.process} if server.process else {"API": api}
+        rc = supervise(core, workers, spawn_worker, stop)
         log.info("stopping")
-        return 0
+        return rc
     finally:
-        _stop_children(children)
+        _stop_children([c for c in (api, *workers) if c is not None])
         server.stop()
+
+
+class Child(Protocol):
+    """What `supervise` needs of a child process (a `subprocess.Popen`)."""
+
+    args: Any
+
+    def poll(self) -> int | None: ...
+
+
+def supervise(
+    core: Mapping[str, Child],
+    workers: list[Any],
+    spawn_worker: Callable[[int], Any],
+    stop: threading.Event,
+    *,
+    interval: float = 0.5,
+    backoff: float = 1.0,
+    max_backoff: float = 30.0,
+    stable_after: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Watch the children until `stop` is set (0) or a core process (API, Redis) dies (1).
+
+    A dead worker is respawned in place in `workers` (jobs it held are retried by the
+    queue), after a backoff that doubles while workers keep dying within `stable_after`
+    seconds of their start and resets once one has lived that long.
+    """
+    started = [clock()] * len(workers)
+    failures = [0] * len(workers)
+    due: dict[int, float] = {}  # worker slot -> when to respawn it
+    while not stop.wait(interval):
+        for name, child in core.items():
+            if child.poll() is not None:
+                log.error("%s exited with status %s; stopping", name, child.poll())
+                return 1
+        now = clock()
+        for i, child in enumerate(workers):
+            if i in due:
+                if now >= due[i]:
+                    del due[i]
+                    workers[i] = spawn_worker(i)
+                    started[i] = clock()
+                    log.info("worker %d respawned (pid %s)", i, getattr(workers[i], "pid", "?"))
+                continue
+            if child.poll() is None:
+                continue
+            failures[i] = failures[i] + 1 if now - started[i] < stable_after else 1
+            delay = min(max_backoff, backoff * 2 ** (failures[i] - 1))
+            log.warning(
+                "worker %d exited with status %s; respawning it in %.1f s",
+                i, child.poll(), delay,
+            )  # fmt: skip
+            due[i] = now + delay
+    return 0
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     # Own process group: a Ctrl-C reaches only `up`, which stops the children in order.
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    # die_with_parent: a `kill -9` of `up` still stops the children (Linux; see there).
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_parent(),
+    )
 
 
 def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:

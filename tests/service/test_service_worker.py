@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from rq import Queue, Retry
 from rq.registry import StartedJobRegistry
 from service_fakes import FakePixelScene, wait_for
 
-from pixelscene.errors import ModelLoadError
-from workers import webhooks
+from pixelscene.errors import ModelLoadError, PixelsceneError
+from workers import jobs, webhooks
 from workers.objects import ObjectPathError, collect_garbage, job_dir
 from workers.registry import ModelRegistry
 from workers.settings import Settings
@@ -108,7 +109,7 @@ def test_progress_goes_to_job_meta(client, run_worker, fake_redis):
 
 def test_job_error_fails_without_retry_and_says_why(client, run_worker, fake_model):
     def broken(*a, **k):
-        raise ModelLoadError("weights are corrupt")
+        raise PixelsceneError("palette file has no colors")
         yield
 
     fake_model.iter_generate = broken
@@ -116,7 +117,92 @@ def test_job_error_fails_without_retry_and_says_why(client, run_worker, fake_mod
     run_worker()
     job = client.get(f"/v1/jobs/{job_id}").get_json()
     assert job["status"] == "failed" and job["attempts"] == 1
-    assert job["error"] == {"code": "job_error", "message": "weights are corrupt"}
+    assert job["error"] == {"code": "job_error", "message": "palette file has no colors"}
+
+
+def test_model_load_error_names_the_model_not_its_folder(client, run_worker, fake_model, caplog):
+    def broken(*a, **k):
+        raise ModelLoadError("/srv/models/tiny/vqgan.safetensors is corrupt")
+        yield
+
+    fake_model.iter_generate = broken
+    job_id = submit(client, model="tiny")
+    run_worker()
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "failed"
+    assert job["error"] == {
+        "code": "model_unavailable",
+        "message": "model 'tiny' is unavailable on this worker: see the worker log",
+    }
+    assert "/srv/models" in caplog.text  # the details stay in the server log
+
+
+def _fake_trainer(monkeypatch, rc):
+    """Replace the trainer module that `pixelscene train ...` would run by one returning rc."""
+    ran = []
+    trainer = SimpleNamespace(run=lambda args: ran.append(args) or rc)
+    monkeypatch.setattr(jobs, "importlib", SimpleNamespace(import_module=lambda name: trainer))
+    return ran
+
+
+def _train(client, run_worker, overrides):
+    job_id = client.post(
+        "/v1/trainings", json={"stage": "vqgan", "dataset": "synth-1k", "steps": 3}
+    ).get_json()["id"]
+    run_worker(datasets_dir="/srv/pixelscene-datasets")
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    return job, json.dumps(job)
+
+
+@pytest.mark.parametrize("rc", [0, 2])
+def test_training_job_view_has_no_server_paths(client, run_worker, overrides, monkeypatch, rc):
+    ran = _fake_trainer(monkeypatch, rc)
+    job, text = _train(client, run_worker, overrides)
+    assert len(ran) == 1 and ran[0].steps == 3
+    assert overrides["objects_dir"] not in text and "/srv/" not in text and "--" not in text
+    if rc == 0:
+        assert job["status"] == "succeeded"
+        expected = {"images": [], "stage": "vqgan", "dataset": "synth-1k", "config": "tiny"}
+        assert job["output"] == expected
+        # the server's own record keeps the paths
+        result_file = Path(overrides["objects_dir"]) / "jobs" / job["id"] / "result.json"
+        result = json.loads(result_file.read_text())
+        assert "/srv/pixelscene-datasets/synth-1k" in result["argv"]
+    else:
+        assert job["status"] == "failed"
+        assert job["error"] == {
+            "code": "job_error",
+            "message": "training stage 'vqgan' on dataset 'synth-1k' failed: see the worker log",
+        }
+
+
+def test_training_vqgan_load_error_names_the_model(client, run_worker, overrides, monkeypatch):
+    _fake_trainer(monkeypatch, 0)
+
+    def missing(folder):
+        raise ModelLoadError(f"no model folder at {folder}")
+
+    monkeypatch.setattr("pixelscene.model_io.resolve_model_dir", missing)
+    job_id = client.post(
+        "/v1/trainings", json={"stage": "transformer", "dataset": "d", "vqgan": "tiny"}
+    ).get_json()["id"]
+    run_worker()
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "failed", job  # not left "running"
+    assert job["error"] == {
+        "code": "model_unavailable",
+        "message": "model 'tiny' is unavailable on this worker: see the worker log",
+    }
+
+
+def test_objects_use_the_shared_atomic_writer(tmp_path, monkeypatch):
+    from workers import objects
+
+    written = []
+    monkeypatch.setattr(objects, "atomic_write_bytes", lambda p, d: written.append((p, d)))
+    objects.write_json_atomic(tmp_path / "x.json", {"a": 1})
+    assert written == [(tmp_path / "x.json", b'{\n  "a": 1\n}\n')]
+    assert not hasattr(objects, "write_bytes_atomic")
 
 
 def test_internal_error_message_hides_details(client, run_worker, fake_model):
