@@ -24,6 +24,7 @@ import numpy as np
 
 from pixelscene import model_io
 from pixelscene.config import Config, SamplingConfig
+from pixelscene.data.datasets import to_uint8
 from pixelscene.errors import ModelLoadError, PixelsceneError
 
 MAX_SEED = 2**63 - 1
@@ -69,11 +70,6 @@ def build_transformer(cfg: Config):
         text_dim = MINILM_DIM
     rows, cols = cfg.vqgan.grid_size
     return ImageTransformer(cfg.transformer, cfg.vqgan.codebook_size, rows * cols, text_dim)
-
-
-def to_uint8(images: mx.array | np.ndarray) -> np.ndarray:
-    """float [-1, 1] -> uint8, rounding to the nearest level."""
-    return np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 class PixelScene:
