@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from pixelscene.commands.generate import add_output_arguments
+
 log = logging.getLogger(__name__)
 
 
@@ -15,13 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, metavar="DIR", help="model folder (default: bundled)"
     )
-    parser.add_argument(
-        "--palette",
-        default="none",
-        metavar="SPEC",
-        help="none | vga | auto:N (2..256) | a .gpl/.pal/.hex palette file",
-    )
-    parser.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscale factor")
+    add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,17 @@ import argparse
 from pathlib import Path
 
 
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--palette and --scale, shared by generate and decode."""
+    parser.add_argument(
+        "--palette",
+        default="none",
+        metavar="SPEC",
+        help="none | vga | auto:N (2..256) | a .gpl/.pal/.hex palette file",
+    )
+    parser.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscale factor")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="what to draw, e.g. 'a castle at sunset'")
     parser.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="output PNG")
@@ -26,13 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, metavar="DIR", help="model folder (default: bundled)"
     )
     parser.add_argument("--batch", type=int, default=8, help="images sampled together")
-    parser.add_argument(
-        "--palette",
-        default="none",
-        metavar="SPEC",
-        help="none | vga | auto:N (2..256) | a .gpl/.pal/.hex palette file",
-    )
-    parser.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscale factor")
+    add_output_arguments(parser)
     parser.add_argument(
         "--codes", action="store_true", help="also write the code grid as OUT.json (for decode)"
     )
