@@ -102,6 +102,10 @@ class TransformerConfig:
     text_vocab_size: int = 2048
     # Probability of dropping the caption in training, for classifier-free guidance.
     cfg_dropout: float = 0.1
+    # Also add an MLP of the mean caption state to every code's input embedding: a direct
+    # path from the caption to every position, which a small model learns far sooner than
+    # it learns to use cross-attention (which stays, for the words' details).
+    pooled_text: bool = False
 
     def validate(self, prefix: str = "transformer") -> None:
         _positive(self, prefix, ["embed_dim", "num_heads", "num_layers", "mlp_ratio"])
@@ -160,10 +164,22 @@ class TransformerTrainConfig:
     log_every: int = 20
     eval_every: int = 500
     checkpoint_every: int = 500
+    # Weight of the first row of codes in the training loss (every other code weighs 1).
+    # The caption alone decides the first codes (the sky's colours); later codes can mostly
+    # copy their neighbours, so in a plain mean the caption's most important decision is a
+    # few of 260 terms and is learned last. Evaluation losses stay unweighted.
+    first_row_weight: float = 1.0
+    # Text encoder "minilm" only: Gaussian noise, in units of each state's RMS, added to the
+    # frozen caption states in training, so the model reads a neighbourhood of each caption
+    # rather than exact points, and paraphrases that land near it read the same.
+    text_noise: float = 0.0
 
     def validate(self, prefix: str = "train_transformer") -> None:
         _positive(self, prefix, ["batch_size", "learning_rate", "steps"])
         _positive(self, prefix, ["log_every", "eval_every", "checkpoint_every"])
+        _positive(self, prefix, ["first_row_weight"])
+        if self.text_noise < 0:
+            raise ConfigError(f"{prefix}.text_noise must be >= 0")
 
 
 @dataclass
@@ -224,6 +240,10 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {type(value).__name__} {value!r}")
         return value
     if hint is str:
         if not isinstance(value, str):

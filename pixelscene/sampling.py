@@ -79,13 +79,11 @@ def guided(logits: mx.array, cfg_scale: float) -> mx.array:
     return uncond + cfg_scale * (cond - uncond)
 
 
-def _step(model, sampler, cfg_scale, guide, window, tokens, offset, caches, ctx_kv, bias, noise):
+def _step(model, sampler, cfg_scale, guide, window, tokens, offset, caches, ctx_arrays, noise):
     """One token for every image; pure in its array arguments, so it compiles."""
-    cache = [
-        StaticKVCache(caches[2 * i], caches[2 * i + 1], offset, window)
-        for i in range(len(ctx_kv) // 2)
-    ]
-    ctx = Context([(ctx_kv[2 * i], ctx_kv[2 * i + 1]) for i in range(len(cache))], bias)
+    n = len(model.blocks)
+    cache = [StaticKVCache(caches[2 * i], caches[2 * i + 1], offset, window) for i in range(n)]
+    ctx = Context.from_arrays(ctx_arrays, n)
     logits = model.decode(tokens, ctx, cache, offset)[:, -1]  # (B or 2B, V)
     if guide:
         logits = guided(logits, cfg_scale)
@@ -166,8 +164,7 @@ def generate_codes(
     was_training = model.training
     model.eval()
     try:
-        ctx = model.context(states, mask)
-        ctx_kv = [a for kv in ctx.kv for a in kv]
+        ctx_arrays = model.context(states, mask).arrays()
         B, H, d = states.shape[0], model.num_heads, model.cfg.embed_dim // model.num_heads
         empty = StaticKVCache.empty(B, H, S, d)
         caches = [mx.zeros_like(empty.keys) for _ in range(2 * len(model.blocks))]
@@ -175,14 +172,14 @@ def generate_codes(
         tokens = mx.full((B, 1), model.bos_id, dtype=mx.int32)
         offsets = [mx.array([t], mx.int32) for t in range(S)]
         wins = [attention_window(t, S) for t in range(S)]
-        mx.eval(ctx_kv, ctx.bias, caches, noise)
+        mx.eval(ctx_arrays, caches, noise)
         steps = {
             w: _step_fn(model, temperature, top_k, top_p, cfg_scale, w, compiled) for w in set(wins)
         }
         out = []
         for t in range(S):
             step = steps[wins[t]]
-            nxt, tokens, caches = step(tokens, offsets[t], caches, ctx_kv, ctx.bias, noise)
+            nxt, tokens, caches = step(tokens, offsets[t], caches, ctx_arrays, noise)
             out.append(nxt)
             mx.async_eval(nxt, tokens, caches)
             if (t + 1) % progress_every == 0 and t + 1 < S:

@@ -108,6 +108,7 @@ def test_evaluate_end_to_end(tmp_path, model_dir, probe_dir):
         diversity_prompts=2,
         diversity_seeds=3,
         batch_size=8,
+        paraphrases=4,
         grid_path=tmp_path / "grid.png",
         progress=lambda done, total: calls.append((done, total)),
     )
@@ -126,7 +127,11 @@ def test_evaluate_end_to_end(tmp_path, model_dir, probe_dir):
     assert [(r["cfg_scale"], r["temperature"]) for r in rows] == [(1.0, 1.0), (3.0, 1.0)]
     d = result["diversity"]
     assert 0.5 < d["mean_pairwise_hamming"] <= 1.0 and d["duplicate_fraction"] == 0.0
-    total = 260 * (6 + 6 + 3 * 2 + 2 * 3)
+    para = result["paraphrase"]
+    assert para["prompts"] == 4 and 0.0 <= para["adherence"] <= 1.0
+    assert para["named_counts"]["time"] == 4
+    assert result["text_encoder"] == "learned" and result["prompt_encode_ms"] > 0
+    total = 260 * (6 + 6 + 4 + 3 * 2 + 2 * 3)
     assert calls[-1] == (total, total)
     with Image.open(tmp_path / "grid.png") as im:
         assert im.size == (4 * 320 + 3 * 2, 2 * 200 + 2)
@@ -145,7 +150,7 @@ def test_evaluate_scores_a_perfect_probe_as_one(model_dir, probe_dir, monkeypatc
     )
     result = adherence.evaluate(
         scene, p, info, prompts=4, cfg_grid=(3.0,), temperature_grid=(1.0,), grid_prompts=2,
-        diversity_prompts=1, diversity_seeds=2,
+        diversity_prompts=1, diversity_seeds=2, paraphrases=0,
     )  # fmt: skip
     assert result["adherence"] == 1.0 and result["settings_table"]["rows"][0]["adherence"] == 1.0
     assert all(v == 1.0 for v in result["per_attribute"].values())
@@ -165,13 +170,56 @@ def test_cli_eval_adherence_json(model_dir, probe_dir, capsys, monkeypatch):
             "--grid-prompts",
             "1",
         ]
-        + ["--diversity-prompts", "1", "--diversity-seeds", "2"]
+        + ["--diversity-prompts", "1", "--diversity-seeds", "2", "--paraphrases", "2"]
     )
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["prompts"] == 3
+    assert result["prompts"] == 3 and result["paraphrase"]["prompts"] == 2
     assert [r["cfg_scale"] for r in result["settings_table"]["rows"]] == [1.0, 5.0]
     assert (
         cli.main(["eval", "adherence", "--model", str(model_dir), "--probe", "/nonexistent"]) == 2
     )
     assert "not a probe folder" in capsys.readouterr().err
+
+
+def test_paraphrases_use_no_caption_words_and_name_held_out_scenes():
+    import re
+
+    from pixelscene.data import captions
+    from pixelscene.data.captions import named_values
+    from pixelscene.data.synth import is_heldout
+    from pixelscene.eval.paraphrases import PARAPHRASES, build_paraphrases
+
+    def strings(obj):
+        if isinstance(obj, str):
+            yield obj
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                yield from strings(v)
+        elif isinstance(obj, list | tuple | set):
+            for v in obj:
+                yield from strings(v)
+
+    grammar_words = {
+        w
+        for name, value in vars(captions).items()
+        if name.isupper()
+        for text in strings(value)
+        for w in re.findall(r"[a-z]+", text.lower())
+    }
+    assert {"sunset", "castle", "oaks", "snowy", "dunes"} <= grammar_words
+    for attr, table in PARAPHRASES.items():
+        assert set(table) == set(ATTRIBUTES[attr])
+        for value, phrases in table.items():
+            for phrase in phrases:
+                assert not named_values(phrase), (attr, value, phrase)
+                new = set(re.findall(r"[a-z]+", phrase.lower())) - grammar_words
+                assert new, f"{phrase!r} uses only words the grammar writes"
+    prompts = build_paraphrases(120)
+    assert prompts == build_paraphrases(120) and len(prompts) >= 100
+    assert len({p.text for p in prompts}) > 100
+    for p in prompts:
+        assert is_heldout(p.attributes) and not named_values(p.text)
+        assert {"time", "weather", "terrain"} <= set(p.named)
+        for k in p.named:  # the text carries a phrase for each scored attribute
+            assert any(ph in p.text for ph in PARAPHRASES[k][p.attributes[k]])

@@ -44,6 +44,14 @@ def test_wrong_type_is_named(tmp_path):
         load_config(write(tmp_path, {"vqgan": {"channel_multipliers": [1, 2.5]}}))
     with pytest.raises(ConfigError, match=r"sampling\.top_p must be a number"):
         load_config(write(tmp_path, {"sampling": {"top_p": True}}))
+    with pytest.raises(ConfigError, match=r"transformer\.pooled_text must be true or false"):
+        load_config(write(tmp_path, {"transformer": {"pooled_text": "yes"}}))
+    with pytest.raises(ConfigError, match=r"train_transformer\.first_row_weight must be > 0"):
+        load_config(write(tmp_path, {"train_transformer": {"first_row_weight": 0}}))
+    with pytest.raises(ConfigError, match=r"train_transformer\.text_noise must be >= 0"):
+        load_config(write(tmp_path, {"train_transformer": {"text_noise": -1}}))
+    ok = load_config(write(tmp_path, {"transformer": {"pooled_text": True}}))
+    assert ok.transformer.pooled_text is True
 
 
 def test_image_size_the_downsampling_does_not_divide(tmp_path):

@@ -24,7 +24,7 @@ LOGITS = [2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 1.5, 0.2]
 CHI2_CRIT_7 = 24.32
 
 
-def build():
+def build(pooled_text: bool = True):
     """A micro model (in training mode) and two captions; the same in any process."""
     mx.random.seed(5)
     cfg = TransformerConfig(
@@ -37,6 +37,7 @@ def build():
         max_text_len=8,
         text_vocab_size=64,
         dropout=0.1,
+        pooled_text=pooled_text,
     )
     m = ImageTransformer(cfg, codebook_size=64, seq_len=40)
     mx.eval(m.parameters())
@@ -107,9 +108,9 @@ def test_gumbel_noise_is_per_seed():
     assert mx.array_equal(a[1], b[0]) and not mx.array_equal(a[0], a[1])
 
 
-@pytest.fixture(scope="module")
-def model():
-    m, ids, mask = build()
+@pytest.fixture(scope="module", params=[False, True], ids=["cross-attention", "pooled"])
+def model(request):
+    m, ids, mask = build(request.param)
     return m, *m.encode_text(ids, mask)
 
 
@@ -158,7 +159,7 @@ def test_seed_reproducible_in_a_new_process(model):
     script = (
         f"import sys, json\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_sampling import build\nfrom pixelscene.sampling import sample_codes\n"
-        "m, ids, mask = build()\n"
+        f"m, ids, mask = build({m.cfg.pooled_text})\n"
         "c = sample_codes(m, *m.encode_text(ids, mask), seeds=[21, 22], cfg_scale=3.0)\n"
         "print(json.dumps(c.tolist()))\n"
     )

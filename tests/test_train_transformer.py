@@ -20,6 +20,9 @@ from pixelscene.train.transformer import (
     EVAL_LOG,
     batch_at,
     captioned_codes,
+    noisy_states,
+    position_weights,
+    sequence_loss,
     train_transformer,
 )
 from pixelscene.transformer import ImageTransformer, Tokenizer
@@ -158,3 +161,68 @@ def test_learns_caption_conditioning(setup):
     result = run(tmp_path, vq, cfg, "learn")
     # codes are 0-3 for day and 100-103 for night: conditioned, ~log(4) = 1.39 nats
     assert result.eval_loss < 2.0
+
+
+def test_trains_on_cached_minilm_states(setup):
+    """text_encoder "minilm": captions are encoded once into the dataset's state cache, and
+    the model learns the conditioning from those frozen states."""
+    pytest.importorskip("tokenizers")
+    from pixelscene.errors import ModelLoadError
+    from pixelscene.transformer.minilm import MINILM_DIM, find_model_dir
+
+    try:
+        find_model_dir()
+    except ModelLoadError as e:
+        pytest.skip(str(e))
+    tmp_path, vq, cfg = setup
+    micro = dict(MICRO["transformer"], text_encoder="minilm", pooled_text=True)
+    train = dict(MICRO["train_transformer"], steps=60, learning_rate=0.01, eval_every=60)
+    cfg.write_text(yaml.safe_dump(dict(MICRO, transformer=micro, train_transformer=train)))
+    result = run(tmp_path, vq, cfg, "minilm")
+    assert result.eval_loss < 2.0  # conditioned: ~log(4) = 1.39 nats, unconditioned ~4
+    assert any((tmp_path / "train").glob("minilm_states_L12/states.npy"))
+    conf = load_model_config(tmp_path / "minilm")
+    assert conf.transformer.text_encoder == "minilm"
+    model = ImageTransformer(conf.transformer, 512, 260, MINILM_DIM)
+    load_weights(tmp_path / "minilm" / "transformer.safetensors", model)
+    assert "text_encoder" not in model
+    assert not (tmp_path / "minilm" / "tokenizer.json").exists()
+
+
+def test_first_row_weight_weighs_the_first_row_and_keeps_the_mean():
+    w = position_weights(260, 20, 8.0)
+    assert w.shape == (260,) and abs(w.mean().item() - 1.0) < 1e-5
+    assert abs(w[0].item() / w[-1].item() - 8.0) < 1e-5 and w[19].item() == w[0].item()
+    assert w[20].item() == w[-1].item()
+    # with uniform weights the weighted loss is the plain mean
+    mx.random.seed(0)
+    from pixelscene.config import TransformerConfig
+
+    cfg = TransformerConfig(**MICRO["transformer"], pooled_text=True)
+    model = ImageTransformer(cfg, 512, 260)
+    codes = mx.random.randint(0, 512, (2, 260))
+    ids = mx.array(np.random.default_rng(0).integers(1, 64, (2, 12)).astype(np.int32))
+    mask = mx.ones((2, 12), dtype=mx.bool_)
+    model.eval()
+    plain = sequence_loss(model, codes, ids, mask).item()
+    assert abs(sequence_loss(model, codes, ids, mask, weights=mx.ones(260)).item() - plain) < 1e-5
+    assert abs(sequence_loss(model, codes, ids, mask, weights=w).item() - plain) > 1e-4
+
+
+def test_trains_with_a_first_row_weight(setup):
+    tmp_path, vq, cfg = setup
+    train = dict(MICRO["train_transformer"], first_row_weight=8.0)
+    cfg.write_text(yaml.safe_dump(dict(MICRO, train_transformer=train)))
+    result = run(tmp_path, vq, cfg, "weighted")
+    assert result.step == 8 and np.isfinite(result.train_loss)
+    assert load_model_config(tmp_path / "weighted").train_transformer.first_row_weight == 8.0
+
+
+def test_text_noise_scales_with_each_states_rms():
+    mx.random.seed(0)
+    states = mx.concatenate([mx.ones((1, 4, 384)), 10 * mx.ones((1, 4, 384))]).astype(mx.float16)
+    noise = noisy_states(states, 0.5) - states.astype(mx.float32)
+    rms = mx.sqrt(mx.mean(noise * noise, axis=-1))  # (2, 4)
+    assert mx.allclose(rms[0], mx.full((4,), 0.5), atol=0.06).item()
+    assert mx.allclose(rms[1], mx.full((4,), 5.0), atol=0.6).item()
+    assert noisy_states(states, 0.0).dtype == mx.float32

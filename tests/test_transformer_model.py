@@ -32,10 +32,10 @@ def text(batch=2, lengths=(3, 6)):
     return mx.array(ids * mask), mx.array(mask)
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[False, True], ids=["cross-attention", "pooled"])
+def model(request):
     mx.random.seed(1)
-    m = ImageTransformer(micro(), codebook_size=512, seq_len=260)
+    m = ImageTransformer(micro(pooled_text=request.param), codebook_size=512, seq_len=260)
     m.eval()
     mx.eval(m.parameters())
     return m
@@ -150,7 +150,7 @@ def test_external_text_states_plug_in():
 def test_save_load_round_trip(model, tmp_path):
     save_weights(tmp_path / "transformer.safetensors", model)
     mx.random.seed(9)
-    other = ImageTransformer(micro(), codebook_size=512, seq_len=260)
+    other = ImageTransformer(model.cfg, codebook_size=512, seq_len=260)
     other.eval()
     load_weights(tmp_path / "transformer.safetensors", other)
     ids, mask = text()
@@ -158,3 +158,21 @@ def test_save_load_round_trip(model, tmp_path):
     a = model(codes, *model.encode_text(ids, mask))
     b = other(codes, *other.encode_text(ids, mask))
     assert mx.abs(a - b).max().item() == 0.0
+
+
+def test_pooled_caption_reaches_the_first_code():
+    """With pooled_text the caption changes even BOS's logits through the input path alone."""
+    mx.random.seed(2)
+    m = ImageTransformer(micro(pooled_text=True), codebook_size=512, seq_len=260)
+    m.eval()
+    for block in m.blocks:  # cut the cross-attention path: only the pooled path is left
+        block.cross_attn.proj.weight = mx.zeros_like(block.cross_attn.proj.weight)
+        block.cross_attn.proj.bias = mx.zeros_like(block.cross_attn.proj.bias)
+    ids, mask = text()
+    states, smask = m.encode_text(ids, mask)
+    codes = mx.random.randint(0, 512, (2, 260))
+    with_text = m(codes, states, smask)
+    without = m(codes, states, mx.zeros_like(smask))
+    assert mx.abs(with_text[:, 0] - without[:, 0]).max().item() > 1e-3
+    plain = ImageTransformer(micro(), codebook_size=512, seq_len=260)
+    assert "pooled_mlp" in m and "pooled_mlp" not in plain

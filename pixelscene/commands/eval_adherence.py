@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grid-prompts", type=int, default=64, help="prompts per (cfg, temperature) table cell"
     )
+    parser.add_argument(
+        "--paraphrases",
+        type=int,
+        default=120,
+        help="prompts of the paraphrase set (words the captions never use); 0 skips it",
+    )
     parser.add_argument("--diversity-prompts", type=int, default=8)
     parser.add_argument("--diversity-seeds", type=int, default=4)
     parser.add_argument("--batch", type=int, default=32, help="images sampled together")
@@ -58,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.prompts < 1 or args.batch < 1 or args.grid_prompts < 0:
         raise PixelsceneError("--prompts and --batch must be >= 1, --grid-prompts >= 0")
+    if args.paraphrases < 0:
+        raise PixelsceneError("--paraphrases must be >= 0")
     if args.diversity_prompts < 0 or args.diversity_seeds < 2:
         raise PixelsceneError("--diversity-seeds must be >= 2 and --diversity-prompts >= 0")
     if args.prompts < 200:
@@ -83,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             diversity_prompts=args.diversity_prompts,
             diversity_seeds=args.diversity_seeds,
             batch_size=args.batch,
+            paraphrases=args.paraphrases,
             grid_path=args.grid,
             progress=progress,
         )

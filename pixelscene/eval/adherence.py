@@ -122,6 +122,7 @@ def evaluate(
     diversity_prompts: int = 8,
     diversity_seeds: int = 4,
     batch_size: int = 32,
+    paraphrases: int = 120,
     grid_path: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -132,23 +133,34 @@ def evaluate(
         probe, probe_info: from `pixelscene.eval.probe.load_probe`.
         prompts: held-out prompts scored at the model's default settings.
         grid_prompts: the first N of them, scored at every (cfg_scale, temperature).
+        paraphrases: prompts of the paraphrase set (`pixelscene.eval.paraphrases`), written
+            in words the caption grammar never produces, scored at the default settings.
         diversity_prompts, diversity_seeds: prompts and seeds per prompt for diversity.
         grid_path: write a PNG of the images of the first 16 prompts here.
         progress: called with (codes done, codes total) over the whole evaluation.
     Returns:
         A JSON-able dict (see the README's evaluation section).
     """
+    from pixelscene.eval.paraphrases import build_paraphrases
     from pixelscene.eval.probe import predict_attributes
     from pixelscene.output import save_png
 
     t0 = time.perf_counter()
     eval_prompts = build_prompts(prompts, seed)
+    para_prompts = build_paraphrases(paraphrases, seed) if paraphrases > 0 else []
     grid_n = min(grid_prompts, len(eval_prompts))
     div_n = min(diversity_prompts, len(eval_prompts))
     defaults = scene.resolve_settings()
     per_image = scene.grid_size[0] * scene.grid_size[1]
     table_runs = list(itertools.product(cfg_grid, temperature_grid))
-    total = per_image * (2 * len(eval_prompts) + grid_n * len(table_runs) + div_n * diversity_seeds)
+    n_empty = max(len(eval_prompts), len(para_prompts))
+    total = per_image * (
+        len(eval_prompts)
+        + n_empty
+        + len(para_prompts)
+        + grid_n * len(table_runs)
+        + div_n * diversity_seeds
+    )
     done = 0
 
     def run(texts: list[str], n: int, run_seed: int, **settings) -> list:
@@ -166,10 +178,16 @@ def evaluate(
     texts = [p.text for p in eval_prompts]
     main_images = run(texts, 1, seed)
     main = score(eval_prompts, predict_attributes(probe, np.stack([i.pixels for i in main_images])))
-    empty_images = run([""], len(eval_prompts), seed)
-    empty = score(
-        eval_prompts, predict_attributes(probe, np.stack([i.pixels for i in empty_images]))
-    )
+    empty_images = run([""], n_empty, seed)
+    empty_pred = predict_attributes(probe, np.stack([i.pixels for i in empty_images]))
+    empty = score(eval_prompts, empty_pred[: len(eval_prompts)])
+    para = None
+    if para_prompts:
+        para_images = run([p.text for p in para_prompts], 1, seed)
+        para = score(
+            para_prompts, predict_attributes(probe, np.stack([i.pixels for i in para_images]))
+        )
+        para_empty = score(para_prompts, empty_pred[: len(para_prompts)])
 
     table = []
     for cfg_scale, temperature in table_runs:
@@ -207,6 +225,7 @@ def evaluate(
         save_png(grid_path, sheet, metadata=meta)
 
     best = max(table, key=lambda r: r["adherence"]) if table else None
+    encode_ms = prompt_encode_ms(scene, texts[:20])
     probe_acc = probe_info.get("eval_accuracy", {})
     result: dict[str, Any] = {
         "model": scene.name,
@@ -233,6 +252,19 @@ def evaluate(
         "best_settings": (
             {"cfg_scale": best["cfg_scale"], "temperature": best["temperature"]} if best else None
         ),
+        "paraphrase": (
+            {
+                "prompts": len(para_prompts),
+                "adherence": para["adherence"],
+                "adherence_empty_prompt": para_empty["adherence"],
+                "per_attribute": para["per_attribute"],
+                "named_counts": para["named_counts"],
+            }
+            if para is not None
+            else None
+        ),
+        "text_encoder": scene.config.transformer.text_encoder,
+        "prompt_encode_ms": encode_ms,
         "grid_prompts": grid_texts if grid_path is not None else [],
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -241,6 +273,18 @@ def evaluate(
             "eval_accuracy_vqgan_round_trip"
         ].get("mean")
     return result
+
+
+def prompt_encode_ms(scene, texts: Sequence[str]) -> float:
+    """Median milliseconds to turn one prompt into caption states (once per job)."""
+    import mlx.core as mx
+
+    times = []
+    for text in texts:
+        t = time.perf_counter()
+        mx.eval(*scene.encode_prompts([text]))
+        times.append((time.perf_counter() - t) * 1000)
+    return round(float(np.median(times)), 2) if times else 0.0
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -256,6 +300,17 @@ def format_report(result: dict[str, Any]) -> str:
     for k, v in result["per_attribute"].items():
         e = result["per_attribute_empty_prompt"].get(k, 0.0)
         lines.append(f"  {k:<11} {v:.3f}  (empty {e:.3f}, n={result['named_counts'][k]})")
+    para = result.get("paraphrase")
+    if para:
+        lines.append(
+            f"paraphrases ({para['prompts']} prompts in words the captions never use): "
+            f"{para['adherence']:.3f}  (empty prompt: {para['adherence_empty_prompt']:.3f})"
+        )
+        for k, v in para["per_attribute"].items():
+            lines.append(f"  {k:<11} {v:.3f}  (n={para['named_counts'][k]})")
+    lines.append(
+        f"text encoder {result['text_encoder']}: {result['prompt_encode_ms']:.1f} ms per prompt"
+    )
     d = result["diversity"]
     lines.append(
         f"diversity: mean pairwise Hamming {d['mean_pairwise_hamming']:.3f}, "

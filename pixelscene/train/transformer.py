@@ -27,11 +27,13 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from pixelscene.config import Config, load_config
+from pixelscene.config import Config, TransformerConfig, load_config
 from pixelscene.data.datasets import CaptionDataset, epoch_order
+from pixelscene.data.text_states import minilm_caption_inputs
 from pixelscene.data.token_cache import TokenCache, ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.model_io import load_model_config, save_model_config, save_weights
+from pixelscene.pipeline import build_transformer
 from pixelscene.train.common import stop_on_signals
 from pixelscene.transformer.model import ImageTransformer
 from pixelscene.transformer.tokenizer import Tokenizer
@@ -55,8 +57,18 @@ class CaptionedCodes:
         return len(self.codes)
 
 
-def captioned_codes(cache: TokenCache, dataset: CaptionDataset, tok: Tokenizer) -> CaptionedCodes:
-    """Pair every cached image that has captions with all of its captions."""
+def captioned_codes(
+    cache: TokenCache,
+    dataset: CaptionDataset,
+    tok: Tokenizer,
+    cfg: TransformerConfig | None = None,
+    progress: bool = True,
+) -> CaptionedCodes:
+    """Pair every cached image that has captions with all of its captions.
+
+    With text_encoder "minilm", `ids` holds the captions' precomputed MiniLM states (read by
+    row, see `StateRows`) instead of token ids; they are cached beside the token cache.
+    """
     index = cache.index()
     by_image = dataset.captions_by_image()
     missing = [n for n in by_image if n not in index]
@@ -67,7 +79,12 @@ def captioned_codes(cache: TokenCache, dataset: CaptionDataset, tok: Tokenizer) 
     count = np.array([len(by_image[n]) for n in names], dtype=np.int64)
     start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
     codes = cache.codes[[index[n] for n in names]].reshape(len(names), -1).astype(np.int32)
-    ids, mask = tok.encode_batch(captions)
+    if cfg is not None and cfg.text_encoder == "minilm":
+        ids, mask = minilm_caption_inputs(
+            captions, dataset.captions_file.parent, cfg.max_text_len, progress=progress
+        )
+    else:
+        ids, mask = tok.encode_batch(captions)
     return CaptionedCodes(codes, ids, mask, start, count)
 
 
@@ -96,13 +113,41 @@ def lr_schedule(cfg) -> optim.schedulers:
     )
 
 
-def sequence_loss(model: ImageTransformer, codes, ids, mask, drop=None) -> mx.array:
-    """Mean next-code cross-entropy; rows where `drop` is True see the null caption."""
-    states, mask = model.encode_text(ids, mask)
+def position_weights(seq_len: int, row_len: int, first_row_weight: float) -> mx.array:
+    """(seq_len,) loss weights with mean 1: the first `row_len` codes weigh
+    `first_row_weight` times the others."""
+    w = mx.where(mx.arange(seq_len) < row_len, first_row_weight, 1.0)
+    return w * (seq_len / w.sum())
+
+
+def noisy_states(states: mx.array, scale: float) -> mx.array:
+    """States plus Gaussian noise of `scale` times each state's RMS (training only)."""
+    states = states.astype(mx.float32)
+    rms = mx.sqrt(mx.mean(states * states, axis=-1, keepdims=True) + 1e-6)
+    return states + scale * rms * mx.random.normal(states.shape)
+
+
+def sequence_loss(
+    model: ImageTransformer, codes, ids, mask, drop=None, weights=None, text_noise=0.0
+) -> mx.array:
+    """Mean next-code cross-entropy; rows where `drop` is True see the null caption.
+
+    `ids` are token ids for the learned encoder, or a frozen encoder's precomputed states.
+    `weights` (S,) with mean 1 weighs the positions (see `position_weights`); `text_noise`
+    perturbs a frozen encoder's states (see `noisy_states`).
+    """
+    if "text_encoder" in model:
+        states, mask = model.encode_text(ids, mask)
+    else:
+        states, mask = ids, mask.astype(mx.bool_)
+        if text_noise > 0:
+            states = noisy_states(states, text_noise)
     if drop is not None:
         mask = mask & ~drop[:, None]
     logits = model(codes, states, mask)
-    return nn.losses.cross_entropy(logits, codes, reduction="mean")
+    if weights is None:
+        return nn.losses.cross_entropy(logits, codes, reduction="mean")
+    return (nn.losses.cross_entropy(logits, codes, reduction="none") * weights).mean()
 
 
 @dataclass
@@ -155,8 +200,12 @@ def _truncate_eval_log(path: Path, step: int) -> None:
 
 
 def _write_model(out: Path, model, tok: Tokenizer) -> None:
+    """Float16 weights, and the caption vocabulary where the model has a learned encoder."""
     save_weights(out / "transformer.safetensors", model, dtype=mx.float16)
-    tok.save(out / "tokenizer.json")
+    if "text_encoder" in model:
+        tok.save(out / "tokenizer.json")
+    else:  # a frozen encoder brings its own tokenizer; an old vocabulary would mislead
+        (out / "tokenizer.json").unlink(missing_ok=True)
 
 
 def _output_config(preset: Config, vqgan_dir: Path, out: Path) -> Config:
@@ -203,10 +252,6 @@ def train_transformer(
     tcfg = cfg.train_transformer
     if steps is not None:
         tcfg.steps = steps
-    if cfg.transformer.text_encoder != "learned":
-        raise PixelsceneError(
-            "this trainer trains the learned text encoder (text_encoder: learned)"
-        )
 
     dataset = CaptionDataset(data_dir)
     cache = ensure_token_cache(vqgan_dir, data_dir)
@@ -218,16 +263,20 @@ def train_transformer(
         tok = Tokenizer.build(
             captions, cfg.transformer.text_vocab_size, cfg.transformer.max_text_len
         )
-    train = captioned_codes(cache, dataset, tok)
+    train = captioned_codes(cache, dataset, tok, cfg.transformer, progress)
     held = None
     if eval_dir is not None:
         held = captioned_codes(
-            ensure_token_cache(vqgan_dir, eval_dir), CaptionDataset(eval_dir), tok
+            ensure_token_cache(vqgan_dir, eval_dir),
+            CaptionDataset(eval_dir),
+            tok,
+            cfg.transformer,
+            progress,
         )
     log.info("training on %d images (%d captions)", len(train), len(train.ids))
 
     mx.random.seed(seed)
-    model = ImageTransformer(cfg.transformer, cfg.vqgan.codebook_size, H * W)
+    model = build_transformer(cfg)  # the grid matches the token cache (checked above)
     optimizer = optim.AdamW(lr_schedule(tcfg), weight_decay=tcfg.weight_decay)
     optimizer.init(model.trainable_parameters())
     start = 0
@@ -250,6 +299,10 @@ def train_transformer(
     model.train()
 
     p_drop = cfg.transformer.cfg_dropout
+    text_noise = tcfg.text_noise
+    weights = None
+    if tcfg.first_row_weight != 1.0:
+        weights = position_weights(H * W, W, tcfg.first_row_weight)
     clip = tcfg.grad_clip
     state = [model.state, optimizer.state, mx.random.state]
 
@@ -257,7 +310,7 @@ def train_transformer(
     def step_fn(codes, ids, mask):
         drop = mx.random.uniform(shape=(codes.shape[0],)) < p_drop
         loss_and_grad = nn.value_and_grad(model, sequence_loss)
-        loss, grads = loss_and_grad(model, codes, ids, mask, drop)
+        loss, grads = loss_and_grad(model, codes, ids, mask, drop, weights, text_noise)
         if clip > 0:
             grads, _ = optim.clip_grad_norm(grads, clip)
         optimizer.update(model, grads)

@@ -32,6 +32,18 @@ class Context(NamedTuple):
 
     kv: list[tuple[mx.array, mx.array]]  # per block: (B, H, L, d) keys and values
     bias: mx.array  # (B, 1, 1, L) additive mask
+    pooled: mx.array | None = None  # (B, 1, dim) added to every input position (pooled_text)
+
+    def arrays(self) -> list[mx.array]:
+        """Flat list of the context's arrays (for compiled functions); see `from_arrays`."""
+        flat = [a for kv in self.kv for a in kv] + [self.bias]
+        return flat if self.pooled is None else flat + [self.pooled]
+
+    @classmethod
+    def from_arrays(cls, arrays: list[mx.array], num_blocks: int) -> Context:
+        kv = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(num_blocks)]
+        pooled = arrays[2 * num_blocks + 1] if len(arrays) > 2 * num_blocks + 1 else None
+        return cls(kv, arrays[2 * num_blocks], pooled)
 
 
 class SelfAttention(nn.Module):
@@ -121,6 +133,8 @@ class ImageTransformer(nn.Module):
         self.text_dim = text_dim or cfg.text_embed_dim
         self.text_proj = nn.Linear(self.text_dim, dim)
         self.null_context = mx.random.normal((1, dim)) * 0.02
+        if cfg.pooled_text:
+            self.pooled_mlp = MLP(dim, 2)
         self.token_embedding = nn.Embedding(codebook_size + 1, dim)
         self.pos_embedding = mx.random.normal((seq_len, dim)) * 0.02
         self.dropout = nn.Dropout(cfg.dropout)
@@ -152,7 +166,12 @@ class ImageTransformer(nn.Module):
         ctx = mx.where(null_row[..., None], self.null_context, ctx)
         mask = mask | null_row
         kv = [block.cross_attn.context_kv(ctx) for block in self.blocks]
-        return Context(kv, mask_bias(mask))
+        pooled = None
+        if "pooled_mlp" in self:
+            weights = mask.astype(ctx.dtype)[..., None]  # (B, L, 1)
+            mean = (ctx * weights).sum(axis=1, keepdims=True) / weights.sum(axis=1, keepdims=True)
+            pooled = self.pooled_mlp(mean)  # (B, 1, dim)
+        return Context(kv, mask_bias(mask), pooled)
 
     def decode(self, tokens: mx.array, ctx: Context, cache=None, offset=0) -> mx.array:
         """Logits (B, T, codebook_size) for input tokens (B, T) at positions offset..offset+T-1.
@@ -164,7 +183,10 @@ class ImageTransformer(nn.Module):
             pos = self.pos_embedding[offset : offset + T]
         else:
             pos = mx.take(self.pos_embedding, mx.arange(T) + offset, axis=0)
-        x = self.dropout(self.token_embedding(tokens) + pos)
+        x = self.token_embedding(tokens) + pos
+        if ctx.pooled is not None:
+            x = x + ctx.pooled
+        x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             x = block(x, ctx.kv[i], ctx.bias, offset, None if cache is None else cache[i])
         return self.head(self.norm(x))
