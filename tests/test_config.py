@@ -6,7 +6,7 @@ import yaml
 from pixelscene.config import Config, ConfigError, load_config
 
 
-@pytest.mark.parametrize("name", ["tiny", "base"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-learned", "base"])
 def test_presets_tile_320x200_into_13x20(name):
     cfg = load_config(f"configs/{name}.yaml")
     assert cfg.name == name
