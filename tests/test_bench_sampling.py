@@ -1,0 +1,20 @@
+"""`pixelscene bench sampling` runs on presets with either text encoder."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pixelscene.commands.bench_sampling import bench_preset
+from pixelscene.testing import MICRO_CONFIG
+
+
+@pytest.mark.parametrize("encoder", ["learned", "minilm"])
+def test_bench_preset_reports_the_issue_figures(tmp_path, encoder):
+    config = dict(MICRO_CONFIG, transformer=dict(MICRO_CONFIG["transformer"], text_encoder=encoder))
+    path = tmp_path / "micro.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = bench_preset(str(path), [1, 2], plan_tokens=2)
+    for key in ("plan_sampler_s_per_image", "cached_b1_s_per_image", "speedup_b1"):
+        assert result[key] > 0, key
+    assert result["cached_b2_s_per_image"] > 0 and result["peak_memory_mb"] > 0
