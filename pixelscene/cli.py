@@ -19,6 +19,11 @@ from pixelscene.errors import PixelsceneError
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("synth",), "pixelscene.commands.synth", "render a captioned synthetic pixel-art dataset"),
     (("train", "vqgan"), "pixelscene.commands.train_vqgan", "train the VQGAN"),
+    (
+        ("train", "decoder"),
+        "pixelscene.commands.train_decoder",
+        "fine-tune a VQGAN's decoder on whole images (codes unchanged)",
+    ),
     (("train", "transformer"), "pixelscene.commands.train_transformer", "train the transformer"),
     (("train", "probe"), "pixelscene.commands.train_probe", "train the attribute probe"),
     (("encode",), "pixelscene.commands.encode", "encode a dataset into a token cache"),

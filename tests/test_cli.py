@@ -68,3 +68,12 @@ def test_works_without_openblas(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "using OpenBLAS" not in out.stderr
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 2
+
+
+def test_decoder_fine_tune_names_missing_data_and_writes_nothing(tmp_path):
+    out = run_cli(
+        "train", "decoder", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m")
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "none/captions.jsonl: captions file not found" in out.stderr
+    assert not (tmp_path / "m").exists()

@@ -14,6 +14,7 @@ from pixelscene.data.token_cache import (
     save_token_cache,
     vqgan_fingerprint,
 )
+from pixelscene.errors import ModelLoadError
 from pixelscene.model_io import load_model_config, load_weights, save_model_config
 from pixelscene.train.transformer import (
     CHECKPOINT_DIR,
@@ -69,11 +70,23 @@ def make_dataset(root, n, fingerprint, seed=0):
     save_token_cache(root / "tokens.npz", TokenCache(codes, names, fingerprint))
 
 
+def write_weights(folder, encoder, decoder):
+    """A stand-in vqgan.safetensors: only the fingerprint reads it in these tests."""
+    mx.save_safetensors(
+        str(folder / "vqgan.safetensors"),
+        {
+            "encoder.conv_in.weight": mx.full((4, 3), encoder),
+            "quantizer.codebook": mx.ones((8, 2)),
+            "decoder.conv_out.weight": mx.full((3, 4), decoder),
+        },
+    )
+
+
 @pytest.fixture()
 def setup(tmp_path):
     vq = tmp_path / "vq"
     save_model_config(vq, load_config("tiny"))
-    (vq / "vqgan.safetensors").write_bytes(b"not real weights")
+    write_weights(vq, encoder=0.0, decoder=0.0)
     fp = vqgan_fingerprint(vq)
     make_dataset(tmp_path / "train", 24, fp)
     make_dataset(tmp_path / "held", 6, fp, seed=1)
@@ -99,8 +112,13 @@ def test_token_cache_round_trip_and_staleness(setup):
     cache = load_token_cache(tmp_path / "train" / "tokens.npz")
     assert cache.codes.shape == (24, 13, 20) and cache.images[0] == "000000.png"
     assert ensure_token_cache(vq, tmp_path / "train").vqgan == cache.vqgan  # fresh: reused
-    (vq / "vqgan.safetensors").write_bytes(b"other weights")
+    write_weights(vq, encoder=0.0, decoder=1.0)  # a fine-tuned decoder: same codes
+    assert vqgan_fingerprint(vq) == cache.vqgan
+    write_weights(vq, encoder=1.0, decoder=1.0)  # another encoder: other codes
     assert vqgan_fingerprint(vq) != cache.vqgan
+    (vq / "vqgan.safetensors").write_bytes(b"not a weights file")
+    with pytest.raises(ModelLoadError, match="not a readable safetensors"):
+        vqgan_fingerprint(vq)
 
 
 def test_batches_are_a_function_of_seed_and_step(setup):

@@ -39,14 +39,26 @@ def default_path(data_dir: str | Path) -> Path:
 
 
 def vqgan_fingerprint(vqgan_dir: str | Path) -> str:
-    """Content hash of the VQGAN weights (other files in the folder do not count)."""
+    """Content hash of the weights that decide the codes: the encoder's and the codebook's.
+
+    The decoder does not count, so a cache stays valid for a VQGAN whose decoder was
+    fine-tuned (`pixelscene train decoder`), and other files in the folder do not count.
+    """
+    import mlx.core as mx
+
     path = Path(vqgan_dir) / "vqgan.safetensors"
     if not path.is_file():
         raise ModelLoadError(f"missing weights file {path}")
+    try:
+        weights = mx.load(str(path))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({e})") from None
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for name in sorted(weights):
+        if name.startswith(("encoder.", "quantizer.")):
+            array = np.array(weights[name])
+            digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+            digest.update(array.tobytes())
     return digest.hexdigest()[:16]
 
 

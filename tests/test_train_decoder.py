@@ -1,0 +1,106 @@
+"""Decoder fine-tuning: loss goes down, the codes stay the same, resume is exact."""
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelscene.data.datasets import to_float
+from pixelscene.data.token_cache import vqgan_fingerprint
+from pixelscene.errors import PixelsceneError
+from pixelscene.testing import make_random_model_dir
+from pixelscene.train.decoder import DecoderTuneSettings, finetune_decoder
+from pixelscene.vqgan import load_vqgan
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decoder")
+    model = make_random_model_dir(root / "model")
+    data = root / "data"
+    (data / "images").mkdir(parents=True)
+    with open(data / "captions.jsonl", "w") as f:
+        for i in range(6):
+            rng = np.random.default_rng(i)
+            blocks = rng.integers(0, 4, size=(13, 20, 1)) * 60 + rng.integers(0, 60, size=(1, 1, 3))
+            img = np.repeat(np.repeat(blocks, 16, 0), 16, 1)[:200].astype(np.uint8)
+            Image.fromarray(img).save(data / "images" / f"{i:06d}.png")
+            f.write(json.dumps({"image": f"{i:06d}.png", "caption": "hills"}) + "\n")
+    return model, data
+
+
+def settings(**kw):
+    base = dict(
+        steps=6,
+        batch_size=2,
+        learning_rate=3e-3,
+        warmup_steps=1,
+        eval_images=2,
+        eval_every=100,
+        checkpoint_every=2,
+        log_every=1,
+    )
+    base.update(kw)
+    return DecoderTuneSettings(**base)
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def weights(folder):
+    return {k: np.array(v) for k, v in mx.load(str(folder / "vqgan.safetensors")).items()}
+
+
+def test_loss_falls_and_only_the_decoder_changes(setup, tmp_path):
+    model, data = setup
+    out = tmp_path / "tuned"
+    result = finetune_decoder(model, data, out, settings(steps=30), progress_bar=False)
+    assert result.step == 30 and not result.interrupted
+    losses = [r["loss"] for r in rows(out / "train.jsonl")]
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])  # random codes: the mean colours
+    evals = rows(out / "eval.jsonl")
+    assert [e["step"] for e in evals] == [0, 30] and evals[1]["psnr"] > evals[0]["psnr"]
+
+    before, after = weights(model), weights(out)
+    assert before.keys() == after.keys()
+    for name in before:
+        same = np.array_equal(before[name], after[name])
+        assert same != name.startswith("decoder."), name
+    assert vqgan_fingerprint(out) == vqgan_fingerprint(model)
+    images = mx.array(
+        to_float(
+            np.stack([np.array(Image.open(p)) for p in sorted((data / "images").iterdir())[:2]])
+        )
+    )
+    old, new = load_vqgan(model), load_vqgan(out)
+    assert np.array_equal(np.array(old.encode(images)), np.array(new.encode(images)))
+    assert (out / "transformer.safetensors").is_file()  # a complete model folder
+
+
+def test_resume_continues_exactly(setup, tmp_path):
+    model, data = setup
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    finetune_decoder(model, data, straight, settings(), progress_bar=False)
+    first = finetune_decoder(model, data, split, settings(), stop_after=3, progress_bar=False)
+    assert first.interrupted and first.step == 3
+    with pytest.raises(PixelsceneError, match="--resume"):
+        finetune_decoder(model, data, split, settings(), progress_bar=False)
+    finetune_decoder(None, data, split, resume=True, progress_bar=False)
+    a = {r["step"]: r["loss"] for r in rows(straight / "train.jsonl")}
+    b = {r["step"]: r["loss"] for r in rows(split / "train.jsonl")}
+    assert set(a) == set(b) == set(range(1, 7))
+    for step in (4, 5, 6):
+        assert b[step] == pytest.approx(a[step], rel=1e-4), step
+
+
+def test_bad_settings_and_folders_are_named(setup, tmp_path):
+    model, data = setup
+    with pytest.raises(PixelsceneError, match="batch-size must be positive"):
+        finetune_decoder(model, data, tmp_path / "x", settings(batch_size=0))
+    with pytest.raises(PixelsceneError, match="new folder"):
+        finetune_decoder(model, data, model, settings())
+    with pytest.raises(PixelsceneError, match="loss weights"):
+        finetune_decoder(model, data, tmp_path / "y", settings(l1_weight=0.0, l2_weight=0.0))
