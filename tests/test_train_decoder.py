@@ -80,20 +80,23 @@ def test_loss_falls_and_only_the_decoder_changes(setup, tmp_path):
     assert (out / "transformer.safetensors").is_file()  # a complete model folder
 
 
-def test_resume_continues_exactly(setup, tmp_path):
+def test_resume_continues_exactly_through_the_gan_phase(setup, tmp_path):
     model, data = setup
     straight, split = tmp_path / "straight", tmp_path / "split"
-    finetune_decoder(model, data, straight, settings(), progress_bar=False)
-    first = finetune_decoder(model, data, split, settings(), stop_after=3, progress_bar=False)
+    gan = settings(gan_weight=0.5, disc_start=2)
+    finetune_decoder(model, data, straight, gan, progress_bar=False)
+    first = finetune_decoder(model, data, split, gan, stop_after=3, progress_bar=False)
     assert first.interrupted and first.step == 3
     with pytest.raises(PixelsceneError, match="--resume"):
         finetune_decoder(model, data, split, settings(), progress_bar=False)
     finetune_decoder(None, data, split, resume=True, progress_bar=False)
-    a = {r["step"]: r["loss"] for r in rows(straight / "train.jsonl")}
-    b = {r["step"]: r["loss"] for r in rows(split / "train.jsonl")}
+    a = {r["step"]: r for r in rows(straight / "train.jsonl")}
+    b = {r["step"]: r for r in rows(split / "train.jsonl")}
     assert set(a) == set(b) == set(range(1, 7))
+    assert "d" not in a[2] and "d" in a[3]  # the discriminator joins at disc_start
     for step in (4, 5, 6):
-        assert b[step] == pytest.approx(a[step], rel=1e-4), step
+        for key in ("loss", "l1", "g", "d", "gan_w"):
+            assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-7), (step, key)
 
 
 def test_bad_settings_and_folders_are_named(setup, tmp_path):

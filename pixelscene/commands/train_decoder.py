@@ -33,6 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--l2-weight", type=float, default=_DEFAULTS.l2_weight, help="weight of the L2 loss"
     )
+    parser.add_argument(
+        "--gan-weight",
+        type=float,
+        default=_DEFAULTS.gan_weight,
+        help="hinge GAN weight (adaptive, as in VQGAN training); 0 = no GAN (default)",
+    )
+    parser.add_argument(
+        "--disc-start",
+        type=int,
+        default=_DEFAULTS.disc_start,
+        help="steps before the GAN term starts",
+    )
     parser.add_argument("--eval-data", help="held-out dataset folder for evaluation")
     parser.add_argument(
         "--eval-every", type=int, default=_DEFAULTS.eval_every, help="steps between evaluations"
@@ -54,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         l1_weight=args.l1_weight,
         l2_weight=args.l2_weight,
+        gan_weight=args.gan_weight,
+        disc_start=args.disc_start,
         seed=args.seed,
         eval_every=args.eval_every,
     )

@@ -40,7 +40,8 @@ from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan
 from pixelscene.train import common
 from pixelscene.train.vqgan import TrainResult, save_grid
-from pixelscene.vqgan import VQGAN, load_vqgan
+from pixelscene.vqgan import VQGAN, PatchDiscriminator, load_vqgan
+from pixelscene.vqgan.layers import depth_to_space
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class DecoderTuneSettings:
     warmup_steps: int = 50
     l1_weight: float = 0.0
     l2_weight: float = 1.0  # PSNR is a function of the squared error alone
+    gan_weight: float = 0.0  # > 0: hinge GAN, weighted adaptively as in the VQGAN trainer
+    disc_start: int = 100  # steps of reconstruction loss alone before the GAN term
+    disc_learning_rate: float = 2e-4
     seed: int = 0
     eval_every: int = 250
     eval_images: int = 32
@@ -71,6 +75,8 @@ class DecoderTuneSettings:
             raise PixelsceneError("learning rate must be positive")
         if self.l1_weight < 0 or self.l2_weight < 0 or self.l1_weight + self.l2_weight == 0:
             raise PixelsceneError("loss weights must be >= 0 and not both 0")
+        if self.gan_weight < 0 or self.disc_start < 0:
+            raise PixelsceneError("gan-weight and disc-start must be >= 0")
 
 
 class CodeImageData:
@@ -121,16 +127,55 @@ class DecoderTuner:
             betas=[0.9, 0.99],
         )
         self.opt.init(self.model.decoder.trainable_parameters())
-        self._step_fn = None
+        self.modules: dict[str, nn.Module] = {"decoder": self.model.decoder}
+        self.optimizers: dict[str, optim.Optimizer] = {"decoder": self.opt}
+        if settings.gan_weight > 0:
+            mx.random.seed(settings.seed)  # the discriminator's initial weights
+            vc = model.cfg
+            self.disc = PatchDiscriminator(vc.in_channels, vc.disc_channels, vc.disc_layers)
+            self.opt_d = optim.Adam(learning_rate=settings.disc_learning_rate, betas=[0.5, 0.9])
+            self.opt_d.init(self.disc.trainable_parameters())
+            self.modules["discriminator"] = self.disc
+            self.optimizers["discriminator"] = self.opt_d
+        self._steps: dict[str, Any] = {}
 
-    def loss(self, decoder: nn.Module, codes: mx.array, x: mx.array) -> tuple[mx.array, Any]:
-        """Weighted L1 + L2 between the decoded (unclipped, cropped) grid and the image."""
+    def loss(
+        self, decoder: nn.Module, codes: mx.array, x: mx.array, gan_weight: mx.array | None
+    ) -> tuple[mx.array, Any]:
+        """Weighted L1 + L2 between the decoded (unclipped, cropped) grid and the image, plus
+        the generator's hinge loss when gan_weight is given."""
         z_q = mx.stop_gradient(self.model.quantizer.decode(codes))
         recon = self.model.crop(decoder(z_q))
         l1 = mx.mean(mx.abs(recon - x))
         l2 = mx.mean(mx.square(recon - x))
         s = self.settings
-        return s.l1_weight * l1 + s.l2_weight * l2, (l1, l2)
+        total = s.l1_weight * l1 + s.l2_weight * l2
+        g_loss = mx.array(0.0)
+        if gan_weight is not None:
+            g_loss = -mx.mean(self.disc(recon))
+            total = total + gan_weight * g_loss
+        return total, (l1, l2, g_loss, recon)
+
+    def _adaptive_weight(self, codes: mx.array, x: mx.array) -> mx.array:
+        """gan_weight * |grad rec| / |grad gan| at the decoder's last convolution (detached)."""
+        decoder, s = self.model.decoder, self.settings
+        h = mx.stop_gradient(decoder.features(self.model.quantizer.decode(codes)))
+        bias = decoder.conv_out.bias
+
+        def head(w: mx.array) -> mx.array:
+            out = mx.conv2d(h, w, padding=1) + bias
+            p = decoder.patch_size
+            return self.model.crop(depth_to_space(out, p) if p > 1 else out)
+
+        def rec(w: mx.array) -> mx.array:
+            r = head(w)
+            return s.l1_weight * mx.mean(mx.abs(r - x)) + s.l2_weight * mx.mean(mx.square(r - x))
+
+        w = decoder.conv_out.weight
+        g_rec = mx.grad(rec)(w)
+        g_gan = mx.grad(lambda w: -mx.mean(self.disc(head(w))))(w)
+        ratio = mx.linalg.norm(g_rec.reshape(-1)) / (mx.linalg.norm(g_gan.reshape(-1)) + 1e-4)
+        return mx.stop_gradient(mx.clip(ratio, 0.0, 1e4) * s.gan_weight)
 
     def _build(self) -> None:
         decoder, opt = self.model.decoder, self.opt
@@ -138,20 +183,43 @@ class DecoderTuner:
         state = [decoder.state, opt.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(codes: mx.array, x: mx.array) -> mx.array:
-            (total, (l1, l2)), grads = grad_fn(decoder, codes, x)
+        def rec_step(codes: mx.array, x: mx.array) -> mx.array:
+            (total, (l1, l2, _, _)), grads = grad_fn(decoder, codes, x, None)
             opt.update(decoder, grads)
             return mx.stack([total, l1, l2])
 
-        self._step_fn = step
+        self._steps = {"rec": rec_step}
+        if self.settings.gan_weight <= 0:
+            return
+        disc, opt_d = self.disc, self.opt_d
+        state = [decoder.state, opt.state, disc.state, opt_d.state]
+
+        def d_loss_fn(disc: nn.Module, real: mx.array, fake: mx.array) -> mx.array:
+            return mx.mean(nn.relu(1.0 - disc(real))) + mx.mean(nn.relu(1.0 + disc(fake)))
+
+        d_grad = nn.value_and_grad(disc, d_loss_fn)
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def gan_step(codes: mx.array, x: mx.array) -> mx.array:
+            weight = self._adaptive_weight(codes, x)
+            (total, (l1, l2, g_loss, recon)), grads = grad_fn(decoder, codes, x, weight)
+            opt.update(decoder, grads)
+            d_loss, d_grads = d_grad(disc, x, mx.stop_gradient(recon))
+            opt_d.update(disc, d_grads)
+            return mx.stack([total, l1, l2, g_loss, d_loss, weight])
+
+        self._steps["gan"] = gan_step
 
     def train_step(self, codes: np.ndarray, images: np.ndarray) -> dict[str, float]:
-        if self._step_fn is None:
+        if not self._steps:
             self._build()
-        losses = self._step_fn(mx.array(codes), mx.array(to_float(images)))
+        s = self.settings
+        kind = "gan" if s.gan_weight > 0 and self.step >= s.disc_start else "rec"
+        losses = self._steps[kind](mx.array(codes), mx.array(to_float(images)))
         mx.eval(losses)
         self.step += 1
-        return dict(zip(["loss", "l1", "l2"], np.array(losses).tolist(), strict=True))
+        names = ["loss", "l1", "l2", "g", "d", "gan_w"]
+        return dict(zip(names, np.array(losses).tolist(), strict=False))
 
     def save(self, out_dir: Path) -> None:
         meta = {
@@ -160,10 +228,7 @@ class DecoderTuner:
             "settings": asdict(self.settings),
         }
         common.save_checkpoint(
-            out_dir / CHECKPOINT,
-            modules={"decoder": self.model.decoder},
-            optimizers={"decoder": self.opt},
-            meta=meta,
+            out_dir / CHECKPOINT, modules=self.modules, optimizers=self.optimizers, meta=meta
         )
         self.export(out_dir / "vqgan.safetensors")
 
@@ -179,13 +244,11 @@ class DecoderTuner:
 
     def load(self, out_dir: Path) -> None:
         meta, _ = common.load_checkpoint(
-            out_dir / CHECKPOINT,
-            modules={"decoder": self.model.decoder},
-            optimizers={"decoder": self.opt},
+            out_dir / CHECKPOINT, modules=self.modules, optimizers=self.optimizers
         )
         self.step = int(meta["step"])
         self.elapsed = float(meta.get("elapsed_s", 0.0))
-        self._step_fn = None
+        self._steps = {}  # optimizer states were replaced: recompile
 
 
 def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
