@@ -85,7 +85,12 @@ def training_schema(settings: Settings) -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["stage", "dataset"],
         "properties": {
-            "stage": {"type": "string", "enum": ["vqgan", "transformer"]},
+            "stage": {
+                "type": "string",
+                "enum": ["vqgan", "transformer", "decoder"],
+                "description": "decoder: fine-tune the VQGAN decoder of model `vqgan` on whole "
+                "images; its codes (and a transformer trained on them) stay valid",
+            },
             "dataset": {
                 "type": "string",
                 "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
@@ -96,7 +101,8 @@ def training_schema(settings: Settings) -> dict[str, Any]:
             "vqgan": {
                 "type": "string",
                 "enum": sorted(settings.models),
-                "description": "stage transformer: the model whose VQGAN it trains on (required)",
+                "description": "stages transformer and decoder (required): the model whose VQGAN "
+                "the transformer trains on, or whose decoder is fine-tuned",
             },
             "webhook": {"type": "string", "format": "uri", "maxLength": 2000},
         },

@@ -270,10 +270,17 @@ def train_argv(
     request: dict[str, Any], datasets_dir: Path, out_dir: Path, vqgan_dir: Path | None = None
 ) -> list[str]:
     """The CLI arguments of a training request (validated by the API's schema)."""
-    argv = ["train", request["stage"], "--config", request.get("config", "tiny")]
+    stage = request["stage"]
+    argv = ["train", stage]
+    if stage == "decoder":  # the starting model decides the architecture: no config
+        if vqgan_dir is None:
+            raise PixelsceneError("stage decoder needs the model whose decoder to fine-tune")
+        argv += ["--model", str(vqgan_dir)]
+    else:
+        argv += ["--config", request.get("config", "tiny")]
     argv += ["--data", str(datasets_dir / request["dataset"]), "--out", str(out_dir)]
     argv += ["--no-progress"]
-    if request["stage"] == "transformer" and vqgan_dir is not None:
+    if stage == "transformer" and vqgan_dir is not None:
         argv += ["--vqgan", str(vqgan_dir)]
     if request.get("steps"):
         argv += ["--steps", str(request["steps"])]

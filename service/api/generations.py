@@ -41,8 +41,8 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
         raise ValidationError(
             {"webhook": "webhooks are disabled on this server (no PIXELSCENE_WEBHOOK_SECRET)"}
         )
-    if kind == TRAIN and params["stage"] == "transformer" and not params.get("vqgan"):
-        raise ValidationError({"vqgan": "is required for stage transformer"})
+    if kind == TRAIN and params["stage"] in ("transformer", "decoder") and not params.get("vqgan"):
+        raise ValidationError({"vqgan": f"is required for stage {params['stage']}"})
     body_hash = hashlib.sha256(
         json.dumps([kind, params], sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()

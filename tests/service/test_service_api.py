@@ -309,8 +309,13 @@ def test_post_training_validates_and_queues(client, fake_redis):
     assert fake_redis.llen("rq:queue:train") == 1
     bad = client.post("/v1/trainings", json={"stage": "gan", "dataset": "../etc"})
     assert set(bad.get_json()["error"]["details"]["fields"]) == {"stage", "dataset"}
-    bad = client.post("/v1/trainings", json={"stage": "transformer", "dataset": "d"})
-    assert "vqgan" in bad.get_json()["error"]["details"]["fields"]
+    for stage in ("transformer", "decoder"):
+        bad = client.post("/v1/trainings", json={"stage": stage, "dataset": "d"})
+        assert bad.status_code == 400
+        assert (
+            bad.get_json()["error"]["details"]["fields"]["vqgan"]
+            == f"is required for stage {stage}"
+        )
 
 
 def test_running_training_job_cannot_be_canceled(client, fake_redis):
@@ -329,3 +334,7 @@ def test_train_argv_matches_the_cli(tmp_path):
     argv = train_argv(request, tmp_path, tmp_path / "out", tmp_path / "vq")
     args = build_parser().parse_args(argv)
     assert args.steps == 5 and args.vqgan == str(tmp_path / "vq")
+    decoder = {"stage": "decoder", "dataset": "d", "config": "tiny", "steps": 7}
+    args = build_parser().parse_args(train_argv(decoder, tmp_path, tmp_path / "o", tmp_path / "vq"))
+    assert args.model == str(tmp_path / "vq") and args.steps == 7
+    assert args.data == str(tmp_path / "d") and args.out == str(tmp_path / "o")
