@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from pixelscene.train.decoder import DecoderTuneSettings
 
@@ -55,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pixelscene.commands.train_vqgan import report
     from pixelscene.errors import PixelsceneError
     from pixelscene.train.decoder import finetune_decoder
 
@@ -81,11 +81,4 @@ def run(args: argparse.Namespace) -> int:
         eval_dir=args.eval_data,
         progress_bar=False if args.no_progress else None,
     )
-    summary = {
-        "step": result.step,
-        "interrupted": result.interrupted,
-        "seconds_per_step": round(result.seconds_per_step, 4),
-        "eval": result.last_eval,
-    }
-    print(json.dumps(summary))
-    return 130 if result.interrupted else 0
+    return report(result)

@@ -42,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress_bar=False if args.no_progress else None,
     )
+    return report(result)
+
+
+def report(result) -> int:
+    """Print a trainer's TrainResult as one JSON line; exit status 130 when interrupted."""
     summary = {
         "step": result.step,
         "interrupted": result.interrupted,

@@ -39,7 +39,7 @@ from pixelscene.data.token_cache import ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan
 from pixelscene.train import common
-from pixelscene.train.vqgan import TrainResult, save_grid
+from pixelscene.train.vqgan import TrainResult, _append_jsonl, save_grid
 from pixelscene.vqgan import VQGAN, PatchDiscriminator, load_vqgan
 from pixelscene.vqgan.layers import depth_to_space
 
@@ -249,11 +249,6 @@ class DecoderTuner:
         self.step = int(meta["step"])
         self.elapsed = float(meta.get("elapsed_s", 0.0))
         self._steps = {}  # optimizer states were replaced: recompile
-
-
-def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
 
 
 def _copy_model_folder(src: Path, dst: Path) -> None:
