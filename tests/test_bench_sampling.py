@@ -14,7 +14,11 @@ def test_bench_preset_reports_the_issue_figures(tmp_path, encoder):
     config = dict(MICRO_CONFIG, transformer=dict(MICRO_CONFIG["transformer"], text_encoder=encoder))
     path = tmp_path / "micro.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = bench_preset(str(path), [1, 2], plan_tokens=2)
+    result = bench_preset(str(path), [1, 2], plan_tokens=2, engines=["numpy", "mlx"])
     for key in ("plan_sampler_s_per_image", "cached_b1_s_per_image", "speedup_b1"):
         assert result[key] > 0, key
     assert result["cached_b2_s_per_image"] > 0 and result["peak_memory_mb"] > 0
+    assert set(result["engines"]) == {"numpy", "mlx"}
+    assert result["cached_b1_s_per_image"] == result["engines"][result["engine"]]["b1_s_per_image"]
+    assert all(r["b2_s_per_image"] > 0 for r in result["engines"].values())
+    assert result["engine_speedup_b1"] >= 1.0 and result["peak_rss_mb"] > 0

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from pixelscene.config import TransformerConfig
+from pixelscene.errors import PixelsceneError
 from pixelscene.sampling import (
+    ENGINES,
     SamplingStep,
+    default_engine,
     generate_codes,
     gumbel_noise,
     make_sampler,
@@ -114,9 +117,12 @@ def model(request):
     return m, *m.encode_text(ids, mask)
 
 
-def test_generate_yields_progress_then_codes(model):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_generate_yields_progress_then_codes(model, engine):
     m, states, mask = model
-    gen = generate_codes(m, states, mask, seeds=[1, 2, 3, 4], progress_every=10, compiled=False)
+    gen = generate_codes(
+        m, states, mask, seeds=[1, 2, 3, 4], progress_every=10, compiled=False, engine=engine
+    )
     steps = list(gen)
     assert [s.done for s in steps] == [10, 20, 30, 40] and all(s.total == 40 for s in steps)
     assert all(s.codes is None for s in steps[:-1])
@@ -127,9 +133,10 @@ def test_generate_yields_progress_then_codes(model):
     assert m.training  # restored after generation (build() leaves the model in training mode)
 
 
-def test_same_seed_alone_or_in_a_batch_gives_same_codes(model):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_same_seed_alone_or_in_a_batch_gives_same_codes(model, engine):
     m, states, mask = model
-    kw = dict(temperature=1.0, top_k=20, top_p=0.95, cfg_scale=2.5, compiled=False)
+    kw = dict(temperature=1.0, top_k=20, top_p=0.95, cfg_scale=2.5, compiled=False, engine=engine)
     batch = sample_codes(m, states, mask, seeds=[11, 12, 13, 14], **kw)  # 2 prompts x 2
     alone = sample_codes(m, states[1:], mask[1:], seeds=[13], **kw)
     assert np.array_equal(batch[2], alone[0])
@@ -140,10 +147,42 @@ def test_same_seed_alone_or_in_a_batch_gives_same_codes(model):
 
 def test_compiled_matches_uncompiled(model):
     m, states, mask = model
-    kw = dict(seeds=[3, 4], cfg_scale=3.0)
+    kw = dict(seeds=[3, 4], cfg_scale=3.0, engine="mlx")
     a = sample_codes(m, states, mask, compiled=True, **kw)
     b = sample_codes(m, states, mask, compiled=False, **kw)
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(cfg_scale=3.0),
+        dict(cfg_scale=1.0, temperature=0.7),
+        dict(cfg_scale=2.0, top_k=10, top_p=0.9),
+        dict(cfg_scale=5.0, temperature=0.0),
+    ],
+    ids=["cfg3", "no-guidance", "filters", "greedy"],
+)
+def test_numpy_engine_gives_the_mlx_engines_codes(model, settings):
+    m, states, mask = model
+    seeds = [5, 6, 7, 8]  # 2 prompts x 2 images
+    a = sample_codes(m, states, mask, seeds=seeds, engine="mlx", **settings)
+    b = sample_codes(m, states, mask, seeds=seeds, engine="numpy", **settings)
+    assert np.array_equal(a, b)
+    assert len({tuple(r) for r in a}) >= 2  # distinct images, so the comparison has teeth
+
+
+def test_engine_choice(model, monkeypatch):
+    m, states, mask = model
+    monkeypatch.delenv("PIXELSCENE_SAMPLER", raising=False)
+    assert default_engine() == ("numpy" if mx.default_device().type == mx.cpu else "mlx")
+    monkeypatch.setenv("PIXELSCENE_SAMPLER", "MLX")
+    assert default_engine() == "mlx"
+    monkeypatch.setenv("PIXELSCENE_SAMPLER", "torch")
+    with pytest.raises(PixelsceneError, match="PIXELSCENE_SAMPLER"):
+        default_engine()
+    with pytest.raises(ValueError, match="engine must be one of"):
+        sample_codes(m, states, mask, seeds=[1, 2], engine="cuda")
 
 
 def test_guidance_changes_codes(model):

@@ -2,8 +2,10 @@
 
 The plan's sampler re-runs the whole growing prefix through the model for every new token
 (no cache, no compilation, softmax probabilities fed to `categorical` as the plan wrote it).
-The cached sampler is timed after one untimed run of the same batch size has compiled its
-steps. The plan's sampler is slow, so by default only its first and last K tokens are timed and the per-token time,
+The cached sampler is timed with each engine (`mlx`: compiled MLX steps; `numpy`: the
+NumPy decoding step MLX's CPU device uses by default), after one untimed run of the same
+batch size has compiled its steps. `cached_*` figures are the default engine's; the
+`engines` entry has both, measured side by side in the same process. The plan's sampler is slow, so by default only its first and last K tokens are timed and the per-token time,
 linear in the prefix length, is extrapolated to the whole sequence; the output says so.
 """
 
@@ -24,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time the plan's sampler on its first and last K tokens and extrapolate (0: all)",
     )
     parser.add_argument("--batches", default="1,8,32", help="batch sizes of the cached sampler")
+    parser.add_argument(
+        "--engines", default="numpy,mlx", help="comma-separated sampler engines to time"
+    )
 
 
 def plan_generate(model, ctx, batch: int, first: int, count: int):
@@ -59,13 +64,22 @@ def time_plan(model, ctx, k: int) -> tuple[float, bool]:
     return sum(early + slope * (p - mid_early) for p in range(1, total + 1)), True
 
 
-def bench_preset(name: str, batches: list[int], plan_tokens: int) -> dict:
+def peak_rss_mb() -> float:
+    """The process's peak resident memory (MLX's counter misses NumPy's buffers)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 2**10, 1)
+
+
+def bench_preset(name: str, batches: list[int], plan_tokens: int, engines: list[str]) -> dict:
     import mlx.core as mx
     import numpy as np
 
     from pixelscene.config import load_config
     from pixelscene.pipeline import build_transformer
-    from pixelscene.sampling import WINDOW_CHUNK, sample_codes
+    from pixelscene.sampling import WINDOW_CHUNK, default_engine, sample_codes
     from pixelscene.transformer import Tokenizer
 
     cfg = load_config(name)
@@ -101,9 +115,21 @@ def bench_preset(name: str, batches: list[int], plan_tokens: int) -> dict:
         assert codes.shape == (b, H * W) and np.all((codes >= 0) & (codes < model.codebook_size))
         return (time.perf_counter() - t0) / b
 
-    for b in batches:
-        result[f"cached_b{b}_s_per_image"] = round(cached(b, **settings), 4)
-    result["cached_b1_nocfg_s_per_image"] = round(cached(1, **{**settings, "cfg_scale": 1.0}), 4)
+    default = default_engine()
+    timed = {}
+    for engine in engines:
+        kw = {**settings, "engine": engine}
+        row = {f"b{b}_s_per_image": round(cached(b, **kw), 4) for b in batches}
+        row["b1_nocfg_s_per_image"] = round(cached(1, **{**kw, "cfg_scale": 1.0}), 4)
+        timed[engine] = row
+    result["engine"] = default if default in timed else engines[0]
+    for k, v in timed[result["engine"]].items():
+        result[f"cached_{k}"] = v
+    result["engines"] = timed
+    if len(timed) > 1 and all("b1_s_per_image" in r for r in timed.values()):
+        b1 = {e: r["b1_s_per_image"] for e, r in timed.items()}
+        fastest = min(b1, key=b1.get)
+        result["engine_speedup_b1"] = round(max(b1.values()) / b1[fastest], 2)
     if "cached_b1_s_per_image" in result:
         b1 = result["cached_b1_s_per_image"]
         result["speedup_b1"] = round(plan_s / b1, 1)
@@ -112,7 +138,8 @@ def bench_preset(name: str, batches: list[int], plan_tokens: int) -> dict:
                 result[f"ratio_b{b}_to_b1"] = round(result[f"cached_b{b}_s_per_image"] / b1, 3)
     result["attention_window_chunk"] = WINDOW_CHUNK
     result["cfg_scale"] = s.cfg_scale
-    result["peak_memory_mb"] = round(mx.get_peak_memory() / 2**20, 1)
+    result["peak_memory_mb"] = round(mx.get_peak_memory() / 2**20, 1)  # MLX buffers
+    result["peak_rss_mb"] = peak_rss_mb()  # whole process so far
     return result
 
 
@@ -125,10 +152,17 @@ def _flat(tree):
 def run(args: argparse.Namespace) -> int:
     import mlx.core as mx
 
+    from pixelscene.errors import PixelsceneError
+    from pixelscene.sampling import ENGINES
+
     batches = [int(b) for b in args.batches.split(",") if b]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    bad = [e for e in engines if e not in ENGINES]
+    if bad or not engines:
+        raise PixelsceneError(f"--engines takes {', '.join(ENGINES)}, got {args.engines!r}")
     out = {}
     for name in [p for p in args.presets.split(",") if p]:
-        out[name] = bench_preset(name, batches, args.plan_tokens)
+        out[name] = bench_preset(name, batches, args.plan_tokens, engines)
         if not args.json:
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in out[name].items()), flush=True)
     out["device"] = str(mx.default_device())
