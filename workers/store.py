@@ -46,6 +46,9 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
+    def webhook_claim(self, delivery_id: str) -> str:
+        return f"{self.prefix}:webhook-claim:{delivery_id}"
+
     def idempotency(self, scope: str, key: str) -> str:
         return f"{self.prefix}:idem:{scope}:{key}"
 

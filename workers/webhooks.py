@@ -4,6 +4,12 @@ Deliveries wait in a Redis sorted set (score: when due), so ending a job costs o
 never blocks the worker; a daemon thread in each worker process sends them. A failed send is
 re-scheduled `backoff * 2**attempt` seconds later, up to `webhook_max_attempts` tries.
 
+A dispatcher claims a due delivery with a lease (SET NX EX on a claim key) and removes it
+from the set only once it has been sent, re-scheduled or given up. A worker that dies
+mid-send leaves the delivery in the set, and another dispatcher sends it when the lease
+runs out: delivery is at least once. Each POST carries the delivery's id in
+`X-Pixelscene-Delivery` (the same on such a resend), so receivers can drop duplicates.
+
 Signature (verify with `verify_signature`): header
     X-Pixelscene-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
 Receivers should reject timestamps more than a few minutes old (replays).
@@ -30,6 +36,7 @@ from workers.views import job_view
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Pixelscene-Signature"
+DELIVERY_HEADER = "X-Pixelscene-Delivery"
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -57,19 +64,24 @@ def schedule(
     r.zadd(keys.webhooks, {item: time.time() + delay})
 
 
-def deliver(settings: Settings, url: str, payload: dict[str, Any]) -> tuple[bool, str]:
+def claim_lease(settings: Settings) -> int:
+    """Seconds a claimed delivery is held before another dispatcher may take it over."""
+    return int(max(30.0, 4 * settings.webhook_timeout))
+
+
+def deliver(
+    settings: Settings, url: str, payload: dict[str, Any], delivery_id: str = ""
+) -> tuple[bool, str]:
     """POST once; returns (delivered, what happened)."""
     body = json.dumps(payload).encode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "pixelscene-webhook/1",
-            SIGNATURE_HEADER: sign(settings.webhook_secret, body, int(time.time())),
-        },
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "pixelscene-webhook/1",
+        SIGNATURE_HEADER: sign(settings.webhook_secret, body, int(time.time())),
+    }
+    if delivery_id:
+        headers[DELIVERY_HEADER] = delivery_id
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=settings.webhook_timeout) as response:
             return 200 <= response.status < 300, f"HTTP {response.status}"
@@ -85,14 +97,16 @@ def process_due(r: redis.Redis, settings: Settings, limit: int = 16) -> int:
     due = r.zrangebyscore(keys.webhooks, "-inf", time.time(), start=0, num=limit)
     attempted = 0
     for raw in due:
-        if not r.zrem(keys.webhooks, raw):  # another worker claimed it
-            continue
-        attempted += 1
         item = json.loads(raw)
+        if not r.set(keys.webhook_claim(item["id"]), "1", nx=True, ex=claim_lease(settings)):
+            continue  # another dispatcher holds it (or sent it and is removing it)
+        attempted += 1
         rec = get_job(r, keys, item["job_id"])
-        if rec is None:
+        if rec is None:  # the job expired: nothing left to report
+            r.zrem(keys.webhooks, raw)
             continue
-        ok, what = deliver(settings, item["url"], job_view(rec, settings.public_url))
+        payload = job_view(rec, settings.public_url)
+        ok, what = deliver(settings, item["url"], payload, item["id"])
         attempt = item["attempt"] + 1
         job_key = keys.job(item["job_id"])
         if ok:
@@ -107,6 +121,7 @@ def process_due(r: redis.Redis, settings: Settings, limit: int = 16) -> int:
                 "webhook for %s failed %d times (%s); giving up", item["job_id"], attempt, what
             )
             r.hset(job_key, mapping={"webhook": f"failed ({what}, {attempt} attempts)"})
+        r.zrem(keys.webhooks, raw)  # only now: a crash before this line leads to a resend
     return attempted
 
 

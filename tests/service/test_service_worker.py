@@ -283,6 +283,7 @@ def test_enqueue_sets_explicit_timeouts_and_retry(client, fake_redis):
 
 class Hook(http.server.BaseHTTPRequestHandler):
     received: list = []
+    deliveries: list = []
     fail_first = 0
 
     def do_POST(self):
@@ -293,6 +294,7 @@ class Hook(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         Hook.received.append((body, self.headers[webhooks.SIGNATURE_HEADER]))
+        Hook.deliveries.append(self.headers[webhooks.DELIVERY_HEADER])
         self.send_response(204)
         self.end_headers()
 
@@ -302,7 +304,7 @@ class Hook(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hook_server():
-    Hook.received, Hook.fail_first = [], 0
+    Hook.received, Hook.deliveries, Hook.fail_first = [], [], 0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hook"
@@ -329,6 +331,27 @@ def test_webhook_is_signed_and_retried(client, run_worker, fake_redis, overrides
     assert doc["id"] == job_id and doc["status"] == "succeeded"
     record = get_job(fake_redis, Keys(), job_id)
     assert record["webhook"].startswith("delivered") and "attempt 3" in record["webhook"]
+
+
+def test_webhook_claimed_by_a_dead_worker_is_sent_after_its_lease(
+    client, fake_redis, overrides, hook_server
+):
+    settings = Settings.load(overrides, environ={})
+    keys = Keys()
+    job_id = submit(client)
+    webhooks.schedule(fake_redis, keys, job_id, hook_server)
+    (raw,) = fake_redis.zrange(keys.webhooks, 0, -1)
+    delivery_id = json.loads(raw)["id"]
+    # a dispatcher claimed it and died before sending: the delivery stays queued
+    fake_redis.set(keys.webhook_claim(delivery_id), "1", ex=webhooks.claim_lease(settings))
+    assert webhooks.process_due(fake_redis, settings) == 0
+    assert fake_redis.zcard(keys.webhooks) == 1 and Hook.received == []
+    fake_redis.delete(keys.webhook_claim(delivery_id))  # the lease runs out
+    assert webhooks.process_due(fake_redis, settings) == 1
+    assert len(Hook.received) == 1 and Hook.deliveries == [delivery_id]
+    assert fake_redis.zcard(keys.webhooks) == 0
+    # claimed while being sent: a second dispatcher that saw it due does not send it again
+    assert webhooks.process_due(fake_redis, settings) == 0 and len(Hook.received) == 1
 
 
 def test_webhook_gives_up_after_max_attempts(client, fake_redis, overrides):
