@@ -140,7 +140,8 @@ def auto_palette(pixels: np.ndarray, n: int, kmeans_iters: int = 4) -> np.ndarra
     """The `n` colours that best fit an image: weighted median cut refined by k-means.
 
     Deterministic (no random init). An image with at most `n` distinct colours gets exactly
-    those colours.
+    those colours; any other image gets `n` distinct colours (centres that round to the same
+    RGB are merged and the freed entries go to the image's worst-served colours).
     """
     if not 2 <= n <= MAX_COLOURS:
         raise OutputError(f"auto palette size must be in 2..256, got {n}")
@@ -178,6 +179,12 @@ def auto_palette(pixels: np.ndarray, n: int, kmeans_iters: int = 4) -> np.ndarra
             total = np.bincount(labels, weights=counts * colours[:, c], minlength=len(centres))
             centres[:, c] = np.where(weight > 0, total / np.maximum(weight, 1e-12), centres[:, c])
     palette = np.clip(np.rint(centres), 0, 255).astype(np.uint8)
+    _, first = np.unique(palette, axis=0, return_index=True)
+    palette = palette[np.sort(first)]
+    while len(palette) < n:  # refill merged entries: the colour costing the most error
+        nearest = palette[_nearest(colours, palette)].astype(np.float64)
+        error = counts * ((colours - nearest) ** 2).sum(axis=1)
+        palette = np.concatenate([palette, colours[[int(np.argmax(error))]].astype(np.uint8)])
     return palette
 
 

@@ -56,6 +56,19 @@ def test_auto_palette_has_exactly_n_colours(tmp_path, n):
     assert err < {2: 80, 16: 20, 37: 14, 256: 6}[n]
 
 
+def test_auto_palette_never_repeats_a_colour():
+    # clustered colours: k-means centres that round to the same RGB used to leave duplicates
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        base = rng.integers(0, 256, (int(rng.integers(3, 40)), 3))
+        idx = rng.integers(0, len(base), (40, 64))
+        img = np.clip(base[idx] + rng.integers(-1, 2, (40, 64, 3)), 0, 255).astype(np.uint8)
+        n = int(rng.integers(2, 200))
+        pal = output.auto_palette(img, n)
+        colours = len(np.unique(img.reshape(-1, 3), axis=0))
+        assert len(pal) == len(np.unique(pal, axis=0)) == min(n, colours)
+
+
 def test_auto_palette_is_deterministic_and_exact_on_few_colours():
     img = gradient_image()
     a = output.auto_palette(img, 24)
