@@ -118,17 +118,29 @@ def check_api_key() -> None:
                 "this server has no API keys configured and serves localhost only",
             )  # fmt: skip
         return
+    if not key_matches(keys):
+        raise errors.ApiError(
+            401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+
+
+def key_matches(keys: list[str]) -> bool:
+    """Whether the request's bearer token is one of `keys` (constant time in which matched)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     supplied = token.strip().encode() if scheme.lower() == "bearer" else b""
     matched = False
     for key in keys:  # no early exit: the time taken does not depend on which key matched
         matched |= hmac.compare_digest(supplied, key.encode())
-    if not matched:
-        raise errors.ApiError(
-            401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
+    return matched
+
+
+def is_trusted() -> bool:
+    """Whether this request would pass `check_api_key` on a protected path (for public paths
+    that show more to callers with a key)."""
+    keys = state().settings.api_keys
+    return key_matches(keys) if keys else is_loopback(request.remote_addr)
 
 
 def client_scope() -> str:

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, jsonify
 from rq import Worker
 from rq.registry import StartedJobRegistry
 
-from service.app import state
+from service.app import is_trusted, state
 from workers.queues import QUEUES, get_queue
 
 bp = Blueprint("system", __name__)
@@ -58,14 +58,21 @@ def _describe(folder: str) -> dict[str, Any]:
 
 @bp.get("/health")
 def health() -> Response:
-    """Always 200: whether Redis answers, queue depths and the live workers."""
+    """Always 200: whether Redis answers, queue depths and the live workers.
+
+    Open to load balancers, which see status, Redis, queues and `worker_count`; callers with
+    a key (or on localhost when no keys are set) also see each worker (its name carries the
+    host name) and Redis's error text.
+    """
     st = state()
+    trusted = is_trusted()
     doc: dict[str, Any] = {
         "status": "ok",
         "redis": {"reachable": True},
         "queues": {},
-        "workers": [],
+        "worker_count": 0,
     }
+    workers: list[dict[str, Any]] = []
     try:
         st.redis.ping()
         for name in QUEUES:
@@ -74,7 +81,7 @@ def health() -> Response:
             doc["queues"][name] = {"queued": queue.count, "running": running}
         for worker in Worker.all(connection=st.redis):
             job_id = worker.get_current_job_id()
-            doc["workers"].append(
+            workers.append(
                 {
                     "name": worker.name,
                     "state": getattr(worker.get_state(), "value", worker.get_state()),
@@ -85,9 +92,14 @@ def health() -> Response:
                     else None,
                 }
             )
-        if not doc["workers"]:
+        doc["worker_count"] = len(workers)
+        if not workers:
             doc["status"] = "degraded"
     except redis.RedisError as e:
         doc["status"] = "degraded"
-        doc["redis"] = {"reachable": False, "error": str(e)}
+        doc["redis"] = {"reachable": False}
+        if trusted:
+            doc["redis"]["error"] = str(e)
+    if trusted:
+        doc["workers"] = workers
     return jsonify(doc)

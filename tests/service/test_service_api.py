@@ -235,7 +235,22 @@ def test_health_reports_queues(client):
     doc = client.get("/v1/health").get_json()
     assert doc["redis"]["reachable"] is True
     assert doc["queues"]["generate"] == {"queued": 1, "running": 0}
-    assert doc["workers"] == [] and doc["status"] == "degraded"
+    assert doc["workers"] == [] and doc["worker_count"] == 0 and doc["status"] == "degraded"
+
+
+def test_health_shows_worker_details_only_to_callers_with_a_key(make_app, fake_redis):
+    from rq import Worker
+
+    from workers.queues import get_queue
+
+    worker = Worker([get_queue("generate", fake_redis)], connection=fake_redis, name="host-a.42")
+    worker.register_birth()
+    client = make_app(api_keys=["k-one"]).test_client()
+    public = client.get("/v1/health").get_json()
+    assert public["worker_count"] == 1 and public["status"] == "ok"
+    assert "workers" not in public and "host-a" not in json.dumps(public)
+    private = client.get("/v1/health", headers={"Authorization": "Bearer k-one"}).get_json()
+    assert [w["name"] for w in private["workers"]] == ["host-a.42"]
 
 
 def test_redis_down_gives_503_but_health_200(overrides):
