@@ -211,3 +211,28 @@ def test_bad_seed_count_is_rejected(model):
     m, states, mask = model
     with pytest.raises(ValueError):
         sample_codes(m, states, mask, seeds=[1, 2, 3])
+
+
+def test_small_batches_step_on_one_blas_thread(model, monkeypatch):
+    from threadpoolctl import ThreadpoolController
+
+    from pixelscene import sampling
+
+    m, states, mask = model
+    blas = ThreadpoolController().select(user_api="blas")
+    before = [lib["num_threads"] for lib in blas.info()]
+    seen = []
+    decoder = sampling.numpy_decoder(m)
+    step = decoder.step
+
+    def recording(state, tokens, t):
+        seen.append((len(tokens), max(lib["num_threads"] for lib in blas.info())))
+        return step(state, tokens, t)
+
+    monkeypatch.setattr(decoder, "step", recording)
+    with blas.limit(limits=2):  # two threads to start from, whatever the machine's default
+        two = [lib["num_threads"] for lib in blas.info()]
+        sample_codes(m, states[:1], mask[:1], seeds=[1], cfg_scale=3.0, engine="numpy")  # 2 rows
+        assert seen and all(threads == 1 for rows, threads in seen)
+        assert [lib["num_threads"] for lib in blas.info()] == two  # restored afterwards
+    assert [lib["num_threads"] for lib in blas.info()] == before

@@ -35,5 +35,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [q for q in queues if q not in QUEUES]
     if not queues or unknown:
         raise PixelsceneError(f"--queues: unknown queue(s) {unknown}; choose from {list(QUEUES)}")
+    from pixelscene.sampling import default_engine
+
+    default_engine()  # a bad PIXELSCENE_SAMPLER stops the worker here, not every job
     run_worker(settings, queues, name=args.name, burst=args.burst, max_jobs=args.max_jobs)
     return 0
