@@ -50,6 +50,9 @@ class Settings:
     webhook_max_attempts: int = 5
     webhook_backoff: float = 2.0  # seconds before the first retry; doubles each time
     webhook_timeout: float = 5.0
+    # Webhooks to private and loopback addresses (a studio's own machines). Link-local
+    # (cloud metadata), multicast and unspecified addresses are always refused.
+    webhook_private_networks: bool = True
     heartbeat_ttl: int = 30  # a running job whose worker is silent this long is abandoned
     reap_interval: float = 5.0
     model_cache_size: int = 2
@@ -100,6 +103,13 @@ class Settings:
 def _parse(name: str, raw: str, type_name: Any) -> Any:
     type_name = str(type_name)
     try:
+        if type_name == "bool":
+            value = raw.strip().lower()
+            if value in ("1", "true", "yes", "on"):
+                return True
+            if value in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
         if type_name == "int":
             return int(raw)
         if type_name == "float":

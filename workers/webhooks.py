@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any
@@ -62,6 +65,31 @@ def schedule(
     """Queue a delivery of the job's current JSON to `url`."""
     item = json.dumps({"id": uuid.uuid4().hex, "job_id": job_id, "url": url, "attempt": attempt})
     r.zadd(keys.webhooks, {item: time.time() + delay})
+
+
+def refused_address(url: str, private_ok: bool = True) -> str | None:
+    """Why the worker will not POST to `url`, or None.
+
+    Every address the host resolves to is checked: link-local (cloud metadata services),
+    multicast and unspecified addresses are refused always, private and loopback ones when
+    `private_ok` is False. A host that does not resolve is left to the send (and its retries).
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError):
+        return None
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+            return f"{host} is {ip}, a link-local, multicast or unspecified address"
+        if not private_ok and (ip.is_private or ip.is_loopback):
+            return f"{host} is {ip}, a private address (PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS=0)"
+    return None
 
 
 def claim_lease(settings: Settings) -> int:
@@ -105,10 +133,16 @@ def process_due(r: redis.Redis, settings: Settings, limit: int = 16) -> int:
         if rec is None:  # the job expired: nothing left to report
             r.zrem(keys.webhooks, raw)
             continue
-        payload = job_view(rec, settings.public_url)
-        ok, what = deliver(settings, item["url"], payload, item["id"])
         attempt = item["attempt"] + 1
         job_key = keys.job(item["job_id"])
+        refused = refused_address(item["url"], settings.webhook_private_networks)
+        if refused:
+            log.warning("webhook for %s refused: %s", item["job_id"], refused)
+            r.hset(job_key, mapping={"webhook": f"refused ({refused})"})
+            r.zrem(keys.webhooks, raw)
+            continue
+        payload = job_view(rec, settings.public_url)
+        ok, what = deliver(settings, item["url"], payload, item["id"])
         if ok:
             r.hset(job_key, mapping={"webhook": f"delivered ({what}, attempt {attempt})"})
         elif attempt < settings.webhook_max_attempts:

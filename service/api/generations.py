@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import secrets
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -14,12 +16,24 @@ from service.api.common import eta_seconds, json_body, queue_figures, retry_afte
 from service.app import client_scope, state
 from service.errors import ApiError
 from service.schemas import SEED_LIMIT, ValidationError, validate
+from workers import webhooks
 from workers.queues import GENERATE, TRAIN, enqueue_job
 from workers.store import get_job
 from workers.views import job_links
 
 bp = Blueprint("generations", __name__)
 IDEMPOTENCY_KEY_MAX = 255
+
+
+def literal_address_refused(url: str, private_ok: bool) -> str | None:
+    """`webhooks.refused_address` for a URL whose host is an IP literal (no DNS here: names
+    are checked by the worker when it sends)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return webhooks.refused_address(url, private_ok)
 
 
 @bp.post("/generations")
@@ -41,6 +55,10 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
         raise ValidationError(
             {"webhook": "webhooks are disabled on this server (no PIXELSCENE_WEBHOOK_SECRET)"}
         )
+    if params.get("webhook"):
+        refused = literal_address_refused(params["webhook"], st.settings.webhook_private_networks)
+        if refused:
+            raise ValidationError({"webhook": f"refused: {refused}"})
     if kind == TRAIN and params["stage"] in ("transformer", "decoder") and not params.get("vqgan"):
         raise ValidationError({"vqgan": f"is required for stage {params['stage']}"})
     body_hash = hashlib.sha256(

@@ -285,6 +285,16 @@ def test_unexpected_errors_are_json_without_trace(app, client, monkeypatch):
     assert resp.get_json()["error"]["code"] == "internal_error"
 
 
+def test_webhook_to_a_refused_address_is_a_400(make_app):
+    client = make_app(webhook_private_networks="false").test_client()
+    for url in ("http://169.254.169.254/x", "http://10.0.0.7:9000/hook"):
+        resp = submit(client, {"prompt": "a", "webhook": url})
+        assert resp.status_code == 400
+        assert "refused" in resp.get_json()["error"]["details"]["fields"]["webhook"]
+    ok = submit(client, {"prompt": "a", "webhook": "https://hooks.example.com/x"})
+    assert ok.status_code == 202
+
+
 def test_webhook_needs_a_secret(make_app):
     client = make_app(webhook_secret="").test_client()
     resp = submit(client, {"prompt": "a", "webhook": "http://127.0.0.1:9/x"})

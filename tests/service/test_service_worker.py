@@ -354,6 +354,32 @@ def test_webhook_claimed_by_a_dead_worker_is_sent_after_its_lease(
     assert webhooks.process_due(fake_redis, settings) == 0 and len(Hook.received) == 1
 
 
+@pytest.mark.parametrize(
+    "url, private_ok, refused",
+    [
+        ("http://169.254.169.254/latest/meta-data/", True, "link-local"),
+        ("http://[::ffff:169.254.169.254]/x", True, "link-local"),
+        ("http://0.0.0.0:8080/x", True, "unspecified"),
+        ("http://127.0.0.1:9/x", False, "private"),
+        ("http://10.1.2.3/x", False, "private"),
+        ("http://127.0.0.1:9/x", True, None),
+        ("http://10.1.2.3/x", True, None),
+    ],
+)
+def test_webhook_addresses(url, private_ok, refused):
+    why = webhooks.refused_address(url, private_ok)
+    assert (why is None) if refused is None else (refused in why)
+
+
+def test_refused_webhook_is_not_sent_or_retried(client, fake_redis, overrides):
+    settings = Settings.load(overrides, environ={})
+    job_id = submit(client)
+    webhooks.schedule(fake_redis, Keys(), job_id, "http://169.254.169.254/latest/meta-data/")
+    assert webhooks.process_due(fake_redis, settings) == 1
+    assert get_job(fake_redis, Keys(), job_id)["webhook"].startswith("refused (")
+    assert fake_redis.zcard(Keys().webhooks) == 0
+
+
 def test_webhook_gives_up_after_max_attempts(client, fake_redis, overrides):
     settings = Settings.load({**overrides, "webhook_max_attempts": 2}, environ={})
     job_id = submit(client)
@@ -435,6 +461,11 @@ def test_settings_from_environment():
 
     with pytest.raises(SettingsError, match="PIXELSCENE_MAX_QUEUE"):
         Settings.load(environ={"PIXELSCENE_MAX_QUEUE": "many"})
+    assert Settings.load(environ={}).webhook_private_networks is True
+    off = {"PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS": "No"}
+    assert Settings.load(environ=off).webhook_private_networks is False
+    with pytest.raises(SettingsError, match="PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS"):
+        Settings.load(environ={"PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS": "maybe"})
 
 
 def test_pixels_are_uint8_from_fake():
