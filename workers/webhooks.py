@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from typing import Any
 
@@ -67,12 +67,14 @@ def schedule(
     r.zadd(keys.webhooks, {item: time.time() + delay})
 
 
-def refused_address(url: str, private_ok: bool = True) -> str | None:
-    """Why the worker will not POST to `url`, or None.
+def check_address(url: str, private_ok: bool = True) -> tuple[str | None, str | None]:
+    """(address to connect to, None), or (None, why the worker will not POST to `url`).
 
     Every address the host resolves to is checked: link-local (cloud metadata services),
     multicast and unspecified addresses are refused always, private and loopback ones when
-    `private_ok` is False. A host that does not resolve is left to the send (and its retries).
+    `private_ok` is False. The send then connects to the checked address itself, so a DNS
+    answer that changes in between cannot redirect it. A host that does not resolve gives
+    (None, None): the send fails and is retried.
     """
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
@@ -80,16 +82,47 @@ def refused_address(url: str, private_ok: bool = True) -> str | None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (OSError, ValueError):
-        return None
+        return None, None
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
-            return f"{host} is {ip}, a link-local, multicast or unspecified address"
+            return None, f"{host} is {ip}, a link-local, multicast or unspecified address"
         if not private_ok and (ip.is_private or ip.is_loopback):
-            return f"{host} is {ip}, a private address (PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS=0)"
-    return None
+            return (
+                None,
+                f"{host} is {ip}, a private address (PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS=0)",
+            )
+    return (str(infos[0][4][0]) if infos else None), None
+
+
+def refused_address(url: str, private_ok: bool = True) -> str | None:
+    """Why the worker will not POST to `url`, or None (see `check_address`)."""
+    return check_address(url, private_ok)[1]
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """HTTP to a given address; Host header from the URL."""
+
+    def __init__(self, host: str, port: int | None, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to a given address; SNI and certificate checked against the URL's host."""
+
+    def __init__(self, host: str, port: int | None, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
 def claim_lease(settings: Settings) -> int:
@@ -98,9 +131,14 @@ def claim_lease(settings: Settings) -> int:
 
 
 def deliver(
-    settings: Settings, url: str, payload: dict[str, Any], delivery_id: str = ""
+    settings: Settings,
+    url: str,
+    payload: dict[str, Any],
+    delivery_id: str = "",
+    address: str | None = None,
 ) -> tuple[bool, str]:
-    """POST once; returns (delivered, what happened)."""
+    """POST once (to `address` when given, else to what the host resolves to); returns
+    (delivered, what happened). Redirects are not followed."""
     body = json.dumps(payload).encode()
     headers = {
         "Content-Type": "application/json",
@@ -109,14 +147,24 @@ def deliver(
     }
     if delivery_id:
         headers[DELIVERY_HEADER] = delivery_id
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    parts = urllib.parse.urlsplit(url)
+    host, timeout = parts.hostname or "", settings.webhook_timeout
+    https = parts.scheme == "https"
+    if address is not None:
+        conn = (_PinnedHTTPS if https else _PinnedHTTP)(host, parts.port, address, timeout)
+    elif https:
+        conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout)
+    else:
+        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        with urllib.request.urlopen(request, timeout=settings.webhook_timeout) as response:
-            return 200 <= response.status < 300, f"HTTP {response.status}"
-    except urllib.error.HTTPError as e:
-        return False, f"HTTP {e.code}"
-    except (urllib.error.URLError, OSError) as e:
-        return False, str(getattr(e, "reason", e))
+        conn.request("POST", path, body=body, headers=headers)
+        status = conn.getresponse().status
+        return 200 <= status < 300, f"HTTP {status}"
+    except (OSError, http.client.HTTPException) as e:
+        return False, str(e) or type(e).__name__
+    finally:
+        conn.close()
 
 
 def process_due(r: redis.Redis, settings: Settings, limit: int = 16) -> int:
@@ -135,14 +183,14 @@ def process_due(r: redis.Redis, settings: Settings, limit: int = 16) -> int:
             continue
         attempt = item["attempt"] + 1
         job_key = keys.job(item["job_id"])
-        refused = refused_address(item["url"], settings.webhook_private_networks)
+        address, refused = check_address(item["url"], settings.webhook_private_networks)
         if refused:
             log.warning("webhook for %s refused: %s", item["job_id"], refused)
             r.hset(job_key, mapping={"webhook": f"refused ({refused})"})
             r.zrem(keys.webhooks, raw)
             continue
         payload = job_view(rec, settings.public_url)
-        ok, what = deliver(settings, item["url"], payload, item["id"])
+        ok, what = deliver(settings, item["url"], payload, item["id"], address)
         if ok:
             r.hset(job_key, mapping={"webhook": f"delivered ({what}, attempt {attempt})"})
         elif attempt < settings.webhook_max_attempts:

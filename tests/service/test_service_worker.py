@@ -284,6 +284,7 @@ def test_enqueue_sets_explicit_timeouts_and_retry(client, fake_redis):
 class Hook(http.server.BaseHTTPRequestHandler):
     received: list = []
     deliveries: list = []
+    hosts: list = []
     fail_first = 0
 
     def do_POST(self):
@@ -295,6 +296,7 @@ class Hook(http.server.BaseHTTPRequestHandler):
             return
         Hook.received.append((body, self.headers[webhooks.SIGNATURE_HEADER]))
         Hook.deliveries.append(self.headers[webhooks.DELIVERY_HEADER])
+        Hook.hosts.append(self.headers["Host"])
         self.send_response(204)
         self.end_headers()
 
@@ -304,7 +306,7 @@ class Hook(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hook_server():
-    Hook.received, Hook.deliveries, Hook.fail_first = [], [], 0
+    Hook.received, Hook.deliveries, Hook.hosts, Hook.fail_first = [], [], [], 0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hook"
@@ -378,6 +380,32 @@ def test_refused_webhook_is_not_sent_or_retried(client, fake_redis, overrides):
     assert webhooks.process_due(fake_redis, settings) == 1
     assert get_job(fake_redis, Keys(), job_id)["webhook"].startswith("refused (")
     assert fake_redis.zcard(Keys().webhooks) == 0
+
+
+def test_webhook_goes_to_the_address_that_was_checked(
+    client, fake_redis, overrides, hook_server, monkeypatch
+):
+    # the name resolves to this machine when checked, then to the metadata address: the send
+    # must use the checked address (no second lookup a DNS answer could change)
+    import socket
+
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1"])
+
+    def fake(host, port, *args, **kwargs):
+        if host == "hooks.test":
+            ip = next(answers, "169.254.169.254")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    port = hook_server.rsplit(":", 1)[1].split("/")[0]
+    settings = Settings.load(overrides, environ={})
+    job_id = submit(client)
+    webhooks.schedule(fake_redis, Keys(), job_id, f"http://hooks.test:{port}/hook?x=1")
+    assert webhooks.process_due(fake_redis, settings) == 1
+    assert len(Hook.received) == 1 and Hook.hosts == [f"hooks.test:{port}"]
+    assert get_job(fake_redis, Keys(), job_id)["webhook"].startswith("delivered")
 
 
 def test_webhook_gives_up_after_max_attempts(client, fake_redis, overrides):
