@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from pixelscene.config import Config, load_config
+from pixelscene.config import Config, TransformerConfig, load_config
 
 MICRO_CONFIG = {
     "name": "micro",
@@ -36,6 +36,25 @@ MICRO_CONFIG = {
     },
     "sampling": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 3.0},
 }
+
+MICRO_TEXT_LEN = 8
+
+
+def micro_transformer_config(**overrides) -> TransformerConfig:
+    """A 32-dim, 2-layer transformer reading 8-token captions, for unit tests."""
+    base = dict(
+        embed_dim=32,
+        num_heads=4,
+        num_layers=2,
+        text_embed_dim=32,
+        text_num_heads=2,
+        text_num_layers=2,
+        max_text_len=MICRO_TEXT_LEN,
+        text_vocab_size=64,
+        dropout=0.0,
+    )
+    return TransformerConfig(**{**base, **overrides})
+
 
 CAPTIONS = [
     "a castle at sunset",

@@ -2,28 +2,17 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from pixelscene.config import TransformerConfig
 from pixelscene.sampling import numpy_decoder
+from pixelscene.testing import MICRO_TEXT_LEN, micro_transformer_config
 from pixelscene.transformer import ImageTransformer
 from pixelscene.transformer.cpu_decode import GEMV_MAX_ROWS, NumpyDecoder
 
-L = 8
+L = MICRO_TEXT_LEN
 
 
 def build(pooled_text: bool) -> ImageTransformer:
     mx.random.seed(3)
-    cfg = TransformerConfig(
-        embed_dim=32,
-        num_heads=4,
-        num_layers=2,
-        text_embed_dim=32,
-        text_num_heads=2,
-        text_num_layers=1,
-        max_text_len=L,
-        text_vocab_size=64,
-        dropout=0.0,
-        pooled_text=pooled_text,
-    )
+    cfg = micro_transformer_config(text_num_layers=1, pooled_text=pooled_text)
     m = ImageTransformer(cfg, codebook_size=128, seq_len=60)
     # LayerNorms away from their identity initialisation, so folding them is exercised
     for norm in [m.norm] + [n for b in m.blocks for n in (b.norm1, b.norm2, b.norm3)]:

@@ -7,7 +7,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from pixelscene.config import TransformerConfig
 from pixelscene.errors import PixelsceneError
 from pixelscene.sampling import (
     ENGINES,
@@ -20,6 +19,7 @@ from pixelscene.sampling import (
     top_k_filter,
     top_p_filter,
 )
+from pixelscene.testing import micro_transformer_config
 from pixelscene.transformer import ImageTransformer
 
 LOGITS = [2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 1.5, 0.2]
@@ -30,18 +30,7 @@ CHI2_CRIT_7 = 24.32
 def build(pooled_text: bool = True):
     """A micro model (in training mode) and two captions; the same in any process."""
     mx.random.seed(5)
-    cfg = TransformerConfig(
-        embed_dim=32,
-        num_heads=4,
-        num_layers=2,
-        text_embed_dim=32,
-        text_num_heads=2,
-        text_num_layers=1,
-        max_text_len=8,
-        text_vocab_size=64,
-        dropout=0.1,
-        pooled_text=pooled_text,
-    )
+    cfg = micro_transformer_config(text_num_layers=1, dropout=0.1, pooled_text=pooled_text)
     m = ImageTransformer(cfg, codebook_size=64, seq_len=40)
     mx.eval(m.parameters())
     ids = mx.array([[3, 9, 4, 0, 0, 0, 0, 0], [7, 2, 0, 0, 0, 0, 0, 0]])

@@ -2,28 +2,14 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from pixelscene.config import TransformerConfig
 from pixelscene.model_io import load_weights, save_weights
 from pixelscene.sampling import attention_window
+from pixelscene.testing import MICRO_TEXT_LEN, micro_transformer_config
 from pixelscene.transformer import ImageTransformer, KVCache, StaticKVCache
 from pixelscene.transformer.text_encoder import TextEncoder
 
-L = 8
-
-
-def micro(**kw) -> TransformerConfig:
-    base = dict(
-        embed_dim=32,
-        num_heads=4,
-        num_layers=2,
-        text_embed_dim=32,
-        text_num_heads=2,
-        text_num_layers=2,
-        max_text_len=L,
-        text_vocab_size=64,
-        dropout=0.0,
-    )
-    return TransformerConfig(**{**base, **kw})
+L = MICRO_TEXT_LEN
+micro = micro_transformer_config
 
 
 def text(batch=2, lengths=(3, 6)):
