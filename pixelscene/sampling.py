@@ -15,8 +15,8 @@ engines that give the same codes:
   only when the attention window grows (every `WINDOW_CHUNK` tokens), so a handful of
   compiled graphs serve all 260 steps; Python only calls them.
 - `numpy` (the default on MLX's CPU device): the same step in NumPy (`NumpyDecoder`), where
-  small matrix products run as BLAS gemv instead of sgemm; about twice as fast at batch 1
-  and three to four times at batch 32 on a CPU (`pixelscene bench sampling`). Picking the
+  small matrix products run as BLAS gemv instead of sgemm; 1.2-1.9x as fast at batch 1 and
+  about 2-3x at batch 8 and 32 on a 2-core CPU (`pixelscene bench sampling`). Picking the
   token (guidance, filters, Gumbel noise) stays one compiled MLX function shared by both.
 
 `PIXELSCENE_SAMPLER=mlx|numpy` overrides the default.
@@ -29,7 +29,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 
 import mlx.core as mx
 import numpy as np
@@ -213,7 +213,12 @@ def _numpy_codes(model, ctx: Context, seeds, settings: dict, progress_every: int
     yield SamplingStep(S, S, codes)
 
 
-_BLAS: list = []  # the threadpoolctl controller, made once (finding the libraries takes ms)
+@cache
+def _blas_controller():
+    """The threadpoolctl controller, made once (finding the BLAS libraries takes ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _gemv_threads(rows: int):
@@ -221,11 +226,7 @@ def _gemv_threads(rows: int):
     synchronisation to a 256x1024 gemv: ~39 us against ~21 us on one thread here); ~12 us."""
     if rows > GEMV_MAX_ROWS:
         return contextlib.nullcontext()
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def generate_codes(

@@ -102,6 +102,16 @@ def refused_address(url: str, private_ok: bool = True) -> str | None:
     return check_address(url, private_ok)[1]
 
 
+def refused_literal(url: str, private_ok: bool = True) -> str | None:
+    """`refused_address` when the URL's host is an IP literal, else None: the API checks
+    these at submission without a DNS lookup; names are checked when the worker sends."""
+    try:
+        ipaddress.ip_address(urllib.parse.urlsplit(url).hostname or "")
+    except ValueError:
+        return None
+    return refused_address(url, private_ok)
+
+
 class _PinnedHTTP(http.client.HTTPConnection):
     """HTTP to a given address; Host header from the URL."""
 

@@ -5,7 +5,8 @@ The plan's sampler re-runs the whole growing prefix through the model for every 
 The cached sampler is timed with each engine (`mlx`: compiled MLX steps; `numpy`: the
 NumPy decoding step MLX's CPU device uses by default), after one untimed run of the same
 batch size has compiled its steps. `cached_*` figures are the default engine's; the
-`engines` entry has both, measured side by side in the same process. The plan's sampler is slow, so by default only its first and last K tokens are timed and the per-token time,
+`engines` entry has both, measured side by side in the same process. The plan's sampler
+is slow, so by default only its first and last K tokens are timed and the per-token time,
 linear in the prefix length, is extrapolated to the whole sequence; the output says so.
 """
 

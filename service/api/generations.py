@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import secrets
-import urllib.parse
 import uuid
 from typing import Any
 
@@ -23,17 +21,6 @@ from workers.views import job_links
 
 bp = Blueprint("generations", __name__)
 IDEMPOTENCY_KEY_MAX = 255
-
-
-def literal_address_refused(url: str, private_ok: bool) -> str | None:
-    """`webhooks.refused_address` for a URL whose host is an IP literal (no DNS here: names
-    are checked by the worker when it sends)."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    return webhooks.refused_address(url, private_ok)
 
 
 @bp.post("/generations")
@@ -56,7 +43,7 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
             {"webhook": "webhooks are disabled on this server (no PIXELSCENE_WEBHOOK_SECRET)"}
         )
     if params.get("webhook"):
-        refused = literal_address_refused(params["webhook"], st.settings.webhook_private_networks)
+        refused = webhooks.refused_literal(params["webhook"], st.settings.webhook_private_networks)
         if refused:
             raise ValidationError({"webhook": f"refused: {refused}"})
     if kind == TRAIN and params["stage"] in ("transformer", "decoder") and not params.get("vqgan"):
