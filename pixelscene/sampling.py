@@ -14,10 +14,12 @@ engines that give the same codes:
   and attention window, runs the whole batch against fixed-size KV caches. Its shapes change
   only when the attention window grows (every `WINDOW_CHUNK` tokens), so a handful of
   compiled graphs serve all 260 steps; Python only calls them.
-- `numpy` (the default on MLX's CPU device): the same step in NumPy (`NumpyDecoder`), where
-  small matrix products run as BLAS gemv instead of sgemm; 1.2-1.9x as fast at batch 1 and
-  about 2-3x at batch 8 and 32 on a 2-core CPU (`pixelscene bench sampling`). Picking the
-  token (guidance, filters, Gumbel noise) stays one compiled MLX function shared by both.
+- `numpy` (the default on MLX's CPU device): the same step outside MLX (`NumpyDecoder`):
+  one compiled call per step where Numba is installed (float16 weights read as such, large
+  batches split over the CPUs), else NumPy with BLAS gemv/gemm. On a 2-core CPU it is about
+  4-5x as fast as `mlx` at batch 1 (`pixelscene bench sampling`). Picking the token
+  (guidance, Gumbel noise) is NumPy for plain settings and the compiled MLX function shared
+  with `mlx` when top-k/top-p filters are on; both engines give the same codes.
 
 `PIXELSCENE_SAMPLER=mlx|numpy` overrides the default.
 """
@@ -196,21 +198,49 @@ def _numpy_codes(model, ctx: Context, seeds, settings: dict, progress_every: int
     """The numpy engine's loop: same inputs and outputs as the compiled MLX steps."""
     decoder = numpy_decoder(model)
     state = decoder.start(ctx)
-    pick = _pick_fn(**settings)
     guide = settings["cfg_scale"] != 1.0
     N, S, V = len(seeds), model.seq_len, model.codebook_size
     noise = gumbel_noise(seeds, S, V)
+    pick = _numpy_pick(noise, **settings)
+    if pick is None:  # filters: the compiled MLX pick
+        mlx_pick = _pick_fn(**settings)
+
+        def pick(logits, t):
+            return np.array(mlx_pick(mx.array(logits), noise[:, t]), dtype=np.int32)
+
     codes = np.empty((N, S), np.int32)
-    tokens = np.full(2 * N if guide else N, model.bos_id, np.int32)
+    rows = 2 * N if guide else N
+    tokens = np.full(rows, model.bos_id, np.int32)
+    # one BLAS thread while NumPy's products are gemv; the compiled step uses no BLAS
+    gemv = not decoder.jit and rows <= GEMV_MAX_ROWS
     for t in range(S):
-        with _gemv_threads(len(tokens)):  # not across the yield: the caller runs in between
-            logits = decoder.step(state, tokens, t)
-        nxt = np.array(pick(mx.array(logits), noise[:, t]), dtype=np.int32)
+        with _one_blas_thread() if gemv else contextlib.nullcontext():
+            logits = decoder.step(state, tokens, t)  # not across the yield: the caller runs then
+        nxt = pick(logits, t)
         codes[:, t] = nxt
         tokens = np.concatenate([nxt, nxt]) if guide else nxt
         if (t + 1) % progress_every == 0 and t + 1 < S:
             yield SamplingStep(t + 1, S)
     yield SamplingStep(S, S, codes)
+
+
+def _numpy_pick(noise: mx.array, temperature, top_k, top_p, cfg_scale):
+    """`_pick` in NumPy, `pick(logits, t) -> tokens`, for settings without top-k/top-p
+    filters (the defaults), else None. Saves a round trip through MLX every token."""
+    if (0 < top_k < noise.shape[-1]) or top_p < 1.0:
+        return None
+    gumbel = np.array(noise, dtype=np.float32)  # (N, S, V)
+    scale = np.float32(cfg_scale)
+
+    def pick(logits: np.ndarray, t: int) -> np.ndarray:
+        if cfg_scale != 1.0:
+            cond, uncond = np.split(logits, 2)
+            logits = uncond + scale * (cond - uncond)
+        if temperature <= 0:
+            return np.argmax(logits, axis=-1).astype(np.int32)
+        return np.argmax(logits / np.float32(temperature) + gumbel[:, t], axis=-1).astype(np.int32)
+
+    return pick
 
 
 @cache
@@ -221,11 +251,9 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def _gemv_threads(rows: int):
-    """One BLAS thread while a step's products are gemv (a second thread only adds
+def _one_blas_thread():
+    """One BLAS thread, for steps whose products are gemv (a second thread only adds
     synchronisation to a 256x1024 gemv: ~39 us against ~21 us on one thread here); ~12 us."""
-    if rows > GEMV_MAX_ROWS:
-        return contextlib.nullcontext()
     return _blas_controller().limit(limits=1, user_api="blas")
 
 

@@ -5,7 +5,14 @@ import pytest
 from pixelscene.sampling import numpy_decoder
 from pixelscene.testing import MICRO_TEXT_LEN, micro_transformer_config
 from pixelscene.transformer import ImageTransformer
-from pixelscene.transformer.cpu_decode import GEMV_MAX_ROWS, NumpyDecoder
+from pixelscene.transformer.cpu_decode import (
+    GEMV_MAX_ROWS,
+    PARALLEL_MIN_ROWS,
+    NumpyDecoder,
+    _cpu_count,
+    jit_decode,
+    warm_up,
+)
 
 L = MICRO_TEXT_LEN
 
@@ -31,16 +38,31 @@ def context(m: ImageTransformer, batch: int):
     return m.context(*m.encode_text(mx.array(ids * mask), mx.array(mask)))
 
 
+PATHS = [
+    pytest.param(
+        True, id="compiled", marks=pytest.mark.skipif(jit_decode is None, reason="no Numba")
+    ),
+    pytest.param(False, id="numpy"),
+]
+
+
+@pytest.mark.parametrize("jit", PATHS)
 @pytest.mark.parametrize("pooled", [False, True], ids=["cross-attention", "pooled"])
-@pytest.mark.parametrize("batch", [1, 2, GEMV_MAX_ROWS + 3], ids=["b1", "b2", "gemm"])
-def test_steps_match_the_mlx_forward_over_a_whole_sequence(pooled, batch):
+@pytest.mark.parametrize(
+    "batch",
+    [1, 2, 3, GEMV_MAX_ROWS + 3, PARALLEL_MIN_ROWS + 1],
+    ids=["b1", "b2", "b3", "gemm", "parts"],
+)
+def test_steps_match_the_mlx_forward_over_a_whole_sequence(pooled, batch, jit):
     m = build(pooled)
     ctx = context(m, batch)
     tokens = np.random.default_rng(7).integers(0, m.codebook_size, (batch, m.seq_len))
     tokens[:, 0] = m.bos_id
     ref = np.array(m.decode(mx.array(tokens), ctx))  # (B, S, V), no cache
-    dec = NumpyDecoder(m)
+    dec = NumpyDecoder(m, jit=jit)
     state = dec.start(ctx)
+    parallel = jit and batch >= PARALLEL_MIN_ROWS
+    assert len(state["parts"]) == (min(2, _cpu_count()) if parallel else 1)
     out = np.stack([dec.step(state, tokens[:, t], t) for t in range(m.seq_len)], axis=1)
     assert out.shape == ref.shape and out.dtype == np.float32
     assert np.abs(out - ref).max() < 1e-4
@@ -76,4 +98,81 @@ def test_decoder_is_reused_until_weights_change():
     m.head.weight = m.head.weight * 2.0  # new weights: a fresh copy
     second = numpy_decoder(m)
     assert second is not first
-    assert np.allclose(second.head.w, 2.0 * first.head.w)
+    assert np.allclose(second.head[0], 2.0 * first.head[0])
+
+
+@pytest.mark.parametrize("jit", PATHS)
+def test_float16_weights_step_exactly_as_their_float32_values(jit):
+    from mlx.utils import tree_map
+
+    m = build(False)
+    m.update(tree_map(lambda p: p.astype(mx.float16).astype(mx.float32), m.parameters()))
+    ctx = context(m, 2)
+    dec, ref = NumpyDecoder(m, jit=jit), NumpyDecoder(m, jit=jit)
+    assert dec.half and all(w.dtype == np.int16 for w in dec._jit_matrices)
+    ref.half, ref._jit_matrices = False, [w for w, _ in ref.layers.values()] + [ref.head[0]]
+    a, b = dec.start(ctx), ref.start(ctx)
+    tokens = np.random.default_rng(2).integers(0, m.codebook_size, (2, 30))
+    for t in range(30):
+        assert np.array_equal(dec.step(a, tokens[:, t], t), ref.step(b, tokens[:, t], t))
+
+
+def test_float32_weights_that_float16_cannot_hold_stay_float32():
+    m = build(False)  # random float32 weights
+    assert not NumpyDecoder(m).half
+
+
+@pytest.mark.skipif(jit_decode is None, reason="no Numba")
+def test_compiled_float16_weights_read_exactly_for_every_finite_value():
+    bits = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.int16)
+    bits = bits[np.isfinite(bits.view(np.float16))]  # zeros, subnormals, normals, both signs
+    out = jit_decode.weights_as_float32(bits)
+    assert np.array_equal(
+        out.view(np.uint32), bits.view(np.float16).astype(np.float32).view(np.uint32)
+    )
+
+
+@pytest.mark.skipif(jit_decode is None, reason="no Numba")
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_compiled_product_matches_float64_for_both_weight_formats(rows):
+    rng = np.random.default_rng(rows)
+    w = (0.05 * rng.standard_normal((9, 40))).astype(np.float16)  # 9 rows: a ragged block
+    x = rng.standard_normal((rows, 40)).astype(np.float32)
+    b = rng.standard_normal(9).astype(np.float32)
+    half, single = np.empty((rows, 9), np.float32), np.empty((rows, 9), np.float32)
+    jit_decode._linear(w.view(np.int16), b, x, half)
+    jit_decode._linear(w.astype(np.float32), b, x, single)
+    ref = x.astype(np.float64) @ w.astype(np.float64).T + b
+    assert np.allclose(half, ref, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(half, single)  # the same values, read from half the bytes
+
+
+@pytest.mark.skipif(jit_decode is None, reason="no Numba")
+def test_compiled_exp_is_accurate_to_float32_rounding():
+    x = np.linspace(-87.0, 0.0, 100_001, dtype=np.float32)
+    y = x.copy()
+    jit_decode.exp_nonpositive(y)
+    ref = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(y - ref) / ref) < 1e-6
+    masked = np.array([-1e9, -200.0], np.float32)  # a caption mask's bias: next to nothing
+    jit_decode.exp_nonpositive(masked)
+    assert np.all((masked >= 0) & (masked < 2e-38))
+
+
+@pytest.mark.skipif(jit_decode is None, reason="no Numba")
+def test_warm_up_compiles_what_real_steps_use():
+    from mlx.utils import tree_map
+
+    warm_up()
+    compiled = len(jit_decode.step.signatures)
+    assert compiled >= 2  # float16 bits and float32 weights
+    for half in (True, False):
+        m = build(False)
+        if half:
+            m.update(tree_map(lambda p: p.astype(mx.float16).astype(mx.float32), m.parameters()))
+        dec = NumpyDecoder(m)
+        assert dec.half == half
+        for batch in (1, PARALLEL_MIN_ROWS + 1):
+            state = dec.start(context(m, batch))
+            dec.step(state, np.full(batch, m.bos_id), 0)
+    assert len(jit_decode.step.signatures) == compiled  # nothing new compiled

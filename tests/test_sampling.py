@@ -152,9 +152,11 @@ def test_compiled_matches_uncompiled(model):
     ],
     ids=["cfg3", "no-guidance", "filters", "greedy"],
 )
-def test_numpy_engine_gives_the_mlx_engines_codes(model, settings):
+@pytest.mark.parametrize(
+    "seeds", [[5, 6], [5, 6, 7, 8]], ids=["one-part", "parts"]
+)  # 2 prompts x 1 or 2 images: with guidance, 8 rows step in parallel parts
+def test_numpy_engine_gives_the_mlx_engines_codes(model, settings, seeds):
     m, states, mask = model
-    seeds = [5, 6, 7, 8]  # 2 prompts x 2 images
     a = sample_codes(m, states, mask, seeds=seeds, engine="mlx", **settings)
     b = sample_codes(m, states, mask, seeds=seeds, engine="numpy", **settings)
     assert np.array_equal(a, b)
@@ -212,6 +214,7 @@ def test_small_batches_step_on_one_blas_thread(model, monkeypatch):
     before = [lib["num_threads"] for lib in blas.info()]
     seen = []
     decoder = sampling.numpy_decoder(m)
+    monkeypatch.setattr(decoder, "jit", False)  # the NumPy step (the compiled one uses no BLAS)
     step = decoder.step
 
     def recording(state, tokens, t):
@@ -225,3 +228,19 @@ def test_small_batches_step_on_one_blas_thread(model, monkeypatch):
         assert seen and all(threads == 1 for rows, threads in seen)
         assert [lib["num_threads"] for lib in blas.info()] == two  # restored afterwards
     assert [lib["num_threads"] for lib in blas.info()] == before
+
+
+def test_float16_models_sample_the_same_codes_on_both_engines():
+    """A model holding float16 values (as loaded from its file) steps on float16 weights."""
+    from mlx.utils import tree_map
+
+    from pixelscene import sampling
+
+    m, ids, mask = build(False)
+    m.update(tree_map(lambda p: p.astype(mx.float16).astype(mx.float32), m.parameters()))
+    states, mask = m.encode_text(ids, mask)
+    assert sampling.numpy_decoder(m).half
+    for seeds in ([5, 6], [5, 6, 7, 8]):
+        a = sample_codes(m, states, mask, seeds=seeds, engine="mlx", cfg_scale=3.0)
+        b = sample_codes(m, states, mask, seeds=seeds, engine="numpy", cfg_scale=3.0)
+        assert np.array_equal(a, b)

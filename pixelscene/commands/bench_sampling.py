@@ -77,6 +77,7 @@ def peak_rss_mb() -> float:
 def bench_preset(name: str, batches: list[int], plan_tokens: int, engines: list[str]) -> dict:
     import mlx.core as mx
     import numpy as np
+    from mlx.utils import tree_map
 
     from pixelscene.config import load_config
     from pixelscene.pipeline import build_transformer
@@ -88,6 +89,8 @@ def bench_preset(name: str, batches: list[int], plan_tokens: int, engines: list[
     H, W = cfg.vqgan.grid_size
     model = build_transformer(cfg)
     model.eval()
+    # float16 values, as every model folder holds them (and a loaded model has them)
+    model.update(tree_map(lambda p: p.astype(mx.float16).astype(mx.float32), model.parameters()))
     mx.eval(model.parameters())
     prompt = "a castle on the hills at sunset with pine trees and clouds"
     tok = Tokenizer.build([prompt], cfg.transformer.text_vocab_size, cfg.transformer.max_text_len)
@@ -102,6 +105,7 @@ def bench_preset(name: str, batches: list[int], plan_tokens: int, engines: list[
     mx.clear_cache()
     mx.reset_peak_memory()
     result: dict = {"params": int(sum(v.size for _, v in _flat(model.parameters())))}
+    result["weights"] = "random, float16 values"
     plan_s, extrapolated = time_plan(model, model.context(states, mask), plan_tokens)
     result["plan_sampler_s_per_image"] = round(plan_s, 3)
     result["plan_sampler_extrapolated"] = extrapolated

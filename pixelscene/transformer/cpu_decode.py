@@ -1,16 +1,18 @@
-"""The transformer's decoding step in NumPy, for sampling on a CPU.
+"""The transformer's decoding step on the CPU, outside MLX, for sampling.
 
 A decoding step multiplies one or two rows per image (conditional and unconditional) by
 every weight matrix. MLX's CPU backend sends each of those products through sgemm, which
 spends most of its time packing the weight matrix (about 25 us for a 256x256 float32
-matrix on one core); a BLAS gemv streams the same matrix in about 9 us. `NumpyDecoder`
-runs the same step with NumPy, one gemv per row while the batch is small and one gemm
-when it is large, on weights copied out of the model once:
+matrix on one core), and a step at batch 1 is then bound by those calls, not by reading
+the weights. `NumpyDecoder` runs the same step on weights copied out of the model once:
 
-- each LayerNorm's scale and shift are folded into the linear layer it feeds, so a norm
-  is a plain standardisation;
-- the self-attention keys/values live in preallocated (B, H, S, d) buffers and a step
-  attends over exactly the positions written so far;
+- where Numba is installed, as one compiled call (`jit_decode.step`): each weight row read
+  once for all rows, float16 weights converted while being read (see there); a batch of
+  `PARALLEL_MIN_ROWS` rows or more is split over the CPUs, one part per thread;
+- without Numba (or with `jit=False`), in NumPy: one gemv per row for few rows, one gemm
+  for many;
+- the self-attention keys/values live in preallocated buffers (keys transposed, (d, S)) and
+  a step attends over exactly the positions written so far;
 - the caption's cross-attention keys/values and mask come from `ImageTransformer.context`
   (MLX), computed once per prompt batch.
 
@@ -19,67 +21,99 @@ Logits agree with `ImageTransformer.decode` to float32 rounding (tests check 1e-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 import mlx.core as mx
 import numpy as np
 
 from pixelscene.transformer.model import Context, ImageTransformer
 
-# Up to this many rows a product is one gemv per row: each gemv streams the matrix, yet two
-# of them still beat one small-M sgemm, which packs it first (256x256: 2 x 5.3 us vs 24 us).
+try:  # the compiled step for few rows; without Numba every step runs on NumPy
+    from pixelscene.transformer import jit_decode
+except ImportError:  # pragma: no cover - Numba is a dependency; a broken install falls back
+    jit_decode = None
+
+# NumPy path: up to this many rows a product is one gemv per row. Each gemv streams the
+# matrix, yet two still beat one small-M sgemm, which packs it first (256x256: 2 x 5.3 us
+# vs 24 us).
 GEMV_MAX_ROWS = 4
+# From this many rows the compiled step splits the batch over the CPUs, one thread each.
+PARALLEL_MIN_ROWS = 8
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    """Threads for the parts of a batch after the first (the caller steps that one)."""
+    return ThreadPoolExecutor(max(1, _cpu_count() - 1), thread_name_prefix="pixelscene-decode")
+
+
+# A block's linear layers in `jit_decode.step`'s argument order.
+_LINEARS = (
+    ("qkv", lambda b: b.self_attn.qkv),
+    ("proj", lambda b: b.self_attn.proj),
+    ("cross_q", lambda b: b.cross_attn.q),
+    ("cross_proj", lambda b: b.cross_attn.proj),
+    ("fc1", lambda b: b.mlp.fc1),
+    ("fc2", lambda b: b.mlp.fc2),
+)
+
+
+def warm_up() -> None:
+    """Have the compiled step ready (compiled, or loaded from Numba's on-disk cache): about
+    10 s the first time on a machine, under a second after. No-op without Numba."""
+    if jit_decode is not None:
+        jit_decode.warm_up()
 
 
 def _np(a: mx.array) -> np.ndarray:
     return np.array(a.astype(mx.float32), dtype=np.float32)
 
 
-@dataclass
-class _Linear:
-    """y = x @ w + b with w stored (in, out), C-contiguous."""
-
-    w: np.ndarray
-    b: np.ndarray
-
-    @classmethod
-    def from_module(cls, linear, norm=None) -> _Linear:
-        w = _np(linear.weight).T  # (in, out)
-        b = _np(linear.bias) if "bias" in linear else np.zeros(w.shape[1], np.float32)
-        if norm is not None:  # fold LayerNorm's affine: (xhat * g + s) @ w = xhat @ (g w) + s w
-            g = _np(norm.weight) if "weight" in norm else np.ones(w.shape[0], np.float32)
-            s = _np(norm.bias) if "bias" in norm else np.zeros(w.shape[0], np.float32)
-            b = b + s @ w
-            w = g[:, None] * w
-        return cls(np.ascontiguousarray(w, dtype=np.float32), b.astype(np.float32))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[0] > GEMV_MAX_ROWS:
-            out = x @ self.w
-        else:
-            out = np.empty((x.shape[0], self.w.shape[1]), np.float32)
-            for i in range(x.shape[0]):
-                np.dot(x[i], self.w, out=out[i])
-        out += self.b
-        return out
+def _affine(norm, dim: int) -> np.ndarray:
+    """A LayerNorm's (scale, shift) as (2, dim); identity where it has none."""
+    g = _np(norm.weight) if "weight" in norm else np.ones(dim, np.float32)
+    s = _np(norm.bias) if "bias" in norm else np.zeros(dim, np.float32)
+    return np.stack([g, s])
 
 
-@dataclass
-class _Block:
-    qkv: _Linear  # norm1 folded in
-    proj: _Linear
-    cross_q: _Linear  # norm2 folded in
-    cross_proj: _Linear
-    fc1: _Linear  # norm3 folded in
-    fc2: _Linear
+def _weights(linear) -> tuple[np.ndarray, np.ndarray]:
+    """(w (out, in), b (out,)) of y = x @ w.T + b."""
+    w = _np(linear.weight)
+    b = _np(linear.bias) if "bias" in linear else np.zeros(w.shape[0], np.float32)
+    return w, b
 
 
-def _standardise(x: np.ndarray, eps: float) -> np.ndarray:
-    """LayerNorm without its affine (folded into the next linear layer)."""
+def _as_half_bits(w: np.ndarray) -> np.ndarray | None:
+    """w's float16 bits (as int16) when float16 holds every value exactly, else None."""
+    half = w.astype(np.float16)
+    return half.view(np.int16) if np.array_equal(half.astype(np.float32), w) else None
+
+
+def _linear(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """x @ w.T + b on NumPy: a gemv per row for few rows, else one gemm."""
+    if x.shape[0] > GEMV_MAX_ROWS:
+        out = x @ w.T
+    else:
+        out = np.empty((x.shape[0], w.shape[0]), np.float32)
+        for i in range(x.shape[0]):
+            np.dot(w, x[i], out=out[i])
+    out += b
+    return out
+
+
+def _layer_norm(x: np.ndarray, affine: np.ndarray, eps: float) -> np.ndarray:
     n = x.shape[-1]
     x = x - np.add.reduce(x, axis=-1, keepdims=True) / n
     var = np.einsum("ij,ij->i", x, x)[:, None]
     x *= 1.0 / np.sqrt(var / n + eps)
+    x *= affine[0]
+    x += affine[1]
     return x
 
 
@@ -90,24 +124,28 @@ def _softmax_rows(s: np.ndarray) -> np.ndarray:
     return s
 
 
-def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias=None) -> np.ndarray:
-    """One query per (row, head): q (B, H, d) pre-scaled, k/v (B, H, n, d) -> (B, H, d)."""
-    s = np.matmul(k, q[..., None])[..., 0]  # (B, H, n)
+def _attend(q: np.ndarray, k_t: np.ndarray, v: np.ndarray, bias=None) -> np.ndarray:
+    """One query per (row, head): q (B, H, d) pre-scaled, k_t (B, H, d, n), v (B, H, n, d)."""
+    s = np.matmul(q[:, :, None, :], k_t)[:, :, 0]  # (B, H, n)
     if bias is not None:
         s += bias
     return np.matmul(_softmax_rows(s)[:, :, None, :], v)[:, :, 0]
 
 
 class NumpyDecoder:
-    """A frozen copy of an `ImageTransformer`'s decoder that steps in NumPy.
+    """A frozen copy of an `ImageTransformer`'s decoder that steps on the CPU.
 
     Usage: `state = dec.start(ctx)` for a batch's `Context` (rows in the same order as the
     tokens), then `logits = dec.step(state, tokens, t)` for t = 0, 1, ... with the token
     (B,) int at position t (BOS first). Weights are copied at construction: rebuild after
-    the model's weights change.
+    the model's weights change. `jit=False` keeps every step on NumPy (the default steps
+    compiled where Numba is installed).
     """
 
-    def __init__(self, model: ImageTransformer):
+    def __init__(self, model: ImageTransformer, jit: bool | None = None):
+        if jit and jit_decode is None:
+            raise RuntimeError("the compiled decoding step needs Numba (pip install numba)")
+        self.jit = jit_decode is not None if jit is None else jit
         self.dim = model.cfg.embed_dim
         self.heads = model.num_heads
         self.head_dim = self.dim // self.heads
@@ -116,51 +154,116 @@ class NumpyDecoder:
         self.scale = np.float32(1.0 / np.sqrt(self.head_dim))
         self.token_embedding = _np(model.token_embedding.weight)
         self.pos_embedding = _np(model.pos_embedding)
-        self.blocks = [
-            _Block(
-                qkv=_Linear.from_module(b.self_attn.qkv, b.norm1),
-                proj=_Linear.from_module(b.self_attn.proj),
-                cross_q=_Linear.from_module(b.cross_attn.q, b.norm2),
-                cross_proj=_Linear.from_module(b.cross_attn.proj),
-                fc1=_Linear.from_module(b.mlp.fc1, b.norm3),
-                fc2=_Linear.from_module(b.mlp.fc2),
-            )
-            for b in model.blocks
-        ]
-        self.head = _Linear.from_module(model.head, model.norm)
+        blocks = model.blocks
+        # (layers, 3, 2, dim): norm1..norm3 of each block, (scale, shift)
+        self.norms = np.stack(
+            [np.stack([_affine(n, self.dim) for n in (b.norm1, b.norm2, b.norm3)]) for b in blocks]
+        )
+        self.final_norm = _affine(model.norm, self.dim)
+        # name -> (w (layers, out, in), b (layers, out)) float32, contiguous
+        self.layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, get in _LINEARS:
+            pairs = [_weights(get(b)) for b in blocks]
+            self.layers[name] = (np.stack([w for w, _ in pairs]), np.stack([b for _, b in pairs]))
+        self.head = _weights(model.head)
+        # The compiled step reads float16 bits where that loses nothing (a model loaded from
+        # its float16 file), float32 otherwise.
+        matrices = [w for w, _ in self.layers.values()] + [self.head[0]]
+        halves = [_as_half_bits(w) for w in matrices]
+        self.half = all(h is not None for h in halves)
+        self._jit_matrices = halves if self.half else matrices
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.norms)
 
     def start(self, ctx: Context) -> dict:
-        """Per-batch state: empty self-attention caches and the caption's keys/values."""
-        cross = [(_np(k), _np(v)) for k, v in ctx.kv]
-        B = cross[0][0].shape[0]
-        shape = (B, self.heads, self.seq_len, self.head_dim)
+        """Per-batch state: empty self-attention caches and the caption's keys/values.
+
+        For the compiled step, a batch of `PARALLEL_MIN_ROWS` rows or more is split into one
+        part per CPU; each part has its own contiguous arrays and steps on its own thread."""
+        cross_k = np.stack([_np(k) for k, _ in ctx.kv])  # (layers, B, H, L, d)
+        cross_v = np.stack([_np(v) for _, v in ctx.kv])
+        bias = _np(ctx.bias)[:, 0, 0, :]  # (B, L)
+        B = len(bias)
+        parts = 1
+        if self.jit and B >= PARALLEL_MIN_ROWS:
+            parts = min(_cpu_count(), B // (PARALLEL_MIN_ROWS // 2))
+        bounds = [B * i // parts for i in range(parts + 1)]
         return {
-            "cross": cross,
-            "bias": _np(ctx.bias)[:, :, 0, :],  # (B, 1, L)
             "pooled": None if ctx.pooled is None else _np(ctx.pooled)[:, 0],  # (B, dim)
-            "keys": [np.zeros(shape, np.float32) for _ in self.blocks],
-            "values": [np.zeros(shape, np.float32) for _ in self.blocks],
+            "parts": [
+                (lo, hi, self._part(cross_k[:, lo:hi], cross_v[:, lo:hi], bias[lo:hi]))
+                for lo, hi in zip(bounds, bounds[1:])
+            ],
+        }
+
+    def _part(self, cross_k, cross_v, bias) -> dict:
+        B = len(bias)
+        return {
+            "cross_k_t": np.ascontiguousarray(cross_k.transpose(0, 1, 2, 4, 3)),
+            "cross_v": np.ascontiguousarray(cross_v),
+            "bias": np.ascontiguousarray(bias),
+            "keys_t": np.zeros(
+                (self.num_layers, B, self.heads, self.head_dim, self.seq_len), np.float32
+            ),
+            "values": np.zeros(
+                (self.num_layers, B, self.heads, self.seq_len, self.head_dim), np.float32
+            ),
         }
 
     def step(self, state: dict, tokens: np.ndarray, t: int) -> np.ndarray:
         """Logits (B, V) for the tokens (B,) at position t; writes their keys/values."""
         if not 0 <= t < self.seq_len:
             raise ValueError(f"position {t} outside 0..{self.seq_len - 1}")
-        B, H, d = len(tokens), self.heads, self.head_dim
         x = self.token_embedding[np.asarray(tokens)] + self.pos_embedding[t]
         if state["pooled"] is not None:
             x += state["pooled"]
-        for i, blk in enumerate(self.blocks):
-            qkv = blk.qkv(_standardise(x, self.eps)).reshape(B, 3, H, d)
-            keys, values = state["keys"][i], state["values"][i]
-            keys[:, :, t] = qkv[:, 1]
+        if not self.jit:
+            ((_, _, part),) = state["parts"]
+            return self._numpy_step(part, x, t)
+        logits = np.empty((len(x), self.head[0].shape[0]), np.float32)
+        *parts, last = state["parts"]
+        pending = [
+            _pool().submit(self._jit_step, part, x[lo:hi], t, logits[lo:hi])
+            for lo, hi, part in parts
+        ]
+        lo, hi, part = last
+        self._jit_step(part, x[lo:hi], t, logits[lo:hi])
+        for f in pending:
+            f.result()
+        return logits
+
+    def _jit_step(self, part: dict, x: np.ndarray, t: int, logits: np.ndarray) -> None:
+        *layer_w, head_w = self._jit_matrices
+        weights = [a for w, (_, b) in zip(layer_w, self.layers.values()) for a in (w, b)]
+        jit_decode.step(
+            x, t, np.float32(self.eps), part["keys_t"], part["values"], part["cross_k_t"],
+            part["cross_v"], part["bias"], self.norms, self.final_norm, *weights, head_w,
+            self.head[1], logits,
+        )  # fmt: skip
+
+    def _numpy_step(self, state: dict, x: np.ndarray, t: int) -> np.ndarray:
+        B, H, d = len(x), self.heads, self.head_dim
+        bias = state["bias"][:, None, :]
+        lin = {name: (w, b) for name, (w, b) in self.layers.items()}
+        for i in range(self.num_layers):
+            norms = self.norms[i]
+            h = _layer_norm(x, norms[0], self.eps)
+            qkv = _linear(lin["qkv"][0][i], lin["qkv"][1][i], h).reshape(B, 3, H, d)
+            keys_t, values = state["keys_t"][i], state["values"][i]
+            keys_t[:, :, :, t] = qkv[:, 1]
             values[:, :, t] = qkv[:, 2]
-            a = _attend(qkv[:, 0] * self.scale, keys[:, :, : t + 1], values[:, :, : t + 1])
-            x += blk.proj(a.reshape(B, self.dim))
-            q = blk.cross_q(_standardise(x, self.eps)).reshape(B, H, d) * self.scale
-            ck, cv = state["cross"][i]
-            x += blk.cross_proj(_attend(q, ck, cv, state["bias"]).reshape(B, self.dim))
-            h = blk.fc1(_standardise(x, self.eps))
+            a = _attend(qkv[:, 0] * self.scale, keys_t[..., : t + 1], values[:, :, : t + 1])
+            x += _linear(lin["proj"][0][i], lin["proj"][1][i], a.reshape(B, self.dim))
+            q = _linear(
+                lin["cross_q"][0][i], lin["cross_q"][1][i], _layer_norm(x, norms[1], self.eps)
+            )
+            a = _attend(
+                q.reshape(B, H, d) * self.scale, state["cross_k_t"][i], state["cross_v"][i], bias
+            )
+            x += _linear(lin["cross_proj"][0][i], lin["cross_proj"][1][i], a.reshape(B, self.dim))
+            h = _linear(lin["fc1"][0][i], lin["fc1"][1][i], _layer_norm(x, norms[2], self.eps))
             np.maximum(h, 0.0, out=h)
-            x += blk.fc2(h)
-        return self.head(_standardise(x, self.eps))
+            x += _linear(lin["fc2"][0][i], lin["fc2"][1][i], h)
+        return _linear(*self.head, _layer_norm(x, self.final_norm, self.eps))

@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
         raise PixelsceneError(f"--queues: unknown queue(s) {unknown}; choose from {list(QUEUES)}")
     from pixelscene.sampling import default_engine
 
-    default_engine()  # a bad PIXELSCENE_SAMPLER stops the worker here, not every job
+    if default_engine() == "numpy":  # a bad PIXELSCENE_SAMPLER stops the worker here
+        from pixelscene.transformer.cpu_decode import warm_up
+
+        warm_up()  # the CPU sampler's compiled step, before the first job waits for it
     run_worker(settings, queues, name=args.name, burst=args.burst, max_jobs=args.max_jobs)
     return 0

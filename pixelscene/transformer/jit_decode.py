@@ -1,0 +1,264 @@
+"""`NumpyDecoder`'s step for a few rows, as one function compiled by Numba.
+
+A step at batch 1 with guidance has two rows, and it is bound by reading the weights (22.5 MB
+of float32 at `base`), not by arithmetic. NumPy also spends as long again dispatching the
+step's ~40 small products and their temporaries. Here the whole step is one compiled call:
+
+- each weight row is read once for all rows of the step: four weight rows at a time are
+  multiplied into every pair of rows, with float32 accumulators the compiler vectorises;
+- weights may be stored as float16 bits (int16), converted to float32 in registers as they
+  are read (F16C on x86, native on arm64; exact): models are saved as float16, so this
+  halves the bytes read and changes no value;
+- self-attention keys are stored transposed, (d, positions), so a query's scores over all
+  written positions are one vectorised loop, with no horizontal sums.
+
+Compiled on first use and cached on disk beside this file (Numba's cache), so later
+processes load the machine code instead of compiling it again.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+# Reassociation lets the compiler vectorise the dot products. No nnan/ninf: the caption mask
+# is a large negative bias, and softmax must stay exact about it.
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
+_F0 = np.float32(0.0)
+
+
+@intrinsic
+def _half_to_float(typingctx, bits):
+    """The float16 with these bits (int16), as float32: LLVM's `fpext half to float`, one
+    vcvtph2ps (x86 F16C) or fcvt (arm64) per 8 or 4 values once vectorised; exact."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.int16), codegen
+
+
+def _weight(row, k):
+    """Weight k of a row, as float32: float32 as stored, float16 bits (int16) converted."""
+
+
+@overload(_weight, inline="always")
+def _weight_impl(row, k):
+    if row.dtype == types.int16:
+        return lambda row, k: _half_to_float(row[k])
+    return lambda row, k: row[k]
+
+
+@nb.njit(fastmath=_FAST, cache=True)
+def weights_as_float32(w):
+    """A weight row (K,) as float32, read through `_weight` (for tests)."""
+    out = np.empty(w.shape[0], np.float32)
+    for k in range(w.shape[0]):
+        out[k] = _weight(w, k)
+    return out
+
+
+@nb.njit(fastmath=_FAST, cache=True)
+def _linear(w, b, x, out):
+    """out = x @ w.T + b for w (N, K) float32 or float16 bits (int16), x (R, K).
+
+    Four weight rows at a time, each multiplied into every pair of rows with eight float32
+    accumulators."""
+    N, K = w.shape
+    R = x.shape[0]
+    full = N - N % 4
+    for n in range(0, full, 4):
+        w0, w1, w2, w3 = w[n], w[n + 1], w[n + 2], w[n + 3]
+        for r in range(0, R, 2):
+            x0 = x[r]
+            x1 = x[r + 1] if r + 1 < R else x[r]
+            a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = _F0
+            for k in range(K):
+                u, v = x0[k], x1[k]
+                p0, p1, p2, p3 = _weight(w0, k), _weight(w1, k), _weight(w2, k), _weight(w3, k)
+                a0 += p0 * u
+                a1 += p1 * u
+                a2 += p2 * u
+                a3 += p3 * u
+                c0 += p0 * v
+                c1 += p1 * v
+                c2 += p2 * v
+                c3 += p3 * v
+            out[r, n] = a0 + b[n]
+            out[r, n + 1] = a1 + b[n + 1]
+            out[r, n + 2] = a2 + b[n + 2]
+            out[r, n + 3] = a3 + b[n + 3]
+            if r + 1 < R:
+                out[r + 1, n] = c0 + b[n]
+                out[r + 1, n + 1] = c1 + b[n + 1]
+                out[r + 1, n + 2] = c2 + b[n + 2]
+                out[r + 1, n + 3] = c3 + b[n + 3]
+    for n in range(full, N):
+        wn = w[n]
+        for r in range(R):
+            a0 = _F0
+            for k in range(K):
+                a0 += _weight(wn, k) * x[r, k]
+            out[r, n] = a0 + b[n]
+
+
+@nb.njit(fastmath=_FAST, cache=True)
+def _layer_norm(x, g, b, eps, out):
+    R, D = x.shape
+    for r in range(R):
+        mean = _F0
+        for i in range(D):
+            mean += x[r, i]
+        mean /= D
+        var = _F0
+        for i in range(D):
+            c = x[r, i] - mean
+            out[r, i] = c
+            var += c * c
+        inv = np.float32(1.0) / np.sqrt(var / D + eps)
+        for i in range(D):
+            out[r, i] = out[r, i] * inv * g[i] + b[i]
+
+
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)  # ln 2 split so that k * _LN2_HI is exact
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_POLY = tuple(np.float32(c) for c in (
+    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+    5.0000001201e-1))  # fmt: skip
+
+
+@nb.njit(fastmath=_FAST, cache=True)
+def _exp(x, bits):
+    """x = exp(x) in place for x <= 0, to float32 rounding (Cephes' expf polynomial), in
+    loops the compiler vectorises (a libm call per element cost more than the attention
+    arithmetic). Below -87 it returns exp(-87) ~ 1.6e-38 instead of a smaller number or 0;
+    bits is uint32 scratch of x's length."""
+    c0, c1, c2, c3, c4, c5 = _EXP_POLY
+    for j in range(x.shape[0]):
+        v = max(x[j], np.float32(-87.0))
+        k = np.floor(v * _LOG2E + np.float32(0.5))
+        r = v - k * _LN2_HI - k * _LN2_LO
+        p = ((((c0 * r + c1) * r + c2) * r + c3) * r + c4) * r + c5
+        x[j] = p * r * r + r + np.float32(1.0)
+        bits[j] = np.uint32(np.int32(k) + 127) << np.uint32(23)
+    scale = bits.view(np.float32)
+    for j in range(x.shape[0]):
+        x[j] *= scale[j]
+
+
+@nb.njit(fastmath=_FAST, cache=True)
+def exp_nonpositive(x):
+    """`_exp` on its own: x = exp(x) in place, for x <= 0."""
+    _exp(x, np.empty(x.shape[0], np.uint32))
+
+
+@nb.njit(fastmath=_FAST, cache=True)
+def _attend(q, keys_t, values, n, bias, scores, bits, out):
+    """One query per (row, head) over the first n positions.
+
+    q, out (R, H * d); keys_t (R, H, d, S) transposed; values (R, H, S, d); bias (R, S)
+    additive, or with no rows for none; scores (float32) and bits (uint32) are scratch of at
+    least n."""
+    R, H, d, _ = keys_t.shape
+    scale = np.float32(1.0) / np.sqrt(np.float32(d))
+    for r in range(R):
+        for h in range(H):
+            s = scores[:n]
+            s[:] = _F0
+            for i in range(d):
+                qi = q[r, h * d + i] * scale
+                ki = keys_t[r, h, i]
+                for j in range(n):
+                    s[j] += qi * ki[j]
+            if bias.shape[0]:
+                for j in range(n):
+                    s[j] += bias[r, j]
+            top = s.max()
+            for j in range(n):
+                s[j] -= top
+            _exp(s, bits[:n])
+            total = _F0
+            for j in range(n):
+                total += s[j]
+            o = out[r, h * d : (h + 1) * d]
+            o[:] = _F0
+            inv = np.float32(1.0) / total
+            for j in range(n):
+                p = s[j] * inv
+                vj = values[r, h, j]
+                for i in range(d):
+                    o[i] += p * vj[i]
+
+
+@nb.njit(fastmath=_FAST, cache=True, nogil=True)
+def step(x, t, eps, keys_t, values, cross_k_t, cross_v, cross_bias, norms, final_norm,
+         qkv_w, qkv_b, proj_w, proj_b, cq_w, cq_b, cp_w, cp_b, fc1_w, fc1_b, fc2_w, fc2_b,
+         head_w, head_b, logits):  # fmt: skip
+    """One decoding step for rows x (R, D) (token + position embeddings) at position t.
+
+    keys_t (layers, R, H, d, S) and values (layers, R, H, S, d) get position t written;
+    cross_k_t (layers, R, H, d, L), cross_v (layers, R, H, L, d) and cross_bias (R, L) are
+    the caption's; norms (layers, 3, 2, D) hold norm1..3 (scale, shift); final_norm (2, D);
+    *_w (layers, out, in) float32 or float16 bits (int16), *_b (layers, out); logits (R, V) is
+    written. x is overwritten with the residual stream."""
+    R, D = x.shape
+    H, d = keys_t.shape[2], keys_t.shape[3]
+    normed = np.empty((R, D), np.float32)
+    qkv = np.empty((R, 3 * D), np.float32)
+    att = np.empty((R, D), np.float32)
+    tmp = np.empty((R, D), np.float32)
+    hidden = np.empty((R, fc1_w.shape[1]), np.float32)
+    scores = np.empty(max(t + 1, cross_v.shape[3]), np.float32)
+    bits = np.empty(scores.shape[0], np.uint32)
+    no_bias = np.empty((0, 0), np.float32)
+    for layer in range(qkv_w.shape[0]):
+        nl = norms[layer]
+        _layer_norm(x, nl[0, 0], nl[0, 1], eps, normed)
+        _linear(qkv_w[layer], qkv_b[layer], normed, qkv)
+        kl, vl = keys_t[layer], values[layer]
+        for r in range(R):
+            for h in range(H):
+                for i in range(d):
+                    kl[r, h, i, t] = qkv[r, D + h * d + i]
+                    vl[r, h, t, i] = qkv[r, 2 * D + h * d + i]
+        _attend(qkv[:, :D], kl, vl, t + 1, no_bias, scores, bits, att)
+        _linear(proj_w[layer], proj_b[layer], att, tmp)
+        x += tmp
+        _layer_norm(x, nl[1, 0], nl[1, 1], eps, normed)
+        _linear(cq_w[layer], cq_b[layer], normed, tmp)
+        _attend(
+            tmp, cross_k_t[layer], cross_v[layer], cross_v.shape[3], cross_bias, scores, bits, att
+        )
+        _linear(cp_w[layer], cp_b[layer], att, tmp)
+        x += tmp
+        _layer_norm(x, nl[2, 0], nl[2, 1], eps, normed)
+        _linear(fc1_w[layer], fc1_b[layer], normed, hidden)
+        np.maximum(hidden, _F0, hidden)
+        _linear(fc2_w[layer], fc2_b[layer], hidden, tmp)
+        x += tmp
+    _layer_norm(x, final_norm[0], final_norm[1], eps, normed)
+    _linear(head_w, head_b, normed, logits)
+
+
+def warm_up() -> None:
+    """Compile (or load from Numba's cache) `step` for both weight formats, with arrays shaped
+    and laid out as `NumpyDecoder` passes them, so a worker's first job does not wait."""
+    layers, rows, heads, d, seq, text, vocab = 1, 2, 2, 4, 3, 2, 5
+    dim = heads * d
+    f32 = np.float32
+    for dtype in (np.int16, f32):
+        weights = []
+        for out, inp in ((3 * dim, dim), (dim, dim), (dim, dim), (dim, dim), (4 * dim, dim)):
+            weights += [np.zeros((layers, out, inp), dtype), np.zeros((layers, out), f32)]
+        weights += [np.zeros((layers, dim, 4 * dim), dtype), np.zeros((layers, dim), f32)]
+        step(
+            np.zeros((rows, dim), f32), 0, f32(1e-5),
+            np.zeros((layers, rows, heads, d, seq), f32), np.zeros((layers, rows, heads, seq, d), f32),
+            np.zeros((layers, rows, heads, d, text), f32), np.zeros((layers, rows, heads, text, d), f32),
+            np.zeros((rows, text), f32), np.ones((layers, 3, 2, dim), f32), np.ones((2, dim), f32),
+            *weights, np.zeros((vocab, dim), dtype), np.zeros(vocab, f32), np.empty((rows, vocab), f32),
+        )  # fmt: skip
