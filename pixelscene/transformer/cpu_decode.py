@@ -11,8 +11,8 @@ the weights. `NumpyDecoder` runs the same step on weights copied out of the mode
   `PARALLEL_MIN_ROWS` rows or more is split over the CPUs, one part per thread;
 - without Numba (or with `jit=False`), in NumPy: one gemv per row for few rows, one gemm
   for many;
-- the self-attention keys/values live in preallocated buffers (keys transposed, (d, S)) and
-  a step attends over exactly the positions written so far;
+- the self-attention keys/values live in preallocated (B, H, S, d) buffers and a step
+  attends over exactly the positions written so far;
 - the caption's cross-attention keys/values and mask come from `ImageTransformer.context`
   (MLX), computed once per prompt batch.
 
@@ -124,9 +124,9 @@ def _softmax_rows(s: np.ndarray) -> np.ndarray:
     return s
 
 
-def _attend(q: np.ndarray, k_t: np.ndarray, v: np.ndarray, bias=None) -> np.ndarray:
-    """One query per (row, head): q (B, H, d) pre-scaled, k_t (B, H, d, n), v (B, H, n, d)."""
-    s = np.matmul(q[:, :, None, :], k_t)[:, :, 0]  # (B, H, n)
+def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias=None) -> np.ndarray:
+    """One query per (row, head): q (B, H, d) pre-scaled, k/v (B, H, n, d) -> (B, H, d)."""
+    s = np.matmul(k, q[..., None])[..., 0]  # (B, H, n)
     if bias is not None:
         s += bias
     return np.matmul(_softmax_rows(s)[:, :, None, :], v)[:, :, 0]
@@ -200,16 +200,13 @@ class NumpyDecoder:
 
     def _part(self, cross_k, cross_v, bias) -> dict:
         B = len(bias)
+        shape = (self.num_layers, B, self.heads, self.seq_len, self.head_dim)
         return {
-            "cross_k_t": np.ascontiguousarray(cross_k.transpose(0, 1, 2, 4, 3)),
+            "cross_k": np.ascontiguousarray(cross_k),
             "cross_v": np.ascontiguousarray(cross_v),
             "bias": np.ascontiguousarray(bias),
-            "keys_t": np.zeros(
-                (self.num_layers, B, self.heads, self.head_dim, self.seq_len), np.float32
-            ),
-            "values": np.zeros(
-                (self.num_layers, B, self.heads, self.seq_len, self.head_dim), np.float32
-            ),
+            "keys": np.zeros(shape, np.float32),
+            "values": np.zeros(shape, np.float32),
         }
 
     def step(self, state: dict, tokens: np.ndarray, t: int) -> np.ndarray:
@@ -238,7 +235,7 @@ class NumpyDecoder:
         *layer_w, head_w = self._jit_matrices
         weights = [a for w, (_, b) in zip(layer_w, self.layers.values()) for a in (w, b)]
         jit_decode.step(
-            x, t, np.float32(self.eps), part["keys_t"], part["values"], part["cross_k_t"],
+            x, t, np.float32(self.eps), part["keys"], part["values"], part["cross_k"],
             part["cross_v"], part["bias"], self.norms, self.final_norm, *weights, head_w,
             self.head[1], logits,
         )  # fmt: skip
@@ -251,16 +248,16 @@ class NumpyDecoder:
             norms = self.norms[i]
             h = _layer_norm(x, norms[0], self.eps)
             qkv = _linear(lin["qkv"][0][i], lin["qkv"][1][i], h).reshape(B, 3, H, d)
-            keys_t, values = state["keys_t"][i], state["values"][i]
-            keys_t[:, :, :, t] = qkv[:, 1]
+            keys, values = state["keys"][i], state["values"][i]
+            keys[:, :, t] = qkv[:, 1]
             values[:, :, t] = qkv[:, 2]
-            a = _attend(qkv[:, 0] * self.scale, keys_t[..., : t + 1], values[:, :, : t + 1])
+            a = _attend(qkv[:, 0] * self.scale, keys[:, :, : t + 1], values[:, :, : t + 1])
             x += _linear(lin["proj"][0][i], lin["proj"][1][i], a.reshape(B, self.dim))
             q = _linear(
                 lin["cross_q"][0][i], lin["cross_q"][1][i], _layer_norm(x, norms[1], self.eps)
             )
             a = _attend(
-                q.reshape(B, H, d) * self.scale, state["cross_k_t"][i], state["cross_v"][i], bias
+                q.reshape(B, H, d) * self.scale, state["cross_k"][i], state["cross_v"][i], bias
             )
             x += _linear(lin["cross_proj"][0][i], lin["cross_proj"][1][i], a.reshape(B, self.dim))
             h = _linear(lin["fc1"][0][i], lin["fc1"][1][i], _layer_norm(x, norms[2], self.eps))

@@ -9,8 +9,8 @@ step's ~40 small products and their temporaries. Here the whole step is one comp
 - weights may be stored as float16 bits (int16), converted to float32 in registers as they
   are read (F16C on x86, native on arm64; exact): models are saved as float16, so this
   halves the bytes read and changes no value;
-- self-attention keys are stored transposed, (d, positions), so a query's scores over all
-  written positions are one vectorised loop, with no horizontal sums.
+- attention reads each head's keys/values front to back over exactly the positions written,
+  with a vectorised exp (`_exp`).
 
 Compiled on first use and cached on disk beside this file (Numba's cache), so later
 processes load the machine code instead of compiling it again.
@@ -157,56 +157,56 @@ def exp_nonpositive(x):
 
 
 @nb.njit(fastmath=_FAST, cache=True)
-def _attend(q, keys_t, values, n, bias, scores, bits, out):
-    """One query per (row, head) over the first n positions.
+def _attend(q, keys, values, n, bias, scores, bits, out):
+    """One query per (row, head) over the first n positions of keys/values (R, H, S, d).
 
-    q, out (R, H * d); keys_t (R, H, d, S) transposed; values (R, H, S, d); bias (R, S)
-    additive, or with no rows for none; scores (float32) and bits (uint32) are scratch of at
-    least n."""
-    R, H, d, _ = keys_t.shape
+    q, out (R, H * d); bias (R, S) additive, or with no rows for none; scores (float32) and
+    bits (uint32) are scratch of at least n. Indexes whole arrays rather than slicing them
+    (a slice costs reference counting) and reads each head's positions front to back."""
+    R, H, _, d = keys.shape
     scale = np.float32(1.0) / np.sqrt(np.float32(d))
+    has_bias = bias.shape[0] > 0
+    s, b = scores[:n], bits[:n]
     for r in range(R):
         for h in range(H):
-            s = scores[:n]
-            s[:] = _F0
-            for i in range(d):
-                qi = q[r, h * d + i] * scale
-                ki = keys_t[r, h, i]
-                for j in range(n):
-                    s[j] += qi * ki[j]
-            if bias.shape[0]:
-                for j in range(n):
-                    s[j] += bias[r, j]
-            top = s.max()
+            base = h * d
+            top = np.float32(-np.inf)
+            for j in range(n):
+                acc = _F0
+                for i in range(d):
+                    acc += q[r, base + i] * keys[r, h, j, i]
+                acc *= scale
+                if has_bias:
+                    acc += bias[r, j]
+                s[j] = acc
+                top = max(top, acc)
             for j in range(n):
                 s[j] -= top
-            _exp(s, bits[:n])
+            _exp(s, b)
             total = _F0
             for j in range(n):
                 total += s[j]
-            o = out[r, h * d : (h + 1) * d]
-            o[:] = _F0
             inv = np.float32(1.0) / total
+            for i in range(d):
+                out[r, base + i] = _F0
             for j in range(n):
                 p = s[j] * inv
-                vj = values[r, h, j]
                 for i in range(d):
-                    o[i] += p * vj[i]
+                    out[r, base + i] += p * values[r, h, j, i]
 
 
 @nb.njit(fastmath=_FAST, cache=True, nogil=True)
-def step(x, t, eps, keys_t, values, cross_k_t, cross_v, cross_bias, norms, final_norm,
+def step(x, t, eps, keys, values, cross_k, cross_v, cross_bias, norms, final_norm,
          qkv_w, qkv_b, proj_w, proj_b, cq_w, cq_b, cp_w, cp_b, fc1_w, fc1_b, fc2_w, fc2_b,
          head_w, head_b, logits):  # fmt: skip
     """One decoding step for rows x (R, D) (token + position embeddings) at position t.
 
-    keys_t (layers, R, H, d, S) and values (layers, R, H, S, d) get position t written;
-    cross_k_t (layers, R, H, d, L), cross_v (layers, R, H, L, d) and cross_bias (R, L) are
-    the caption's; norms (layers, 3, 2, D) hold norm1..3 (scale, shift); final_norm (2, D);
+    keys/values (layers, R, H, S, d) get position t written; cross_k/cross_v (layers, R, H,
+    L, d) and cross_bias (R, L) are the caption's; norms (layers, 3, 2, D) hold norm1..3 (scale, shift); final_norm (2, D);
     *_w (layers, out, in) float32 or float16 bits (int16), *_b (layers, out); logits (R, V) is
     written. x is overwritten with the residual stream."""
     R, D = x.shape
-    H, d = keys_t.shape[2], keys_t.shape[3]
+    H, d = keys.shape[2], keys.shape[4]
     normed = np.empty((R, D), np.float32)
     qkv = np.empty((R, 3 * D), np.float32)
     att = np.empty((R, D), np.float32)
@@ -219,11 +219,11 @@ def step(x, t, eps, keys_t, values, cross_k_t, cross_v, cross_bias, norms, final
         nl = norms[layer]
         _layer_norm(x, nl[0, 0], nl[0, 1], eps, normed)
         _linear(qkv_w[layer], qkv_b[layer], normed, qkv)
-        kl, vl = keys_t[layer], values[layer]
+        kl, vl = keys[layer], values[layer]
         for r in range(R):
             for h in range(H):
                 for i in range(d):
-                    kl[r, h, i, t] = qkv[r, D + h * d + i]
+                    kl[r, h, t, i] = qkv[r, D + h * d + i]
                     vl[r, h, t, i] = qkv[r, 2 * D + h * d + i]
         _attend(qkv[:, :D], kl, vl, t + 1, no_bias, scores, bits, att)
         _linear(proj_w[layer], proj_b[layer], att, tmp)
@@ -231,7 +231,7 @@ def step(x, t, eps, keys_t, values, cross_k_t, cross_v, cross_bias, norms, final
         _layer_norm(x, nl[1, 0], nl[1, 1], eps, normed)
         _linear(cq_w[layer], cq_b[layer], normed, tmp)
         _attend(
-            tmp, cross_k_t[layer], cross_v[layer], cross_v.shape[3], cross_bias, scores, bits, att
+            tmp, cross_k[layer], cross_v[layer], cross_v.shape[3], cross_bias, scores, bits, att
         )
         _linear(cp_w[layer], cp_b[layer], att, tmp)
         x += tmp
@@ -257,8 +257,8 @@ def warm_up() -> None:
         weights += [np.zeros((layers, dim, 4 * dim), dtype), np.zeros((layers, dim), f32)]
         step(
             np.zeros((rows, dim), f32), 0, f32(1e-5),
-            np.zeros((layers, rows, heads, d, seq), f32), np.zeros((layers, rows, heads, seq, d), f32),
-            np.zeros((layers, rows, heads, d, text), f32), np.zeros((layers, rows, heads, text, d), f32),
+            np.zeros((layers, rows, heads, seq, d), f32), np.zeros((layers, rows, heads, seq, d), f32),
+            np.zeros((layers, rows, heads, text, d), f32), np.zeros((layers, rows, heads, text, d), f32),
             np.zeros((rows, text), f32), np.ones((layers, 3, 2, dim), f32), np.ones((2, dim), f32),
             *weights, np.zeros((vocab, dim), dtype), np.zeros(vocab, f32), np.empty((rows, vocab), f32),
         )  # fmt: skip
