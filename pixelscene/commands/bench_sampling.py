@@ -3,9 +3,11 @@
 The plan's sampler re-runs the whole growing prefix through the model for every new token
 (no cache, no compilation, softmax probabilities fed to `categorical` as the plan wrote it).
 The cached sampler is timed with each engine (`mlx`: compiled MLX steps; `numpy`: the
-NumPy decoding step MLX's CPU device uses by default), after one untimed run of the same
+CPU decoding step MLX's CPU device uses by default), after one untimed run of the same
 batch size has compiled its steps. `cached_*` figures are the default engine's; the
-`engines` entry has both, measured side by side in the same process. The plan's sampler
+`engines` entry has both, measured side by side in the same process. Every figure is the
+fastest of `--repeats` runs, the engines taking turns, so that a burst of load from
+elsewhere on a shared machine shows up in neither the figures nor their ratios. The plan's sampler
 is slow, so by default only its first and last K tokens are timed and the per-token time,
 linear in the prefix length, is extrapolated to the whole sequence; the output says so.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batches", default="1,8,32", help="batch sizes of the cached sampler")
     parser.add_argument(
         "--engines", default="numpy,mlx", help="comma-separated sampler engines to time"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="time each setting this many times (engines interleaved) and keep the fastest",
     )
 
 
@@ -46,19 +55,24 @@ def plan_generate(model, ctx, batch: int, first: int, count: int):
     return generated
 
 
-def time_plan(model, ctx, k: int) -> tuple[float, bool]:
+def _fastest(fn, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls of fn()."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def time_plan(model, ctx, k: int, repeats: int = 1) -> tuple[float, bool]:
     """Seconds for one image of the plan's sampler (seq_len - 1 tokens), maybe extrapolated."""
     total = model.seq_len - 1
     if k <= 0 or 2 * k >= total:
-        t0 = time.perf_counter()
-        plan_generate(model, ctx, 1, 1, total)
-        return time.perf_counter() - t0, False
-    t0 = time.perf_counter()
-    plan_generate(model, ctx, 1, 1, k)  # prefixes 1..k
-    early = (time.perf_counter() - t0) / k
-    t0 = time.perf_counter()
-    plan_generate(model, ctx, 1, total - k + 1, k)  # prefixes total-k+1..total
-    late = (time.perf_counter() - t0) / k
+        return _fastest(lambda: plan_generate(model, ctx, 1, 1, total), repeats), False
+    early = _fastest(lambda: plan_generate(model, ctx, 1, 1, k), repeats) / k  # prefixes 1..k
+    # prefixes total-k+1..total
+    late = _fastest(lambda: plan_generate(model, ctx, 1, total - k + 1, k), repeats) / k
     # per-token cost is ~linear in the prefix length: integrate the line through both points
     mid_early, mid_late = (1 + k) / 2, total - k / 2
     slope = (late - early) / (mid_late - mid_early)
@@ -74,7 +88,9 @@ def peak_rss_mb() -> float:
     return round(peak / 2**20 if sys.platform == "darwin" else peak / 2**10, 1)
 
 
-def bench_preset(name: str, batches: list[int], plan_tokens: int, engines: list[str]) -> dict:
+def bench_preset(
+    name: str, batches: list[int], plan_tokens: int, engines: list[str], repeats: int = 3
+) -> dict:
     import mlx.core as mx
     import numpy as np
     from mlx.utils import tree_map
@@ -106,27 +122,31 @@ def bench_preset(name: str, batches: list[int], plan_tokens: int, engines: list[
     mx.reset_peak_memory()
     result: dict = {"params": int(sum(v.size for _, v in _flat(model.parameters())))}
     result["weights"] = "random, float16 values"
-    plan_s, extrapolated = time_plan(model, model.context(states, mask), plan_tokens)
+    plan_s, extrapolated = time_plan(model, model.context(states, mask), plan_tokens, repeats)
     result["plan_sampler_s_per_image"] = round(plan_s, 3)
     result["plan_sampler_extrapolated"] = extrapolated
     if extrapolated:
         result["plan_sampler_tokens_timed"] = 2 * plan_tokens
 
-    def cached(b: int, **kw) -> float:
-        seeds = list(range(b))
-        sample_codes(model, states, mask, seeds=seeds, **kw)  # compiles every window's step
-        t0 = time.perf_counter()
-        codes = sample_codes(model, states, mask, seeds=seeds, **kw)
+    def run(b: int, **kw) -> None:
+        codes = sample_codes(model, states, mask, seeds=list(range(b)), **kw)
         assert codes.shape == (b, H * W) and np.all((codes >= 0) & (codes < model.codebook_size))
-        return (time.perf_counter() - t0) / b
 
     default = default_engine()
-    timed = {}
-    for engine in engines:
-        kw = {**settings, "engine": engine}
-        row = {f"b{b}_s_per_image": round(cached(b, **kw), 4) for b in batches}
-        row["b1_nocfg_s_per_image"] = round(cached(1, **{**kw, "cfg_scale": 1.0}), 4)
-        timed[engine] = row
+    runs = [(f"b{b}_s_per_image", b, {}) for b in batches]
+    runs.append(("b1_nocfg_s_per_image", 1, {"cfg_scale": 1.0}))
+    timed: dict[str, dict] = {engine: {} for engine in engines}
+    for key, b, extra in runs:
+        kws = {engine: {**settings, **extra, "engine": engine} for engine in engines}
+        for engine in engines:
+            run(b, **kws[engine])  # compiles every window's step
+        best = {engine: float("inf") for engine in engines}
+        for _ in range(max(1, repeats)):
+            for engine in engines:  # taking turns
+                seconds = _fastest(partial(run, b, **kws[engine]), 1)
+                best[engine] = min(best[engine], seconds)
+        for engine in engines:
+            timed[engine][key] = round(best[engine] / b, 4)
     result["engine"] = default if default in timed else engines[0]
     for k, v in timed[result["engine"]].items():
         result[f"cached_{k}"] = v
@@ -141,6 +161,7 @@ def bench_preset(name: str, batches: list[int], plan_tokens: int, engines: list[
         for b in batches:
             if b > 1:  # per-image time at batch b as a fraction of batch 1 (target <= 1/6)
                 result[f"ratio_b{b}_to_b1"] = round(result[f"cached_b{b}_s_per_image"] / b1, 3)
+    result["repeats"] = repeats
     result["attention_window_chunk"] = WINDOW_CHUNK
     result["cfg_scale"] = s.cfg_scale
     result["peak_memory_mb"] = round(mx.get_peak_memory() / 2**20, 1)  # MLX buffers
@@ -167,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
         raise PixelsceneError(f"--engines takes {', '.join(ENGINES)}, got {args.engines!r}")
     out = {}
     for name in [p for p in args.presets.split(",") if p]:
-        out[name] = bench_preset(name, batches, args.plan_tokens, engines)
+        if args.repeats < 1:
+            raise PixelsceneError(f"--repeats must be at least 1, got {args.repeats}")
+        out[name] = bench_preset(name, batches, args.plan_tokens, engines, args.repeats)
         if not args.json:
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in out[name].items()), flush=True)
     out["device"] = str(mx.default_device())
