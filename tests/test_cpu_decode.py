@@ -10,11 +10,12 @@ from pixelscene.transformer.cpu_decode import (
     PARALLEL_MIN_ROWS,
     NumpyDecoder,
     _cpu_count,
-    jit_decode,
+    compiled_steps,
     warm_up,
 )
 
 L = MICRO_TEXT_LEN
+jit_decode = compiled_steps()
 
 
 def build(pooled_text: bool) -> ImageTransformer:

@@ -30,10 +30,18 @@ import numpy as np
 
 from pixelscene.transformer.model import Context, ImageTransformer
 
-try:  # the compiled step for few rows; without Numba every step runs on NumPy
-    from pixelscene.transformer import jit_decode
-except ImportError:  # pragma: no cover - Numba is a dependency; a broken install falls back
-    jit_decode = None
+
+@cache
+def compiled_steps():
+    """The `jit_decode` module, or None where Numba cannot be imported (then every step runs
+    on NumPy). Imported on first use: Numba and LLVM add ~120 MB to a process, which a
+    worker sampling with MLX on a GPU does not need."""
+    try:
+        from pixelscene.transformer import jit_decode
+    except ImportError:  # pragma: no cover - Numba is a dependency; a broken install falls back
+        return None
+    return jit_decode
+
 
 # NumPy path: up to this many rows a product is one gemv per row. Each gemv streams the
 # matrix, yet two still beat one small-M sgemm, which packs it first (256x256: 2 x 5.3 us
@@ -67,8 +75,8 @@ _LINEARS = (
 def warm_up() -> None:
     """Have the compiled step ready (compiled, or loaded from Numba's on-disk cache): about
     10 s the first time on a machine, under a second after. No-op without Numba."""
-    if jit_decode is not None:
-        jit_decode.warm_up()
+    if compiled_steps() is not None:
+        compiled_steps().warm_up()
 
 
 def _np(a: mx.array) -> np.ndarray:
@@ -143,9 +151,10 @@ class NumpyDecoder:
     """
 
     def __init__(self, model: ImageTransformer, jit: bool | None = None):
-        if jit and jit_decode is None:
+        available = compiled_steps() is not None
+        if jit and not available:
             raise RuntimeError("the compiled decoding step needs Numba (pip install numba)")
-        self.jit = jit_decode is not None if jit is None else jit
+        self.jit = available if jit is None else jit
         self.dim = model.cfg.embed_dim
         self.heads = model.num_heads
         self.head_dim = self.dim // self.heads
@@ -234,7 +243,7 @@ class NumpyDecoder:
     def _jit_step(self, part: dict, x: np.ndarray, t: int, logits: np.ndarray) -> None:
         *layer_w, head_w = self._jit_matrices
         weights = [a for w, (_, b) in zip(layer_w, self.layers.values()) for a in (w, b)]
-        jit_decode.step(
+        compiled_steps().step(
             x, t, np.float32(self.eps), part["keys"], part["values"], part["cross_k"],
             part["cross_v"], part["bias"], self.norms, self.final_norm, *weights, head_w,
             self.head[1], logits,
