@@ -9,8 +9,8 @@ from pixelscene.transformer.cpu_decode import (
     GEMV_MAX_ROWS,
     PARALLEL_MIN_ROWS,
     NumpyDecoder,
-    _cpu_count,
     compiled_steps,
+    sampler_threads,
     warm_up,
 )
 
@@ -63,7 +63,7 @@ def test_steps_match_the_mlx_forward_over_a_whole_sequence(pooled, batch, jit):
     dec = NumpyDecoder(m, jit=jit)
     state = dec.start(ctx)
     parallel = jit and batch >= PARALLEL_MIN_ROWS
-    assert len(state["parts"]) == (min(2, _cpu_count()) if parallel else 1)
+    assert len(state["parts"]) == (min(2, sampler_threads()) if parallel else 1)
     out = np.stack([dec.step(state, tokens[:, t], t) for t in range(m.seq_len)], axis=1)
     assert out.shape == ref.shape and out.dtype == np.float32
     assert np.abs(out - ref).max() < 1e-4
@@ -177,3 +177,18 @@ def test_warm_up_compiles_what_real_steps_use():
             state = dec.start(context(m, batch))
             dec.step(state, np.full(batch, m.bos_id), 0)
     assert len(jit_decode.step.signatures) == compiled  # nothing new compiled
+
+
+def test_sampler_threads_setting(monkeypatch):
+    from pixelscene.errors import PixelsceneError
+
+    monkeypatch.setenv("PIXELSCENE_SAMPLER_THREADS", "3")
+    assert sampler_threads() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("PIXELSCENE_SAMPLER_THREADS", bad)
+        with pytest.raises(PixelsceneError, match="PIXELSCENE_SAMPLER_THREADS"):
+            sampler_threads()
+    monkeypatch.setenv("PIXELSCENE_SAMPLER_THREADS", "1")
+    m = build(False)
+    state = NumpyDecoder(m).start(context(m, PARALLEL_MIN_ROWS + 1))
+    assert len(state["parts"]) == 1  # one thread: no split

@@ -28,6 +28,7 @@ from functools import cache
 import mlx.core as mx
 import numpy as np
 
+from pixelscene.errors import PixelsceneError
 from pixelscene.transformer.model import Context, ImageTransformer
 
 
@@ -51,14 +52,23 @@ GEMV_MAX_ROWS = 4
 PARALLEL_MIN_ROWS = 8
 
 
-def _cpu_count() -> int:
+def sampler_threads() -> int:
+    """Threads the compiled step may use: `PIXELSCENE_SAMPLER_THREADS`, else the CPUs this
+    process may run on (`pixelscene up --workers N` gives each worker its share)."""
+    value = os.environ.get("PIXELSCENE_SAMPLER_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise PixelsceneError(
+                f"PIXELSCENE_SAMPLER_THREADS must be a positive whole number, got {value!r}"
+            )
+        return int(value)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @cache
 def _pool() -> ThreadPoolExecutor:
     """Threads for the parts of a batch after the first (the caller steps that one)."""
-    return ThreadPoolExecutor(max(1, _cpu_count() - 1), thread_name_prefix="pixelscene-decode")
+    return ThreadPoolExecutor(max(1, sampler_threads() - 1), thread_name_prefix="pixelscene-decode")
 
 
 # A block's linear layers in `jit_decode.step`'s argument order.
@@ -197,7 +207,7 @@ class NumpyDecoder:
         B = len(bias)
         parts = 1
         if self.jit and B >= PARALLEL_MIN_ROWS:
-            parts = min(_cpu_count(), B // (PARALLEL_MIN_ROWS // 2))
+            parts = min(sampler_threads(), B // (PARALLEL_MIN_ROWS // 2))
         bounds = [B * i // parts for i in range(parts + 1)]
         return {
             "pooled": None if ctx.pooled is None else _np(ctx.pooled)[:, 0],  # (B, dim)

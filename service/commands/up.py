@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env["PIXELSCENE_OBJECTS_DIR"] = str(data_dir / "objects")
     env.setdefault("PIXELSCENE_WEBHOOK_SECRET", _webhook_secret(data_dir))
-    env.update(blas_threads_env(env, max(1, args.workers)))
+    env.update(thread_share_env(env, max(1, args.workers)))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -192,18 +192,19 @@ def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], stop: threa
     return False
 
 
-def blas_threads_env(env: dict[str, str], workers: int, cores: int | None = None) -> dict:
-    """OPENBLAS_NUM_THREADS for `workers` worker processes sharing the machine's cores.
+THREAD_SETTINGS = ("OPENBLAS_NUM_THREADS", "PIXELSCENE_SAMPLER_THREADS")
 
-    Sampling's small matrix products gain nothing from a second BLAS thread (measured on 2
-    cores: batch 1 took 2.37 s per image with one thread, 2.60 s with two), so with several
-    workers each gets an equal share of the cores instead of all of them fighting. A value
+
+def thread_share_env(env: dict[str, str], workers: int, cores: int | None = None) -> dict:
+    """BLAS and CPU-sampler threads for `workers` worker processes sharing the machine's cores.
+
+    Each worker gets an equal share of the cores instead of all of them fighting over every
+    core (the CPU sampler splits a large batch over its threads; BLAS runs the VQGAN). A value
     already in the environment wins.
     """
-    if "OPENBLAS_NUM_THREADS" in env:
-        return {}
     cores = cores or os.cpu_count() or 1
-    return {"OPENBLAS_NUM_THREADS": str(max(1, cores // workers))}
+    share = str(max(1, cores // workers))
+    return {name: share for name in THREAD_SETTINGS if name not in env}
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -157,10 +157,12 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_workers_share_the_cores_between_their_blas_threads():
-    from service.commands.up import blas_threads_env
+def test_workers_share_the_cores_between_their_threads():
+    from service.commands.up import thread_share_env
 
-    assert blas_threads_env({}, workers=1, cores=2) == {"OPENBLAS_NUM_THREADS": "2"}
-    assert blas_threads_env({}, workers=2, cores=2) == {"OPENBLAS_NUM_THREADS": "1"}
-    assert blas_threads_env({}, workers=4, cores=2) == {"OPENBLAS_NUM_THREADS": "1"}
-    assert blas_threads_env({"OPENBLAS_NUM_THREADS": "3"}, workers=2, cores=8) == {}
+    both = ("OPENBLAS_NUM_THREADS", "PIXELSCENE_SAMPLER_THREADS")
+    assert thread_share_env({}, workers=1, cores=2) == dict.fromkeys(both, "2")
+    assert thread_share_env({}, workers=2, cores=2) == dict.fromkeys(both, "1")
+    assert thread_share_env({}, workers=4, cores=2) == dict.fromkeys(both, "1")
+    set_one = thread_share_env({"OPENBLAS_NUM_THREADS": "3"}, workers=2, cores=8)
+    assert set_one == {"PIXELSCENE_SAMPLER_THREADS": "4"}

@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from pixelscene.sampling import default_engine
 
     if default_engine() == "numpy":  # a bad PIXELSCENE_SAMPLER stops the worker here
-        from pixelscene.transformer.cpu_decode import warm_up
+        from pixelscene.transformer.cpu_decode import sampler_threads, warm_up
 
+        sampler_threads()  # and so does a bad PIXELSCENE_SAMPLER_THREADS
         warm_up()  # the CPU sampler's compiled step, before the first job waits for it
     run_worker(settings, queues, name=args.name, burst=args.burst, max_jobs=args.max_jobs)
     return 0
