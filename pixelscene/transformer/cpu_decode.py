@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+from functools import cache, partial
 
 import mlx.core as mx
 import numpy as np
@@ -262,24 +262,23 @@ class NumpyDecoder:
     def _numpy_step(self, state: dict, x: np.ndarray, t: int) -> np.ndarray:
         B, H, d = len(x), self.heads, self.head_dim
         bias = state["bias"][:, None, :]
-        lin = {name: (w, b) for name, (w, b) in self.layers.items()}
         for i in range(self.num_layers):
+            linear = partial(self._layer_linear, i)
             norms = self.norms[i]
-            h = _layer_norm(x, norms[0], self.eps)
-            qkv = _linear(lin["qkv"][0][i], lin["qkv"][1][i], h).reshape(B, 3, H, d)
+            qkv = linear("qkv", _layer_norm(x, norms[0], self.eps)).reshape(B, 3, H, d)
             keys, values = state["keys"][i], state["values"][i]
             keys[:, :, t] = qkv[:, 1]
             values[:, :, t] = qkv[:, 2]
             a = _attend(qkv[:, 0] * self.scale, keys[:, :, : t + 1], values[:, :, : t + 1])
-            x += _linear(lin["proj"][0][i], lin["proj"][1][i], a.reshape(B, self.dim))
-            q = _linear(
-                lin["cross_q"][0][i], lin["cross_q"][1][i], _layer_norm(x, norms[1], self.eps)
-            )
-            a = _attend(
-                q.reshape(B, H, d) * self.scale, state["cross_k"][i], state["cross_v"][i], bias
-            )
-            x += _linear(lin["cross_proj"][0][i], lin["cross_proj"][1][i], a.reshape(B, self.dim))
-            h = _linear(lin["fc1"][0][i], lin["fc1"][1][i], _layer_norm(x, norms[2], self.eps))
+            x += linear("proj", a.reshape(B, self.dim))
+            q = linear("cross_q", _layer_norm(x, norms[1], self.eps)).reshape(B, H, d)
+            a = _attend(q * self.scale, state["cross_k"][i], state["cross_v"][i], bias)
+            x += linear("cross_proj", a.reshape(B, self.dim))
+            h = linear("fc1", _layer_norm(x, norms[2], self.eps))
             np.maximum(h, 0.0, out=h)
-            x += _linear(lin["fc2"][0][i], lin["fc2"][1][i], h)
+            x += linear("fc2", h)
         return _linear(*self.head, _layer_norm(x, self.final_norm, self.eps))
+
+    def _layer_linear(self, layer: int, name: str, inputs: np.ndarray) -> np.ndarray:
+        w, b = self.layers[name]
+        return _linear(w[layer], b[layer], inputs)

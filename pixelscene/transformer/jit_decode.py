@@ -1,8 +1,9 @@
-"""`NumpyDecoder`'s step for a few rows, as one function compiled by Numba.
+"""`NumpyDecoder`'s decoding step as one function compiled by Numba.
 
 A step at batch 1 with guidance has two rows, and it is bound by reading the weights (22.5 MB
-of float32 at `base`), not by arithmetic. NumPy also spends as long again dispatching the
-step's ~40 small products and their temporaries. Here the whole step is one compiled call:
+of float32 at `base`), not by arithmetic; NumPy also spends as long again dispatching the
+step's ~40 small products and their temporaries. Here the whole step is one compiled call
+that releases the GIL (a large batch runs one call per part, on its own thread):
 
 - each weight row is read once for all rows of the step: four weight rows at a time are
   multiplied into every pair of rows, with float32 accumulators the compiler vectorises;
