@@ -157,10 +157,11 @@ class NumpyDecoder:
     tokens), then `logits = dec.step(state, tokens, t)` for t = 0, 1, ... with the token
     (B,) int at position t (BOS first). Weights are copied at construction: rebuild after
     the model's weights change. `jit=False` keeps every step on NumPy (the default steps
-    compiled where Numba is installed).
+    compiled where Numba is installed); `half=False` keeps the compiled step's weights
+    float32 even where float16 holds them exactly.
     """
 
-    def __init__(self, model: ImageTransformer, jit: bool | None = None):
+    def __init__(self, model: ImageTransformer, jit: bool | None = None, half: bool | None = None):
         available = compiled_steps() is not None
         if jit and not available:
             raise RuntimeError("the compiled decoding step needs Numba (pip install numba)")
@@ -188,7 +189,7 @@ class NumpyDecoder:
         # The compiled step reads float16 bits where that loses nothing (a model loaded from
         # its float16 file), float32 otherwise.
         matrices = [w for w, _ in self.layers.values()] + [self.head[0]]
-        halves = [_as_half_bits(w) for w in matrices]
+        halves = [_as_half_bits(w) for w in matrices] if half is not False else [None]
         self.half = all(h is not None for h in halves)
         self._jit_matrices = halves if self.half else matrices
 
