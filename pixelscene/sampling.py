@@ -233,8 +233,9 @@ def _numpy_pick(noise: mx.array, temperature, top_k, top_p, cfg_scale):
     scale = np.float32(cfg_scale)
 
     def pick(logits: np.ndarray, t: int) -> np.ndarray:
-        if cfg_scale != 1.0:
-            cond, uncond = np.split(logits, 2)
+        if cfg_scale != 1.0:  # rows [conditional; unconditional], as `guided`
+            half = len(logits) // 2
+            cond, uncond = logits[:half], logits[half:]
             logits = uncond + scale * (cond - uncond)
         if temperature <= 0:
             return np.argmax(logits, axis=-1).astype(np.int32)
