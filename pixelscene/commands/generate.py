@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from pixelscene.errors import PixelsceneError
     from pixelscene.model_io import atomic_write_bytes
     from pixelscene.pipeline import PixelScene
+    from pixelscene.sampling import default_engine
+    from pixelscene.transformer.cpu_decode import warm_up
 
     if args.num < 1:
         raise PixelsceneError("-n must be >= 1")
@@ -63,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     scene = PixelScene.load(args.model)
     settings = scene.resolve_settings(args.temperature, args.top_k, args.top_p, args.cfg)
+    if default_engine() == "numpy":
+        warm_up()  # before the progress bar: the first run on a machine compiles (~10 s)
     steps = scene.iter_generate(
         [args.prompt], n=args.num, seed=args.seed, batch_size=args.batch, **settings
     )

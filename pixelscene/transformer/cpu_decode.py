@@ -21,7 +21,9 @@ Logits agree with `ImageTransformer.decode` to float32 rounding (tests check 1e-
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 
@@ -30,6 +32,8 @@ import numpy as np
 
 from pixelscene.errors import PixelsceneError
 from pixelscene.transformer.model import Context, ImageTransformer
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -85,8 +89,13 @@ _LINEARS = (
 def warm_up() -> None:
     """Have the compiled step ready (compiled, or loaded from Numba's on-disk cache): about
     10 s the first time on a machine, under a second after. No-op without Numba."""
-    if compiled_steps() is not None:
-        compiled_steps().warm_up()
+    if compiled_steps() is None:
+        return
+    t0 = time.perf_counter()
+    compiled_steps().warm_up()
+    seconds = time.perf_counter() - t0
+    if seconds > 3:
+        log.info("compiled the CPU sampler in %.0f s; later runs load it from disk", seconds)
 
 
 def _np(a: mx.array) -> np.ndarray:
