@@ -129,7 +129,23 @@ def _step(model, sampler, cfg_scale, guide, window, tokens, offset, caches, ctx_
     return nxt, feed[:, None], new_caches
 
 
-_COMPILED: dict[tuple, Callable] = {}
+class _CompiledSteps(dict):
+    """A model's compiled sampling steps, (settings, window) -> step.
+
+    Kept on the model as a plain attribute (not a parameter): a step's closure holds its
+    model, so a module-level cache would keep every model it ever compiled for alive, while
+    this one goes with the model (the cycle is collected)."""
+
+    LIMIT = 64
+
+    @classmethod
+    def of(cls, model: ImageTransformer) -> _CompiledSteps:
+        steps = model.__dict__.get("_compiled_steps")
+        if steps is None:
+            steps = cls()
+            object.__setattr__(model, "_compiled_steps", steps)  # bypass Module's parameter dict
+        return steps
+
 
 # Self-attention of a sampling step reads the filled prefix rounded up to this many slots
 # (64, 128, ..., 260: five compiled graphs), not all 260: batched steps spend most of their
@@ -150,12 +166,13 @@ def _step_fn(model, temperature, top_k, top_p, cfg_scale, window, compiled: bool
     fn = partial(_step, model, make_sampler(temperature, top_k, top_p), cfg_scale, guide, window)
     if not compiled:
         return fn
-    key = (id(model), temperature, top_k, top_p, cfg_scale, window)
-    if key not in _COMPILED:
-        if len(_COMPILED) >= 64:
-            _COMPILED.pop(next(iter(_COMPILED)))
-        _COMPILED[key] = mx.compile(fn, inputs=model.state)  # the closure holds the model
-    return _COMPILED[key]
+    steps = _CompiledSteps.of(model)
+    key = (temperature, top_k, top_p, cfg_scale, window)
+    if key not in steps:
+        if len(steps) >= _CompiledSteps.LIMIT:
+            steps.pop(next(iter(steps)))
+        steps[key] = mx.compile(fn, inputs=model.state)
+    return steps[key]
 
 
 _PICKERS: dict[tuple, Callable] = {}

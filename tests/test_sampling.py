@@ -244,3 +244,22 @@ def test_float16_models_sample_the_same_codes_on_both_engines():
         a = sample_codes(m, states, mask, seeds=seeds, engine="mlx", cfg_scale=3.0)
         b = sample_codes(m, states, mask, seeds=seeds, engine="numpy", cfg_scale=3.0)
         assert np.array_equal(a, b)
+
+
+def test_compiled_steps_do_not_keep_a_model_alive():
+    import gc
+    import weakref
+
+    from mlx.utils import tree_flatten
+
+    m, ids, mask = build(False)
+    states, mask = m.encode_text(ids, mask)
+    before = {k for k, _ in tree_flatten(m.parameters())}
+    sample_codes(m, states, mask, seeds=[1, 2], engine="mlx", compiled=True)
+    assert {k for k, _ in tree_flatten(m.parameters())} == before  # the cache is no parameter
+    again = sample_codes(m, states, mask, seeds=[1, 2], engine="mlx", compiled=True)
+    assert again.shape == (2, 40)
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None
