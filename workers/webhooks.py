@@ -126,13 +126,23 @@ class _PinnedHTTP(http.client.HTTPConnection):
 class _PinnedHTTPS(http.client.HTTPSConnection):
     """HTTPS to a given address; SNI and certificate checked against the URL's host."""
 
-    def __init__(self, host: str, port: int | None, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+    def __init__(
+        self, host: str, port: int | None, address: str, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
         self.address = address
 
     def connect(self) -> None:
         sock = socket.create_connection((self.address, self.port), self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Certificate and host name checks against the system's CAs and `webhook_ca_file`."""
+    context = ssl.create_default_context()
+    if settings.webhook_ca_file:
+        context.load_verify_locations(settings.webhook_ca_file)
+    return context
 
 
 def claim_lease(settings: Settings) -> int:
@@ -160,10 +170,14 @@ def deliver(
     parts = urllib.parse.urlsplit(url)
     host, timeout = parts.hostname or "", settings.webhook_timeout
     https = parts.scheme == "https"
-    if address is not None:
-        conn = (_PinnedHTTPS if https else _PinnedHTTP)(host, parts.port, address, timeout)
+    if address is not None and https:
+        conn = _PinnedHTTPS(host, parts.port, address, timeout, tls_context(settings))
+    elif address is not None:
+        conn = _PinnedHTTP(host, parts.port, address, timeout)
     elif https:
-        conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout)
+        conn = http.client.HTTPSConnection(
+            host, parts.port, timeout=timeout, context=tls_context(settings)
+        )
     else:
         conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -499,3 +499,60 @@ def test_settings_from_environment():
 def test_pixels_are_uint8_from_fake():
     image = next(s for s in FakePixelScene().iter_generate(["a"]) if s.images).images[0]
     assert image.pixels.dtype == np.uint8
+
+
+@pytest.fixture
+def tls_hook(tmp_path):
+    """An HTTPS receiver for hooks.test with a self-signed certificate (also its CA file)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=hooks.test",
+         "-addext", "subjectAltName=DNS:hooks.test"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    Hook.received, Hook.deliveries, Hook.hosts, Hook.fail_first = [], [], [], 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], str(cert)
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_webhook_to_a_pinned_address_checks_the_certificate(tls_hook, overrides, monkeypatch):
+    port, ca_file = tls_hook
+    trusting = Settings.load({**overrides, "webhook_ca_file": ca_file}, environ={})
+    url = f"https://hooks.test:{port}/hook"
+    # pinned to 127.0.0.1, yet SNI and the certificate are checked against hooks.test
+    ok, what = webhooks.deliver(trusting, url, {"id": "x"}, "d1", address="127.0.0.1")
+    assert ok and what == "HTTP 204", what
+    assert Hook.hosts == [f"hooks.test:{port}"] and Hook.deliveries == ["d1"]
+    # the system's CAs alone do not know the receiver's certificate
+    plain = Settings.load(overrides, environ={})
+    ok, what = webhooks.deliver(plain, url, {"id": "x"}, "d2", address="127.0.0.1")
+    assert not ok and "certificate" in what.lower()
+    # a name the certificate does not carry, at the same address
+    ok, what = webhooks.deliver(
+        trusting, f"https://other.test:{port}/hook", {"id": "x"}, "d3", address="127.0.0.1"
+    )
+    assert not ok and "other.test" in what
+    assert len(Hook.received) == 1
+
+
+def test_unreadable_webhook_ca_file_is_a_settings_error(tmp_path, overrides):
+    from workers.settings import SettingsError
+
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    for path in (bad, tmp_path / "missing.pem"):
+        with pytest.raises(SettingsError, match="WEBHOOK_CA_FILE"):
+            Settings.load({**overrides, "webhook_ca_file": str(path)}, environ={})
