@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +54,8 @@ class Settings:
     # (cloud metadata), multicast and unspecified addresses are always refused.
     webhook_private_networks: bool = True
     # PEM file of CA certificates HTTPS webhooks are checked against, in addition to the
-    # system's (a studio's own CA for its internal receivers); "" = the system's only.
+    # system's (a studio's own CA for its internal receivers); "" = the system's only. Read
+    # by workers only (`workers.webhooks.check_tls` at start).
     webhook_ca_file: str = ""
     heartbeat_ttl: int = 30  # a running job whose worker is silent this long is abandoned
     reap_interval: float = 5.0
@@ -98,14 +98,6 @@ class Settings:
         for name in ("max_queue", "job_timeout", "result_ttl", "failure_ttl", "heartbeat_ttl"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
-        if self.webhook_ca_file:
-            try:
-                ssl.create_default_context().load_verify_locations(self.webhook_ca_file)
-            except (OSError, ValueError) as e:
-                raise SettingsError(
-                    f"{ENV_PREFIX}WEBHOOK_CA_FILE={self.webhook_ca_file!r}: not a readable PEM "
-                    f"file of certificates ({e})"
-                ) from None
         if self.max_retries < 0 or self.webhook_max_attempts < 1:
             raise SettingsError(
                 f"{ENV_PREFIX}MAX_RETRIES must be >= 0, {ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS >= 1"

@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from workers.settings import Settings
+from workers.settings import Settings, SettingsError
 from workers.store import Keys, get_job
 from workers.views import job_view
 
@@ -145,6 +145,18 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+def check_tls(settings: Settings) -> None:
+    """A worker's check at start: `webhook_ca_file` must be a readable PEM file of
+    certificates (else every HTTPS delivery would fail)."""
+    try:
+        tls_context(settings)
+    except (OSError, ValueError) as e:
+        raise SettingsError(
+            f"PIXELSCENE_WEBHOOK_CA_FILE={settings.webhook_ca_file!r}: not a readable PEM file "
+            f"of certificates ({e})"
+        ) from None
+
+
 def claim_lease(settings: Settings) -> int:
     """Seconds a claimed delivery is held before another dispatcher may take it over."""
     return int(max(30.0, 4 * settings.webhook_timeout))
@@ -170,25 +182,27 @@ def deliver(
     parts = urllib.parse.urlsplit(url)
     host, timeout = parts.hostname or "", settings.webhook_timeout
     https = parts.scheme == "https"
-    if address is not None and https:
-        conn = _PinnedHTTPS(host, parts.port, address, timeout, tls_context(settings))
-    elif address is not None:
-        conn = _PinnedHTTP(host, parts.port, address, timeout)
-    elif https:
-        conn = http.client.HTTPSConnection(
-            host, parts.port, timeout=timeout, context=tls_context(settings)
-        )
-    else:
-        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn = None
     try:
+        if address is not None and https:
+            conn = _PinnedHTTPS(host, parts.port, address, timeout, tls_context(settings))
+        elif address is not None:
+            conn = _PinnedHTTP(host, parts.port, address, timeout)
+        elif https:
+            conn = http.client.HTTPSConnection(
+                host, parts.port, timeout=timeout, context=tls_context(settings)
+            )
+        else:
+            conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
         conn.request("POST", path, body=body, headers=headers)
         status = conn.getresponse().status
         return 200 <= status < 300, f"HTTP {status}"
     except (OSError, http.client.HTTPException) as e:
         return False, str(e) or type(e).__name__
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
 
 
 def process_due(r: redis.Redis, settings: Settings, limit: int = 16) -> int:

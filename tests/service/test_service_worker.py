@@ -548,11 +548,14 @@ def test_https_webhook_to_a_pinned_address_checks_the_certificate(tls_hook, over
     assert len(Hook.received) == 1
 
 
-def test_unreadable_webhook_ca_file_is_a_settings_error(tmp_path, overrides):
+def test_unreadable_webhook_ca_file_stops_a_worker_not_a_delivery(tmp_path, overrides):
     from workers.settings import SettingsError
 
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate")
     for path in (bad, tmp_path / "missing.pem"):
+        settings = Settings.load({**overrides, "webhook_ca_file": str(path)}, environ={})
         with pytest.raises(SettingsError, match="WEBHOOK_CA_FILE"):
-            Settings.load({**overrides, "webhook_ca_file": str(path)}, environ={})
+            webhooks.check_tls(settings)  # at the worker's start
+        ok, what = webhooks.deliver(settings, "https://hooks.test/hook", {}, address="127.0.0.1")
+        assert not ok and what  # a failed attempt, not an exception out of the dispatcher

@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if args.objects_dir:
         overrides["objects_dir"] = args.objects_dir
     settings = Settings.load(overrides)
+    from workers.webhooks import check_tls
+
+    check_tls(settings)  # a bad PIXELSCENE_WEBHOOK_CA_FILE stops the worker here
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = [q for q in queues if q not in QUEUES]
     if not queues or unknown:
