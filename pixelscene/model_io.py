@@ -50,6 +50,21 @@ def save_model_config(model_dir: str | os.PathLike, config: Config) -> None:
     atomic_write_bytes(model_dir / "config.json", json.dumps(config.to_dict(), indent=2).encode())
 
 
+def round_to_float16(module: nn.Module) -> None:
+    """Round a module's float parameters to float16 values in place (kept in their dtype): the
+    weights it would have after a save in float16 and a load."""
+    from mlx.utils import tree_map
+
+    module.update(
+        tree_map(
+            lambda p: (
+                p.astype(mx.float16).astype(p.dtype) if mx.issubdtype(p.dtype, mx.floating) else p
+            ),
+            module.parameters(),
+        )
+    )
+
+
 def save_weights(path: str | os.PathLike, module: nn.Module, dtype: mx.Dtype | None = None) -> None:
     """Write a module's parameters to safetensors atomically, optionally cast (float16 to ship)."""
     params = dict(tree_flatten(module.parameters()))

@@ -104,14 +104,14 @@ def test_decoder_is_reused_until_weights_change():
 
 @pytest.mark.skipif(jit_decode is None, reason="no Numba")
 def test_float16_weights_step_exactly_as_their_float32_values():
-    from mlx.utils import tree_map
+    from pixelscene.model_io import round_to_float16
 
     m = build(False)
-    m.update(tree_map(lambda p: p.astype(mx.float16).astype(mx.float32), m.parameters()))
+    round_to_float16(m)
     ctx = context(m, 2)
     dec, ref = NumpyDecoder(m), NumpyDecoder(m, half=False)
-    assert dec.half and all(w.dtype == np.int16 for w in dec._jit_matrices)
-    assert not ref.half and all(w.dtype == np.float32 for w in ref._jit_matrices)
+    assert dec.half and all(w.dtype == np.int16 for w, _ in [*dec.layers.values(), dec.head])
+    assert not ref.half and all(w.dtype == np.float32 for w, _ in [*ref.layers.values(), ref.head])
     a, b = dec.start(ctx), ref.start(ctx)
     tokens = np.random.default_rng(2).integers(0, m.codebook_size, (2, 30))
     for t in range(30):
@@ -162,7 +162,7 @@ def test_compiled_exp_is_accurate_to_float32_rounding():
 
 @pytest.mark.skipif(jit_decode is None, reason="no Numba")
 def test_warm_up_compiles_what_real_steps_use():
-    from mlx.utils import tree_map
+    from pixelscene.model_io import round_to_float16
 
     warm_up()
     compiled = len(jit_decode.step.signatures)
@@ -170,7 +170,7 @@ def test_warm_up_compiles_what_real_steps_use():
     for half in (True, False):
         m = build(False)
         if half:
-            m.update(tree_map(lambda p: p.astype(mx.float16).astype(mx.float32), m.parameters()))
+            round_to_float16(m)
         dec = NumpyDecoder(m)
         assert dec.half == half
         for batch in (1, PARALLEL_MIN_ROWS + 1):

@@ -93,9 +93,9 @@ def bench_preset(
 ) -> dict:
     import mlx.core as mx
     import numpy as np
-    from mlx.utils import tree_map
 
     from pixelscene.config import load_config
+    from pixelscene.model_io import round_to_float16
     from pixelscene.pipeline import build_transformer
     from pixelscene.sampling import WINDOW_CHUNK, default_engine, sample_codes
     from pixelscene.transformer import Tokenizer
@@ -106,7 +106,7 @@ def bench_preset(
     model = build_transformer(cfg)
     model.eval()
     # float16 values, as every model folder holds them (and a loaded model has them)
-    model.update(tree_map(lambda p: p.astype(mx.float16).astype(mx.float32), model.parameters()))
+    round_to_float16(model)
     mx.eval(model.parameters())
     prompt = "a castle on the hills at sunset with pine trees and clouds"
     tok = Tokenizer.build([prompt], cfg.transformer.text_vocab_size, cfg.transformer.max_text_len)

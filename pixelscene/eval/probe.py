@@ -26,12 +26,17 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_map
 
 from pixelscene.data.attributes import ATTRIBUTES
 from pixelscene.data.datasets import read_image, read_jsonl, to_float
 from pixelscene.errors import DataError, ModelLoadError
-from pixelscene.model_io import PACKAGE_DIR, atomic_write_bytes, load_weights, save_weights
+from pixelscene.model_io import (
+    PACKAGE_DIR,
+    atomic_write_bytes,
+    load_weights,
+    round_to_float16,
+    save_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -520,7 +525,7 @@ def train_and_save(
     )
     train_s = time.perf_counter() - t0 - load_s
     # Measure the probe as shipped: weights rounded to float16 as save_probe writes them.
-    probe.update(tree_map(lambda p: p.astype(mx.float16).astype(mx.float32), probe.parameters()))
+    round_to_float16(probe)
     info: dict[str, Any] = {
         "eval_accuracy": accuracy(probe, *held_out),
         "train_accuracy": accuracy(

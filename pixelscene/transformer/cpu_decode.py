@@ -166,8 +166,8 @@ class NumpyDecoder:
     tokens), then `logits = dec.step(state, tokens, t)` for t = 0, 1, ... with the token
     (B,) int at position t (BOS first). Weights are copied at construction: rebuild after
     the model's weights change. `jit=False` keeps every step on NumPy (the default steps
-    compiled where Numba is installed); `half=False` keeps the compiled step's weights
-    float32 even where float16 holds them exactly.
+    compiled where Numba is installed). The compiled step keeps weights as float16 bits
+    (int16) where float16 holds them exactly; `half=False` keeps them float32.
     """
 
     def __init__(self, model: ImageTransformer, jit: bool | None = None, half: bool | None = None):
@@ -189,18 +189,26 @@ class NumpyDecoder:
             [np.stack([_affine(n, self.dim) for n in (b.norm1, b.norm2, b.norm3)]) for b in blocks]
         )
         self.final_norm = _affine(model.norm, self.dim)
-        # name -> (w (layers, out, in), b (layers, out)) float32, contiguous
+        # name -> (w (layers, out, in), b (layers, out)), contiguous
         self.layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, get in _LINEARS:
             pairs = [_weights(get(b)) for b in blocks]
             self.layers[name] = (np.stack([w for w, _ in pairs]), np.stack([b for _, b in pairs]))
         self.head = _weights(model.head)
         # The compiled step reads float16 bits where that loses nothing (a model loaded from
-        # its float16 file), float32 otherwise.
-        matrices = [w for w, _ in self.layers.values()] + [self.head[0]]
-        halves = [_as_half_bits(w) for w in matrices] if half is not False else [None]
-        self.half = all(h is not None for h in halves)
-        self._jit_matrices = halves if self.half else matrices
+        # its float16 file): one copy of the weights, half the bytes per step.
+        self.half = False
+        if self.jit and half is not False:
+            halves = [_as_half_bits(w) for w, _ in [*self.layers.values(), self.head]]
+            if all(h is not None for h in halves):
+                *layer_halves, head_half = halves
+                self.layers = {
+                    name: (h, b) for h, (name, (_, b)) in zip(layer_halves, self.layers.items())
+                }
+                self.head = (head_half, self.head[1])
+                self.half = True
+        # `jit_decode.step`'s weight arguments, in order
+        self._step_weights = [a for pair in [*self.layers.values(), self.head] for a in pair]
 
     @property
     def num_layers(self) -> int:
@@ -261,12 +269,10 @@ class NumpyDecoder:
         return logits
 
     def _jit_step(self, part: dict, x: np.ndarray, t: int, logits: np.ndarray) -> None:
-        *layer_w, head_w = self._jit_matrices
-        weights = [a for w, (_, b) in zip(layer_w, self.layers.values()) for a in (w, b)]
         compiled_steps().step(
             x, t, np.float32(self.eps), part["keys"], part["values"], part["cross_k"],
-            part["cross_v"], part["bias"], self.norms, self.final_norm, *weights, head_w,
-            self.head[1], logits,
+            part["cross_v"], part["bias"], self.norms, self.final_norm, *self._step_weights,
+            logits,
         )  # fmt: skip
 
     def _numpy_step(self, state: dict, x: np.ndarray, t: int) -> np.ndarray:
