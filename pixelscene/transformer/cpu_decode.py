@@ -32,6 +32,7 @@ import numpy as np
 
 from pixelscene.errors import PixelsceneError
 from pixelscene.transformer.model import Context, ImageTransformer
+from pixelscene.transformer.text_encoder import NEG_INF
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,28 @@ def warm_up() -> None:
     seconds = time.perf_counter() - t0
     if seconds > 3:
         log.info("compiled the CPU sampler in %.0f s; later runs load it from disk", seconds)
+
+
+def distinct_captions(cross_k: np.ndarray, cross_v: np.ndarray, bias: np.ndarray):
+    """Rows with the same caption keys/values (layers, B, H, L, d) and bias (B, L): (the
+    first row of each distinct caption, each row's caption index (B,) intp)."""
+    firsts: list[int] = []
+    rows = np.empty(len(bias), np.intp)
+    groups: dict[bytes, list[int]] = {}  # a short key -> captions whose first row has it
+    for r in range(len(bias)):
+        key = bias[r].tobytes() + cross_k[0, r, 0, 0].tobytes() + cross_v[0, r, 0, 0].tobytes()
+        for c in groups.setdefault(key, []):
+            f = firsts[c]
+            if np.array_equal(cross_k[:, r], cross_k[:, f]) and np.array_equal(
+                cross_v[:, r], cross_v[:, f]
+            ):
+                rows[r] = c
+                break
+        else:
+            groups[key].append(len(firsts))
+            rows[r] = len(firsts)
+            firsts.append(r)
+    return firsts, rows
 
 
 def _np(a: mx.array) -> np.ndarray:
@@ -238,13 +261,25 @@ class NumpyDecoder:
     def _part(self, cross_k, cross_v, bias) -> dict:
         B = len(bias)
         shape = (self.num_layers, B, self.heads, self.seq_len, self.head_dim)
-        return {
-            "cross_k": np.ascontiguousarray(cross_k),
-            "cross_v": np.ascontiguousarray(cross_v),
-            "bias": np.ascontiguousarray(bias),
-            "keys": np.zeros(shape, np.float32),
-            "values": np.zeros(shape, np.float32),
-        }
+        part = {"keys": np.zeros(shape, np.float32), "values": np.zeros(shape, np.float32)}
+        if not self.jit:
+            part.update(cross_k=cross_k, cross_v=cross_v, bias=bias)
+            return part
+        # The compiled step reads each distinct caption once for all the rows that share it
+        # (n images of one prompt; every unconditional row), over its last unmasked position.
+        firsts, rows = distinct_captions(cross_k, cross_v, bias)
+        bias = np.ascontiguousarray(bias[firsts])
+        unmasked = bias > NEG_INF / 2
+        last = bias.shape[1] - np.argmax(unmasked[:, ::-1], axis=1)
+        lengths = np.where(unmasked.any(axis=1), last, bias.shape[1])
+        part.update(
+            cross_k=np.ascontiguousarray(cross_k[:, firsts]),
+            cross_v=np.ascontiguousarray(cross_v[:, firsts]),
+            bias=bias,
+            cross_rows=rows,
+            cross_lengths=lengths.astype(np.intp),
+        )
+        return part
 
     def step(self, state: dict, tokens: np.ndarray, t: int) -> np.ndarray:
         """Logits (B, V) for the tokens (B,) at position t; writes their keys/values."""
@@ -271,7 +306,8 @@ class NumpyDecoder:
     def _jit_step(self, part: dict, x: np.ndarray, t: int, logits: np.ndarray) -> None:
         compiled_steps().step(
             x, t, np.float32(self.eps), part["keys"], part["values"], part["cross_k"],
-            part["cross_v"], part["bias"], self.norms, self.final_norm, *self._step_weights,
+            part["cross_v"], part["bias"], part["cross_rows"], part["cross_lengths"], self.norms,
+            self.final_norm, *self._step_weights,
             logits,
         )  # fmt: skip
 

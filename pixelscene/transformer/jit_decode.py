@@ -158,27 +158,32 @@ def exp_nonpositive(x):
 
 
 @nb.njit(fastmath=_FAST, cache=True)
-def _attend(q, keys, values, n, bias, scores, bits, out):
-    """One query per (row, head) over the first n positions of keys/values (R, H, S, d).
+def _attend(q, keys, values, kv_rows, lengths, bias, scores, bits, out):
+    """One query per (row, head) over keys/values (K, H, S, d): row r reads entry kv_rows[r]
+    over its first lengths[kv_rows[r]] positions.
 
-    q, out (R, H * d); bias (R, S) additive, or with no rows for none; scores (float32) and
-    bits (uint32) are scratch of at least n. Indexes whole arrays rather than slicing them
-    (a slice costs reference counting) and reads each head's positions front to back."""
-    R, H, _, d = keys.shape
+    q, out (R, H * d); bias (K, S) additive, or with no rows for none; scores (float32) and
+    bits (uint32) are scratch of at least S. Indexes whole arrays rather than slicing them
+    (a slice costs reference counting) and reads each head's positions front to back; rows
+    that share an entry (one caption's images) reread it from cache, not memory."""
+    R = q.shape[0]
+    H, d = keys.shape[1], keys.shape[3]
     scale = np.float32(1.0) / np.sqrt(np.float32(d))
     has_bias = bias.shape[0] > 0
-    s, b = scores[:n], bits[:n]
     for r in range(R):
+        e = kv_rows[r]
+        n = lengths[e]
+        s, b = scores[:n], bits[:n]
         for h in range(H):
             base = h * d
             top = np.float32(-np.inf)
             for j in range(n):
                 acc = _F0
                 for i in range(d):
-                    acc += q[r, base + i] * keys[r, h, j, i]
+                    acc += q[r, base + i] * keys[e, h, j, i]
                 acc *= scale
                 if has_bias:
-                    acc += bias[r, j]
+                    acc += bias[e, j]
                 s[j] = acc
                 top = max(top, acc)
             for j in range(n):
@@ -193,17 +198,20 @@ def _attend(q, keys, values, n, bias, scores, bits, out):
             for j in range(n):
                 p = s[j] * inv
                 for i in range(d):
-                    out[r, base + i] += p * values[r, h, j, i]
+                    out[r, base + i] += p * values[e, h, j, i]
 
 
 @nb.njit(fastmath=_FAST, cache=True, nogil=True)
-def step(x, t, eps, keys, values, cross_k, cross_v, cross_bias, norms, final_norm,
+def step(x, t, eps, keys, values, cross_k, cross_v, cross_bias, cross_rows, cross_lengths, norms,
+         final_norm,
          qkv_w, qkv_b, proj_w, proj_b, cq_w, cq_b, cp_w, cp_b, fc1_w, fc1_b, fc2_w, fc2_b,
          head_w, head_b, logits):  # fmt: skip
     """One decoding step for rows x (R, D) (token + position embeddings) at position t.
 
-    keys/values (layers, R, H, S, d) get position t written; cross_k/cross_v (layers, R, H,
-    L, d) and cross_bias (R, L) are the caption's; norms (layers, 3, 2, D) hold norm1..3 (scale, shift); final_norm (2, D);
+    keys/values (layers, R, H, S, d) get position t written. The captions: cross_k/cross_v
+    (layers, C, H, L, d) and cross_bias (C, L) for C distinct captions, row r reading caption
+    cross_rows[r] (R,) over its first cross_lengths[c] (C,) positions (past them the bias only
+    masks). norms (layers, 3, 2, D) hold norm1..3 (scale, shift); final_norm (2, D);
     *_w (layers, out, in) float32 or float16 bits (int16), *_b (layers, out); logits (R, V) is
     written. x is overwritten with the residual stream."""
     R, D = x.shape
@@ -216,6 +224,8 @@ def step(x, t, eps, keys, values, cross_k, cross_v, cross_bias, norms, final_nor
     scores = np.empty(max(t + 1, cross_v.shape[3]), np.float32)
     bits = np.empty(scores.shape[0], np.uint32)
     no_bias = np.empty((0, 0), np.float32)
+    self_rows = np.arange(R)
+    self_lengths = np.full(R, t + 1)
     for layer in range(qkv_w.shape[0]):
         nl = norms[layer]
         _layer_norm(x, nl[0, 0], nl[0, 1], eps, normed)
@@ -226,14 +236,15 @@ def step(x, t, eps, keys, values, cross_k, cross_v, cross_bias, norms, final_nor
                 for i in range(d):
                     kl[r, h, t, i] = qkv[r, D + h * d + i]
                     vl[r, h, t, i] = qkv[r, 2 * D + h * d + i]
-        _attend(qkv[:, :D], kl, vl, t + 1, no_bias, scores, bits, att)
+        _attend(qkv[:, :D], kl, vl, self_rows, self_lengths, no_bias, scores, bits, att)
         _linear(proj_w[layer], proj_b[layer], att, tmp)
         x += tmp
         _layer_norm(x, nl[1, 0], nl[1, 1], eps, normed)
         _linear(cq_w[layer], cq_b[layer], normed, tmp)
         _attend(
-            tmp, cross_k[layer], cross_v[layer], cross_v.shape[3], cross_bias, scores, bits, att
-        )
+            tmp, cross_k[layer], cross_v[layer], cross_rows, cross_lengths, cross_bias, scores,
+            bits, att,
+        )  # fmt: skip
         _linear(cp_w[layer], cp_b[layer], att, tmp)
         x += tmp
         _layer_norm(x, nl[2, 0], nl[2, 1], eps, normed)
@@ -260,6 +271,7 @@ def warm_up() -> None:
             np.zeros((rows, dim), f32), 0, f32(1e-5),
             np.zeros((layers, rows, heads, seq, d), f32), np.zeros((layers, rows, heads, seq, d), f32),
             np.zeros((layers, rows, heads, text, d), f32), np.zeros((layers, rows, heads, text, d), f32),
-            np.zeros((rows, text), f32), np.ones((layers, 3, 2, dim), f32), np.ones((2, dim), f32),
+            np.zeros((rows, text), f32), np.arange(rows), np.full(rows, text),
+            np.ones((layers, 3, 2, dim), f32), np.ones((2, dim), f32),
             *weights, np.zeros((vocab, dim), dtype), np.zeros(vocab, f32), np.empty((rows, vocab), f32),
         )  # fmt: skip
