@@ -1,6 +1,7 @@
 """VQGAN building blocks, channels-last: the plan's shape tests rewritten for NHWC, plus more."""
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -93,3 +94,24 @@ def test_discriminator_has_trainable_parameters_and_gradients():
     x = mx.random.normal((1, 32, 32, 3))
     grad = mx.grad(lambda x: mx.sum(disc(x)))(x)
     assert disc.trainable_parameters() and float(mx.abs(grad).sum()) > 0
+
+
+def test_silu_from_products_matches_silu_and_its_gradient():
+    from pixelscene.vqgan.layers import silu
+
+    x64 = np.concatenate([np.linspace(-120, 120, 20_001), [-1e-6, 0.0, 1e-6]])
+    x = mx.array(x64.astype(np.float32))
+    x64 = np.array(x).astype(np.float64)
+    exact = x64 / (1 + np.exp(-x64))
+    y = np.array(silu(x)).astype(np.float64)
+    assert np.all(np.abs(y - exact) <= 2e-6 * np.abs(exact) + 1e-30)
+    s = 1 / (1 + np.exp(-x64))
+    grad = np.array(mx.grad(lambda v: silu(v).sum())(x)).astype(np.float64)
+    assert np.allclose(grad, s * (1 + x64 * (1 - s)), rtol=1e-5, atol=1e-6)
+    compiled = mx.compile(mx.grad(lambda v: (silu(v) * v).sum()))  # as in a train step
+    assert np.allclose(
+        np.array(compiled(x[:50])),
+        np.array(mx.grad(lambda v: (nn.silu(v) * v).sum())(x[:50])),
+        rtol=1e-5,
+        atol=1e-6,
+    )

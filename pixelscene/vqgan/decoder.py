@@ -8,7 +8,7 @@ import mlx.nn as nn
 from pixelscene.config import VQGANConfig
 
 from .encoder import first_level, level_channels
-from .layers import ResidualBlock, Upsample, depth_to_space
+from .layers import ResidualBlock, Upsample, depth_to_space, silu
 
 
 class Decoder(nn.Module):
@@ -38,7 +38,7 @@ class Decoder(nn.Module):
         x = self.mid(self.conv_in(z))
         for block in self.blocks:
             x = block(x)
-        return nn.silu(self.norm_out(x))
+        return silu(self.norm_out(x))
 
     def head(self, h: mx.array) -> mx.array:
         """The last convolution (and depth-to-space): features -> (B, H, W, 3)."""

@@ -9,7 +9,7 @@ import mlx.nn as nn
 
 from pixelscene.config import VQGANConfig
 
-from .layers import Downsample, ResidualBlock, space_to_depth
+from .layers import Downsample, ResidualBlock, silu, space_to_depth
 
 
 def level_channels(cfg: VQGANConfig) -> list[int]:
@@ -51,4 +51,4 @@ class Encoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.mid(x)
-        return self.conv_out(nn.silu(self.norm_out(x)))  # (B, H/16, W/16, D)
+        return self.conv_out(silu(self.norm_out(x)))  # (B, H/16, W/16, D)

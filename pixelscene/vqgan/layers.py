@@ -12,6 +12,46 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+# exp(r) - 1 - r = r^2 * P(r) for |r| <= ln(2)/2: Cephes' expf polynomial (float32 rounding)
+_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+             1.6666665459e-1, 5.0000001201e-1)  # fmt: skip
+_LOG2E = 1.4426950408889634
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4  # ln 2 split so that k * _LN2_HI is exact
+
+
+def _exp(x: mx.array) -> mx.array:
+    """exp(x) for float32 x, to float32 rounding, from multiplies and adds only: x = k ln2 + r,
+    exp(r) by a polynomial, 2^k through the exponent bits. Clipped to [-87, 88]."""
+    x = mx.clip(x, -87.0, 88.0)
+    k = mx.floor(x * _LOG2E + 0.5)
+    r = x - k * _LN2_HI - k * _LN2_LO
+    p = _EXP_POLY[0]
+    for c in _EXP_POLY[1:]:
+        p = p * r + c
+    two_k = ((k.astype(mx.int32) + 127) << 23).view(mx.float32)
+    return (p * r * r + r + 1.0) * two_k
+
+
+@mx.custom_function
+def _silu_from_products(x: mx.array) -> mx.array:
+    return x / (1.0 + _exp(-x))
+
+
+@_silu_from_products.vjp
+def _silu_vjp(primals, cotangent, output):
+    x = primals[0] if isinstance(primals, (tuple, list)) else primals
+    s = 1.0 / (1.0 + _exp(-x))
+    return cotangent * (s * (1.0 + x * (1.0 - s)))
+
+
+def silu(x: mx.array) -> mx.array:
+    """x * sigmoid(x). On MLX's CPU device through `_exp`: its own exp (and sigmoid) costs
+    ~14 ns per element there, and the VQGAN decoder spent a third of its time in silu
+    (a 52x80x64 activation: 5.0 ms against 2.8 eager, 0.9 compiled); nn.silu elsewhere."""
+    if mx.default_device().type == mx.cpu:
+        return _silu_from_products(x)
+    return nn.silu(x)
+
 
 def space_to_depth(x: mx.array, r: int = 2) -> mx.array:
     """(B, H, W, C) -> (B, H/r, W/r, r*r*C): each r x r block becomes one pixel."""
@@ -42,8 +82,8 @@ class ResidualBlock(nn.Module):
             self.skip = nn.Conv2d(channels, out_channels, kernel_size=1)
 
     def __call__(self, x: mx.array) -> mx.array:
-        h = self.conv1(nn.silu(self.norm1(x)))
-        h = self.conv2(nn.silu(self.norm2(h)))
+        h = self.conv1(silu(self.norm1(x)))
+        h = self.conv2(silu(self.norm2(h)))
         return (self.skip(x) if "skip" in self else x) + h
 
 
