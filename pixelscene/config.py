@@ -173,6 +173,11 @@ class TransformerTrainConfig:
     # frozen caption states in training, so the model reads a neighbourhood of each caption
     # rather than exact points, and paraphrases that land near it read the same.
     text_noise: float = 0.0
+    # A code's loss weight is 1 + sprite_weight x the fraction of its 16x16 cell that the
+    # landmark and vegetation sprites cover (a castle: ~6 of 260 codes; re-rendered from a
+    # `pixelscene synth` dataset, see `pixelscene.data.sprites`), so drawing what a prompt
+    # names is not drowned by sky and ground. 0 turns it off.
+    sprite_weight: float = 0.0
 
     def validate(self, prefix: str = "train_transformer") -> None:
         _positive(self, prefix, ["batch_size", "learning_rate", "steps"])
@@ -180,6 +185,8 @@ class TransformerTrainConfig:
         _positive(self, prefix, ["first_row_weight"])
         if self.text_noise < 0:
             raise ConfigError(f"{prefix}.text_noise must be >= 0")
+        if self.sprite_weight < 0:
+            raise ConfigError(f"{prefix}.sprite_weight must be >= 0")
 
 
 @dataclass

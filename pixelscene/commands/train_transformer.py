@@ -15,6 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the checkpoint in --out"
     )
+    parser.add_argument(
+        "--init-from",
+        metavar="MODEL_DIR",
+        help="start from this model folder's transformer weights (a fine-tune: new optimizer "
+        "and schedule; the config's architecture must match)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -32,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         seed=args.seed,
         progress=not args.no_progress,
+        init_from=args.init_from,
     )
     held = f", held-out loss {result.eval_loss:.4f}" if result.eval_loss is not None else ""
     print(

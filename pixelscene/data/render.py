@@ -427,7 +427,9 @@ def _layers(rng, terrain: str, hz: int) -> list[tuple[np.ndarray, bool]]:
 
 
 def render_scene(attrs: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Draw one scene. Returns (rgb uint8 (200, 320, 3), extra facts about the drawing)."""
+    """Draw one scene. Returns (rgb uint8 (200, 320, 3), extra facts about the drawing:
+    "horizon", "colors", and "sprites", an (H, W) bool mask of the pixels the landmark and
+    vegetation sprites drew before the weather went on top)."""
     time, weather, terrain = attrs["time"], attrs["weather"], attrs["terrain"]
     landmark, veg, cel = attrs["landmark"], attrs["vegetation"], set(attrs["celestial"])
     pal = Palette()
@@ -616,6 +618,7 @@ def render_scene(attrs: dict, rng: np.random.Generator) -> tuple[np.ndarray, dic
     canvas[ty[keep], tx[keep]] = pal.add(mix(top_rgb, fg_rgb, 0.5) * 1.1)
 
     # Landmark.
+    before_sprites = canvas.copy()
     span = (-100, -100)
     if landmark != "none":
         spr = LANDMARK_SPRITES[landmark](rng)
@@ -678,6 +681,8 @@ def render_scene(attrs: dict, rng: np.random.Generator) -> tuple[np.ndarray, dic
                 base = int(fg[max(x - 2, 0) : x + 3].max()) + 2
                 stamp(canvas, s, lut, int(x) - s.shape[1] // 2, base - s.shape[0])
 
+    sprites = canvas != before_sprites  # the landmark's and vegetation's pixels
+
     # Weather on top.
     if fog:
         fog_idx = pal.add(mix(horizon_rgb, lit((210, 212, 218), time), 0.5))
@@ -706,7 +711,7 @@ def render_scene(attrs: dict, rng: np.random.Generator) -> tuple[np.ndarray, dic
 
     canvas = _fit_colors(canvas, pal, rng, fg)
     rgb = pal.array()[canvas]
-    return rgb, {"horizon": hz, "colors": int(len(np.unique(canvas)))}
+    return rgb, {"horizon": hz, "colors": int(len(np.unique(canvas))), "sprites": sprites}
 
 
 def _fit_colors(canvas: np.ndarray, pal: Palette, rng, fg: np.ndarray) -> np.ndarray:

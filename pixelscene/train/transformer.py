@@ -32,7 +32,7 @@ from pixelscene.data.datasets import CaptionDataset, epoch_order
 from pixelscene.data.text_states import minilm_caption_inputs
 from pixelscene.data.token_cache import TokenCache, ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
-from pixelscene.model_io import load_model_config, save_model_config, save_weights
+from pixelscene.model_io import load_model_config, load_weights, save_model_config, save_weights
 from pixelscene.pipeline import build_transformer
 from pixelscene.train.common import stop_on_signals
 from pixelscene.transformer.model import ImageTransformer
@@ -52,6 +52,8 @@ class CaptionedCodes:
     mask: np.ndarray
     start: np.ndarray  # (N,) first caption row of each image
     count: np.ndarray  # (N,) captions of each image
+    names: list[str] = field(default_factory=list)  # (N,) image file names
+    sprites: np.ndarray | None = None  # (N, S) sprite coverage of each code (`sprite_weight`)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -85,11 +87,17 @@ def captioned_codes(
         )
     else:
         ids, mask = tok.encode_batch(captions)
-    return CaptionedCodes(codes, ids, mask, start, count)
+    return CaptionedCodes(codes, ids, mask, start, count, names)
 
 
 def batch_at(data: CaptionedCodes, batch_size: int, seed: int, step: int):
     """The batch of a given step: a pure function of (seed, step), so resume is exact."""
+    idx, rows = batch_rows(data, batch_size, seed, step)
+    return data.codes[idx], data.ids[rows], data.mask[rows]
+
+
+def batch_rows(data: CaptionedCodes, batch_size: int, seed: int, step: int):
+    """`batch_at`'s images (B,) and the caption row picked for each (B,)."""
     per_epoch = max(1, len(data) // batch_size)
     epoch, j = divmod(step, per_epoch)
     order = epoch_order(len(data), seed, epoch)
@@ -98,7 +106,7 @@ def batch_at(data: CaptionedCodes, batch_size: int, seed: int, step: int):
         idx = np.resize(order, batch_size)
     pick = np.random.default_rng([seed, epoch, 7]).integers(0, 1 << 30, len(data))
     rows = data.start[idx] + pick[idx] % data.count[idx]
-    return data.codes[idx], data.ids[rows], data.mask[rows]
+    return idx, rows
 
 
 def lr_schedule(cfg) -> optim.schedulers:
@@ -120,6 +128,13 @@ def position_weights(seq_len: int, row_len: int, first_row_weight: float) -> mx.
     return w * (seq_len / w.sum())
 
 
+def sprite_weights(position: np.ndarray, coverage: np.ndarray, sprite_weight: float) -> np.ndarray:
+    """(B, S) loss weights with mean 1: each code's position weight times 1 + sprite_weight x
+    the fraction of its cell that sprites cover (coverage (B, S))."""
+    w = position[None, :] * (1.0 + sprite_weight * coverage)
+    return (w / w.mean()).astype(np.float32)
+
+
 def noisy_states(states: mx.array, scale: float) -> mx.array:
     """States plus Gaussian noise of `scale` times each state's RMS (training only)."""
     states = states.astype(mx.float32)
@@ -133,7 +148,8 @@ def sequence_loss(
     """Mean next-code cross-entropy; rows where `drop` is True see the null caption.
 
     `ids` are token ids for the learned encoder, or a frozen encoder's precomputed states.
-    `weights` (S,) with mean 1 weighs the positions (see `position_weights`); `text_noise`
+    `weights` (S,) or (B, S) with mean 1 weighs the codes (see `position_weights`,
+    `sprite_weights`); `text_noise`
     perturbs a frozen encoder's states (see `noisy_states`).
     """
     if "text_encoder" in model:
@@ -229,16 +245,21 @@ def train_transformer(
     seed: int = 0,
     progress: bool = True,
     stop_after: int | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train (or resume) and write the transformer into `out_dir`. See the module docstring.
 
     `stop_after` stops at that step as an interruption would (checkpoint saved, resumable).
+    `init_from` starts a new run (optimizer and schedule from step 0) from that model folder's
+    transformer weights, which must match the config's architecture: a fine-tune.
     """
     from tqdm import tqdm
 
     out, vqgan_dir = Path(out_dir), Path(vqgan_dir)
     ckpt = out / CHECKPOINT_DIR
     meta: dict = {}
+    if resume and init_from is not None:
+        raise PixelsceneError("--resume continues a run; --init-from starts one: use one of them")
     if resume:
         if not (ckpt / "state.json").is_file():
             raise PixelsceneError(f"--resume: no checkpoint in {ckpt}")
@@ -259,11 +280,21 @@ def train_transformer(
     if (H, W) != tuple(cfg.vqgan.grid_size):
         raise DataError(f"token cache grid {H}x{W} != the VQGAN's {cfg.vqgan.grid_size}")
     if not resume:
-        captions = [c for cs in dataset.captions_by_image().values() for c in cs]
-        tok = Tokenizer.build(
-            captions, cfg.transformer.text_vocab_size, cfg.transformer.max_text_len
-        )
+        if init_from is not None and (Path(init_from) / "tokenizer.json").is_file():
+            tok = Tokenizer.load(Path(init_from) / "tokenizer.json")  # the ids it was trained on
+        else:
+            captions = [c for cs in dataset.captions_by_image().values() for c in cs]
+            tok = Tokenizer.build(
+                captions, cfg.transformer.text_vocab_size, cfg.transformer.max_text_len
+            )
     train = captioned_codes(cache, dataset, tok, cfg.transformer, progress)
+    if tcfg.sprite_weight > 0:
+        from pixelscene.data.sprites import sprite_coverage
+
+        pad = tuple(cfg.vqgan.pad_rows)
+        train.sprites = sprite_coverage(data_dir, train.names, pad, progress)
+        if train.sprites.shape[1] != H * W:
+            raise DataError(f"sprite grid of {train.sprites.shape[1]} codes != the VQGAN's {H * W}")
     held = None
     if eval_dir is not None:
         held = captioned_codes(
@@ -277,6 +308,9 @@ def train_transformer(
 
     mx.random.seed(seed)
     model = build_transformer(cfg)  # the grid matches the token cache (checked above)
+    if init_from is not None and not resume:
+        load_weights(Path(init_from) / "transformer.safetensors", model)
+        log.info("starting from the weights in %s", init_from)
     optimizer = optim.AdamW(lr_schedule(tcfg), weight_decay=tcfg.weight_decay)
     optimizer.init(model.trainable_parameters())
     start = 0
@@ -300,14 +334,12 @@ def train_transformer(
 
     p_drop = cfg.transformer.cfg_dropout
     text_noise = tcfg.text_noise
-    weights = None
-    if tcfg.first_row_weight != 1.0:
-        weights = position_weights(H * W, W, tcfg.first_row_weight)
+    position = np.array(position_weights(H * W, W, tcfg.first_row_weight))
     clip = tcfg.grad_clip
     state = [model.state, optimizer.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step_fn(codes, ids, mask):
+    def step_fn(codes, ids, mask, weights):
         drop = mx.random.uniform(shape=(codes.shape[0],)) < p_drop
         loss_and_grad = nn.value_and_grad(model, sequence_loss)
         loss, grads = loss_and_grad(model, codes, ids, mask, drop, weights, text_noise)
@@ -333,9 +365,13 @@ def train_transformer(
     with stop_on_signals() as request:
         stopped = False
         while step < tcfg.steps and not (stopped or request):
-            codes, ids, mask = batch_at(train, tcfg.batch_size, seed, step)
+            idx, rows = batch_rows(train, tcfg.batch_size, seed, step)
+            codes, ids, mask = train.codes[idx], train.ids[rows], train.mask[rows]
+            weights = position
+            if train.sprites is not None:
+                weights = sprite_weights(position, train.sprites[idx], tcfg.sprite_weight)
             mx.random.seed(seed * 1_000_003 + step)
-            loss = step_fn(mx.array(codes), mx.array(ids), mx.array(mask))
+            loss = step_fn(mx.array(codes), mx.array(ids), mx.array(mask), mx.array(weights))
             mx.eval(loss, state)
             step += 1
             n_rate += 1

@@ -1,0 +1,108 @@
+"""Where the sprites of a synthetic scene are, per code of the VQGAN's grid.
+
+Landmarks and vegetation are small sprites: a castle covers about 6 of an image's 260 codes,
+so in a plain mean of the transformer's loss the codes that draw what a prompt names weigh
+next to nothing against sky and ground (`TransformerTrainConfig.sprite_weight`). The
+renderer is deterministic in (seed, index), so a dataset written by `pixelscene synth` is
+re-rendered here to find its sprites' pixels; each re-rendered image is checked against the
+stored one, so a dataset from elsewhere, or a changed renderer, fails loudly instead of
+weighting the wrong codes. Coverage is cached beside the dataset (`sprites_13x20.npz`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pixelscene.data.attributes import ATTRIBUTES
+from pixelscene.data.render import H, W, render_scene
+from pixelscene.errors import DataError
+
+CELL = 16  # pixels per code side
+
+
+def scene_sprites(record: dict, image_path: str | Path | None = None) -> np.ndarray:
+    """The (200, 320) bool mask of a synthetic scene's landmark and vegetation pixels, from its
+    attributes.jsonl record; with `image_path`, the re-rendered scene must equal that image."""
+    try:
+        index = int(Path(record["image"]).stem)
+        attrs = {k: record[k] for k in ATTRIBUTES}
+        attrs["celestial"] = list(record["celestial"])
+        seed = int(record["seed"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise DataError(
+            f"{record.get('image', '?')}: not a `pixelscene synth` record ({e!r} missing or bad)"
+        ) from None
+    rgb, info = render_scene(attrs, np.random.default_rng([seed, index, 1]))
+    if image_path is not None:
+        stored = np.asarray(Image.open(image_path).convert("RGB"))
+        if not np.array_equal(stored, rgb):
+            raise DataError(
+                f"{image_path}: re-rendering its record does not give this image (a dataset "
+                "from another renderer version, or not from `pixelscene synth`)"
+            )
+    return info["sprites"]
+
+
+def cell_coverage(mask: np.ndarray, pad_rows: tuple[int, int]) -> np.ndarray:
+    """Fraction of each 16x16 cell of the padded image that a (200, 320) mask covers, as the
+    flattened grid (codes in raster order): (13 * 20,) float32 for pads (4, 4)."""
+    top, bottom = pad_rows
+    padded = np.pad(mask.astype(np.float32), ((top, bottom), (0, 0)))
+    h, w = padded.shape[0] // CELL, padded.shape[1] // CELL
+    return padded.reshape(h, CELL, w, CELL).mean(axis=(1, 3)).reshape(-1)
+
+
+def sprite_coverage(
+    data_dir: str | Path, names: list[str], pad_rows: tuple[int, int], progress: bool = True
+) -> np.ndarray:
+    """(len(names), codes) float32 sprite coverage of each named image of a synthetic dataset,
+    cached in DATA_DIR/sprites_HxW.npz (extended when new names are asked for)."""
+    from tqdm import tqdm
+
+    data_dir = Path(data_dir)
+    grid = ((H + sum(pad_rows)) // CELL, W // CELL)
+    path = data_dir / f"sprites_{grid[0]}x{grid[1]}.npz"
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path) as z:
+            if tuple(z["pad_rows"]) == tuple(pad_rows):
+                known = dict(zip(z["images"].tolist(), z["coverage"]))
+    missing = [n for n in dict.fromkeys(names) if n not in known]
+    if missing:
+        records = _records(data_dir)
+        for name in tqdm(missing, desc="sprites", disable=not progress, unit="img"):
+            if name not in records:
+                raise DataError(f"{data_dir / 'attributes.jsonl'}: no record for {name}")
+            mask = scene_sprites(records[name], data_dir / "images" / name)
+            known[name] = cell_coverage(mask, pad_rows)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            images=np.array(list(known)),
+            coverage=np.stack(list(known.values())).astype(np.float32),
+            pad_rows=np.array(pad_rows),
+        )
+        tmp.replace(path)
+    return np.stack([known[n] for n in names]).astype(np.float32)
+
+
+def _records(data_dir: Path) -> dict[str, dict]:
+    import json
+
+    path = data_dir / "attributes.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; sprite weights need a `pixelscene synth` dataset")
+    out = {}
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                out[record["image"]] = record
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(f"{path}:{line_no}: bad record ({e})") from None
+    return out
