@@ -211,10 +211,11 @@ def numpy_decoder(model: ImageTransformer) -> NumpyDecoder:
     return decoder
 
 
-def _numpy_codes(model, ctx: Context, seeds, settings: dict, progress_every: int):
-    """The numpy engine's loop: same inputs and outputs as the compiled MLX steps."""
+def _numpy_codes(model, ctx: Context, rows, seeds, settings: dict, progress_every: int):
+    """The numpy engine's loop: same inputs and outputs as the compiled MLX steps; row r
+    reads caption rows[r] of ctx."""
     decoder = numpy_decoder(model)
-    state = decoder.start(ctx)
+    state = decoder.start(ctx, rows)
     guide = settings["cfg_scale"] != 1.0
     N, S, V = len(seeds), model.seq_len, model.codebook_size
     noise = gumbel_noise(seeds, S, V)
@@ -313,22 +314,26 @@ def generate_codes(
     engine = default_engine() if engine is None else engine
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if N != P:
-        states, mask = mx.repeat(states, N // P, axis=0), mx.repeat(mask, N // P, axis=0)
     guide = cfg_scale != 1.0
+    # rows: prompt i's n images, then (with guidance) as many unconditional rows
+    rows = np.repeat(np.arange(P), N // P)
     if guide:  # unconditional half: no real tokens, so the learned null state
-        states = mx.concatenate([states, mx.zeros_like(states)])
-        mask = mx.concatenate([mask, mx.zeros_like(mask)])
+        rows = np.concatenate([rows, np.full(N, P)])
+        states = mx.concatenate([states, mx.zeros_like(states[:1])])
+        mask = mx.concatenate([mask, mx.zeros_like(mask[:1])])
     S, V = model.seq_len, model.codebook_size
     was_training = model.training
     model.eval()
     try:
-        if engine == "numpy":
+        if engine == "numpy":  # each caption's context once; the decoder maps rows to them
             settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale)
             yield from _numpy_codes(
-                model, model.context(states, mask), seeds, settings, progress_every
+                model, model.context(states, mask), rows, seeds, settings, progress_every
             )
             return
+        if len(rows) != len(states):  # the MLX steps take one context row per row
+            take = mx.array(rows)
+            states, mask = states[take], mask[take]
         ctx_arrays = model.context(states, mask).arrays()
         B, H, d = states.shape[0], model.num_heads, model.cfg.embed_dim // model.num_heads
         empty = StaticKVCache.empty(B, H, S, d)

@@ -73,28 +73,30 @@ def test_steps_match_the_mlx_forward_over_a_whole_sequence(pooled, batch, jit):
 @pytest.mark.parametrize("jit", PATHS)
 def test_rows_sharing_a_caption_step_as_the_mlx_forward(jit, monkeypatch):
     """Images of one prompt, and every unconditional row, share their caption (as
-    `sample_codes` stacks them); the compiled step keeps each distinct caption once and
-    reads it only up to its last unmasked position."""
+    `generate_codes` passes them): its keys/values are computed and kept once, and the
+    compiled step reads them only up to the caption's last unmasked position."""
     monkeypatch.setenv("PIXELSCENE_SAMPLER_THREADS", "1")  # one part: all rows together
     m = build(True)
-    ids = np.zeros((2, L), np.int32)
-    ids[0, :3], ids[1, :5] = [5, 6, 7], [8, 9, 10, 11, 12]
+    ids = np.zeros((3, L), np.int32)
+    ids[0, :3], ids[1, :5] = [5, 6, 7], [8, 9, 10, 11, 12]  # captions A, B and the null one
     states, mask = m.encode_text(mx.array(ids), mx.array(ids > 0))
-    states = mx.concatenate([mx.repeat(states, 3, axis=0), mx.zeros((6, *states.shape[1:]))])
-    mask = mx.concatenate([mx.repeat(mask, 3, axis=0), mx.zeros((6, L), mx.bool_)])
-    ctx = m.context(states, mask)  # rows: prompt A x3, prompt B x3, six unconditional
+    rows = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 2])
+    take = mx.array(rows)
+    ref_ctx = m.context(states[take], mask[take])  # one context row per row, as MLX steps
     tokens = np.random.default_rng(5).integers(0, m.codebook_size, (12, m.seq_len))
     tokens[:, 0] = m.bos_id
-    ref = np.array(m.decode(mx.array(tokens), ctx))
+    ref = np.array(m.decode(mx.array(tokens), ref_ctx))
     dec = NumpyDecoder(m, jit=jit)
-    state = dec.start(ctx)
+    state = dec.start(m.context(states, mask), rows)
     ((_, _, part),) = state["parts"]
     if jit:
         assert part["cross_k"].shape[1] == 3  # A, B and the null caption, once each
-        assert part["cross_rows"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 2]
+        assert part["cross_rows"].tolist() == rows.tolist()
         assert part["cross_lengths"].tolist() == [3, 5, 1]
     out = np.stack([dec.step(state, tokens[:, t], t) for t in range(m.seq_len)], axis=1)
     assert np.abs(out - ref).max() < 1e-4
+    with pytest.raises(ValueError, match="3 captions"):
+        dec.start(m.context(states, mask), [0, 3])
 
 
 def test_rows_do_not_depend_on_the_batch():

@@ -149,8 +149,7 @@ def sequence_loss(
 
     `ids` are token ids for the learned encoder, or a frozen encoder's precomputed states.
     `weights` (S,) or (B, S) with mean 1 weighs the codes (see `position_weights`,
-    `sprite_weights`); `text_noise`
-    perturbs a frozen encoder's states (see `noisy_states`).
+    `sprite_weights`); `text_noise` perturbs a frozen encoder's states (see `noisy_states`).
     """
     if "text_encoder" in model:
         states, mask = model.encode_text(ids, mask)

@@ -99,28 +99,6 @@ def warm_up() -> None:
         log.info("compiled the CPU sampler in %.0f s; later runs load it from disk", seconds)
 
 
-def distinct_captions(cross_k: np.ndarray, cross_v: np.ndarray, bias: np.ndarray):
-    """Rows with the same caption keys/values (layers, B, H, L, d) and bias (B, L): (the
-    first row of each distinct caption, each row's caption index (B,) intp)."""
-    firsts: list[int] = []
-    rows = np.empty(len(bias), np.intp)
-    groups: dict[bytes, list[int]] = {}  # a short key -> captions whose first row has it
-    for r in range(len(bias)):
-        key = bias[r].tobytes() + cross_k[0, r, 0, 0].tobytes() + cross_v[0, r, 0, 0].tobytes()
-        for c in groups.setdefault(key, []):
-            f = firsts[c]
-            if np.array_equal(cross_k[:, r], cross_k[:, f]) and np.array_equal(
-                cross_v[:, r], cross_v[:, f]
-            ):
-                rows[r] = c
-                break
-        else:
-            groups[key].append(len(firsts))
-            rows[r] = len(firsts)
-            firsts.append(r)
-    return firsts, rows
-
-
 def _np(a: mx.array) -> np.ndarray:
     return np.array(a.astype(mx.float32), dtype=np.float32)
 
@@ -237,47 +215,51 @@ class NumpyDecoder:
     def num_layers(self) -> int:
         return len(self.norms)
 
-    def start(self, ctx: Context) -> dict:
-        """Per-batch state: empty self-attention caches and the caption's keys/values.
+    def start(self, ctx: Context, rows=None) -> dict:
+        """Per-batch state: empty self-attention caches and the captions' keys/values.
 
-        For the compiled step, a batch of `PARALLEL_MIN_ROWS` rows or more is split into one
-        part per CPU; each part has its own contiguous arrays and steps on its own thread."""
-        cross_k = np.stack([_np(k) for k, _ in ctx.kv])  # (layers, B, H, L, d)
+        `rows` (B,) gives each row's caption in ctx, so that a caption shared by many rows
+        (n images of a prompt; every unconditional row) is computed and stored once; None:
+        row i reads caption i. The compiled step reads each caption once for all the rows
+        of a part that share it, up to its last unmasked position. For the compiled step, a
+        batch of `PARALLEL_MIN_ROWS` rows or more is split into one part per CPU; each part
+        has its own contiguous arrays and steps on its own thread."""
+        cross_k = np.stack([_np(k) for k, _ in ctx.kv])  # (layers, C, H, L, d)
         cross_v = np.stack([_np(v) for _, v in ctx.kv])
-        bias = _np(ctx.bias)[:, 0, 0, :]  # (B, L)
-        B = len(bias)
+        bias = _np(ctx.bias)[:, 0, 0, :]  # (C, L)
+        rows = np.arange(len(bias)) if rows is None else np.asarray(rows, np.intp)
+        if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= len(bias):
+            raise ValueError(f"rows must index the context's {len(bias)} captions")
+        B = len(rows)
         parts = 1
         if self.jit and B >= PARALLEL_MIN_ROWS:
             parts = min(sampler_threads(), B // (PARALLEL_MIN_ROWS // 2))
         bounds = [B * i // parts for i in range(parts + 1)]
         return {
-            "pooled": None if ctx.pooled is None else _np(ctx.pooled)[:, 0],  # (B, dim)
+            "pooled": None if ctx.pooled is None else _np(ctx.pooled)[rows, 0],  # (B, dim)
             "parts": [
-                (lo, hi, self._part(cross_k[:, lo:hi], cross_v[:, lo:hi], bias[lo:hi]))
+                (lo, hi, self._part(cross_k, cross_v, bias, rows[lo:hi]))
                 for lo, hi in zip(bounds, bounds[1:])
             ],
         }
 
-    def _part(self, cross_k, cross_v, bias) -> dict:
-        B = len(bias)
+    def _part(self, cross_k, cross_v, bias, rows) -> dict:
+        B = len(rows)
         shape = (self.num_layers, B, self.heads, self.seq_len, self.head_dim)
         part = {"keys": np.zeros(shape, np.float32), "values": np.zeros(shape, np.float32)}
-        if not self.jit:
-            part.update(cross_k=cross_k, cross_v=cross_v, bias=bias)
+        if not self.jit:  # one caption copy per row
+            part.update(cross_k=cross_k[:, rows], cross_v=cross_v[:, rows], bias=bias[rows])
             return part
-        # The compiled step reads each distinct caption once for all the rows that share it
-        # (n images of one prompt; every unconditional row), over its last unmasked position.
-        firsts, rows = distinct_captions(cross_k, cross_v, bias)
-        bias = np.ascontiguousarray(bias[firsts])
+        used, local = np.unique(rows, return_inverse=True)  # this part's captions
+        bias = np.ascontiguousarray(bias[used])
         unmasked = bias > NEG_INF / 2
         last = bias.shape[1] - np.argmax(unmasked[:, ::-1], axis=1)
-        lengths = np.where(unmasked.any(axis=1), last, bias.shape[1])
         part.update(
-            cross_k=np.ascontiguousarray(cross_k[:, firsts]),
-            cross_v=np.ascontiguousarray(cross_v[:, firsts]),
+            cross_k=np.ascontiguousarray(cross_k[:, used]),
+            cross_v=np.ascontiguousarray(cross_v[:, used]),
             bias=bias,
-            cross_rows=rows,
-            cross_lengths=lengths.astype(np.intp),
+            cross_rows=local.astype(np.intp).reshape(-1),
+            cross_lengths=np.where(unmasked.any(axis=1), last, bias.shape[1]).astype(np.intp),
         )
         return part
 
