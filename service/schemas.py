@@ -96,13 +96,25 @@ def training_schema(settings: Settings) -> dict[str, Any]:
                 "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                 "description": "a dataset folder name under the server's datasets directory",
             },
-            "config": {"type": "string", "enum": ["tiny", "base"], "default": "tiny"},
+            "config": {
+                "type": "string",
+                "enum": ["tiny", "tiny-learned", "tiny-sprites", "base"],
+                "default": "tiny",
+                "description": "a preset in configs/ (tiny-sprites: the sprite-weighted "
+                "fine-tune, with `init_from`)",
+            },
             "steps": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
             "vqgan": {
                 "type": "string",
                 "enum": sorted(settings.models),
                 "description": "stages transformer and decoder (required): the model whose VQGAN "
                 "the transformer trains on, or whose decoder is fine-tuned",
+            },
+            "init_from": {
+                "type": "string",
+                "enum": sorted(settings.models),
+                "description": "stage transformer: start from this model's transformer weights "
+                "(a fine-tune: new optimizer and schedule; the config's architecture must match)",
             },
             "webhook": {"type": "string", "format": "uri", "maxLength": 2000},
         },

@@ -6,10 +6,13 @@ import yaml
 from pixelscene.config import Config, ConfigError, load_config
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-learned", "base"])
-def test_presets_tile_320x200_into_13x20(name):
+@pytest.mark.parametrize(
+    "name, model", [("tiny", "tiny"), ("tiny-learned", "tiny-learned"), ("base", "base"),
+                    ("tiny-sprites", "tiny")],  # the fine-tune of `tiny` keeps its name
+)  # fmt: skip
+def test_presets_tile_320x200_into_13x20(name, model):
     cfg = load_config(f"configs/{name}.yaml")
-    assert cfg.name == name
+    assert cfg.name == model
     assert cfg.vqgan.downsample_factor == 16
     assert cfg.vqgan.padded_size == (208, 320)
     assert cfg.vqgan.grid_size == (13, 20)

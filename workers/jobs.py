@@ -246,13 +246,14 @@ def train(job_id: str) -> dict[str, Any]:
 def _run_trainer(ctx: context.WorkerContext, request: dict[str, Any], out_dir: Path) -> list[str]:
     """Run `pixelscene train ...` in this process; returns its argv. Errors name server paths."""
     from pixelscene.cli import build_parser
+    from pixelscene.model_io import resolve_model_dir
 
-    vqgan_dir = None
+    vqgan_dir = init_dir = None
     if request.get("vqgan"):
-        from pixelscene.model_io import resolve_model_dir
-
         vqgan_dir = resolve_model_dir(ctx.registry.model_dir(request["vqgan"]))
-    argv = train_argv(request, Path(ctx.settings.datasets_dir), out_dir, vqgan_dir)
+    if request.get("init_from"):
+        init_dir = resolve_model_dir(ctx.registry.model_dir(request["init_from"]))
+    argv = train_argv(request, Path(ctx.settings.datasets_dir), out_dir, vqgan_dir, init_dir)
     log.info("running `pixelscene %s`", " ".join(argv))
     try:
         args = build_parser().parse_args(argv)
@@ -267,7 +268,11 @@ def _run_trainer(ctx: context.WorkerContext, request: dict[str, Any], out_dir: P
 
 
 def train_argv(
-    request: dict[str, Any], datasets_dir: Path, out_dir: Path, vqgan_dir: Path | None = None
+    request: dict[str, Any],
+    datasets_dir: Path,
+    out_dir: Path,
+    vqgan_dir: Path | None = None,
+    init_dir: Path | None = None,
 ) -> list[str]:
     """The CLI arguments of a training request (validated by the API's schema)."""
     stage = request["stage"]
@@ -282,6 +287,8 @@ def train_argv(
     argv += ["--no-progress"]
     if stage == "transformer" and vqgan_dir is not None:
         argv += ["--vqgan", str(vqgan_dir)]
+    if stage == "transformer" and init_dir is not None:
+        argv += ["--init-from", str(init_dir)]
     if request.get("steps"):
         argv += ["--steps", str(request["steps"])]
     return argv

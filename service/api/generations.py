@@ -48,6 +48,8 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
             raise ValidationError({"webhook": f"refused: {refused}"})
     if kind == TRAIN and params["stage"] in ("transformer", "decoder") and not params.get("vqgan"):
         raise ValidationError({"vqgan": f"is required for stage {params['stage']}"})
+    if kind == TRAIN and params.get("init_from") and params["stage"] != "transformer":
+        raise ValidationError({"init_from": "is only for stage transformer"})
     body_hash = hashlib.sha256(
         json.dumps([kind, params], sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()

@@ -341,6 +341,20 @@ def test_post_training_validates_and_queues(client, fake_redis):
             bad.get_json()["error"]["details"]["fields"]["vqgan"]
             == f"is required for stage {stage}"
         )
+    model = sorted(client.application.extensions["pixelscene"].settings.models)[0]
+    bad = client.post(
+        "/v1/trainings",
+        json={"stage": "decoder", "dataset": "d", "vqgan": model, "init_from": model},
+    )
+    assert bad.get_json()["error"]["details"]["fields"] == {
+        "init_from": "is only for stage transformer"
+    }
+    ok = client.post(
+        "/v1/trainings",
+        json={"stage": "transformer", "dataset": "d", "vqgan": model, "init_from": model,
+              "config": "tiny-sprites"},
+    )  # fmt: skip
+    assert ok.status_code == 202
 
 
 def test_running_training_job_cannot_be_canceled(client, fake_redis):
@@ -358,7 +372,9 @@ def test_train_argv_matches_the_cli(tmp_path):
     request = {"stage": "transformer", "dataset": "d", "config": "tiny", "steps": 5}
     argv = train_argv(request, tmp_path, tmp_path / "out", tmp_path / "vq")
     args = build_parser().parse_args(argv)
-    assert args.steps == 5 and args.vqgan == str(tmp_path / "vq")
+    assert args.steps == 5 and args.vqgan == str(tmp_path / "vq") and args.init_from is None
+    argv = train_argv(request, tmp_path, tmp_path / "out", tmp_path / "vq", tmp_path / "m")
+    assert build_parser().parse_args(argv).init_from == str(tmp_path / "m")
     decoder = {"stage": "decoder", "dataset": "d", "config": "tiny", "steps": 7}
     args = build_parser().parse_args(train_argv(decoder, tmp_path, tmp_path / "o", tmp_path / "vq"))
     assert args.model == str(tmp_path / "vq") and args.steps == 7
