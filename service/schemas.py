@@ -98,7 +98,7 @@ def training_schema(settings: Settings) -> dict[str, Any]:
             },
             "config": {
                 "type": "string",
-                "enum": ["tiny", "tiny-learned", "tiny-sprites", "base"],
+                "enum": ["tiny", "tiny-learned", "tiny-sprites", "tiny-sprites-2", "base"],
                 "default": "tiny",
                 "description": "a preset in configs/ (tiny-sprites: the sprite-weighted "
                 "fine-tune, with `init_from`)",

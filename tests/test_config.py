@@ -8,7 +8,7 @@ from pixelscene.config import Config, ConfigError, load_config
 
 @pytest.mark.parametrize(
     "name, model", [("tiny", "tiny"), ("tiny-learned", "tiny-learned"), ("base", "base"),
-                    ("tiny-sprites", "tiny")],  # the fine-tune of `tiny` keeps its name
+                    ("tiny-sprites", "tiny"), ("tiny-sprites-2", "tiny")],  # the fine-tune of `tiny` keeps its name
 )  # fmt: skip
 def test_presets_tile_320x200_into_13x20(name, model):
     cfg = load_config(f"configs/{name}.yaml")
