@@ -1,23 +1,16 @@
 import json
 
-import mlx.core as mx
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from pixelscene.config import load_config
 from pixelscene.data.render import render_scene
 from pixelscene.data.sprites import cell_coverage, scene_sprites, sprite_coverage
 from pixelscene.data.synth import write_dataset
-from pixelscene.data.token_cache import TokenCache, save_token_cache, vqgan_fingerprint
-from pixelscene.errors import DataError, ModelLoadError, PixelsceneError
-from pixelscene.model_io import save_model_config
+from pixelscene.errors import DataError
 from pixelscene.train.transformer import (
-    CHECKPOINT_DIR,
     position_weights,
     sprite_weights,
-    train_transformer,
 )
 
 ATTRS = dict(time="day", weather="clear", terrain="hills", celestial=["sun"])
@@ -90,84 +83,6 @@ def test_sprite_weights_have_mean_one_and_favour_covered_codes():
     assert w[0, 100] / w[0, 102] == pytest.approx(9.0)  # 1 + 8 x 1
     assert w[1, 101] / w[1, 102] == pytest.approx(5.0)  # 1 + 8 x 0.5
     assert w[0, 0] / w[0, 102] == pytest.approx(8.0)  # the first row keeps its weight
-
-
-MICRO = {
-    "name": "micro",
-    "transformer": {
-        "embed_dim": 32,
-        "num_heads": 2,
-        "num_layers": 2,
-        "text_embed_dim": 32,
-        "text_num_heads": 2,
-        "text_num_layers": 1,
-        "max_text_len": 12,
-        "text_vocab_size": 64,
-    },
-    "train_transformer": {
-        "batch_size": 4,
-        "steps": 2,
-        "warmup_steps": 1,
-        "eval_every": 50,
-        "checkpoint_every": 1,
-        "log_every": 1,
-    },
-}
-
-
-@pytest.fixture()
-def setup(tmp_path, synth_dir):
-    vq = tmp_path / "vq"
-    save_model_config(vq, load_config("tiny"))
-    mx.save_safetensors(
-        str(vq / "vqgan.safetensors"),
-        {"encoder.conv_in.weight": mx.zeros((4, 3)), "quantizer.codebook": mx.ones((8, 2))},
-    )
-    names = sorted(p.name for p in (synth_dir / "images").iterdir())
-    codes = np.random.default_rng(0).integers(0, 512, (len(names), 13, 20)).astype(np.int16)
-    save_token_cache(synth_dir / "tokens.npz", TokenCache(codes, names, vqgan_fingerprint(vq)))
-    cfg = tmp_path / "micro.yaml"
-    cfg.write_text(yaml.safe_dump(MICRO))
-    return tmp_path, vq, cfg
-
-
-def test_training_with_sprite_weights(setup, synth_dir):
-    tmp_path, vq, cfg = setup
-    micro = dict(MICRO, train_transformer=dict(MICRO["train_transformer"], sprite_weight=4.0))
-    cfg.write_text(yaml.safe_dump(micro))
-    result = train_transformer(cfg, synth_dir, vq, tmp_path / "out", progress=False)
-    assert result.step == 2 and np.isfinite(result.train_loss)
-    assert (synth_dir / "sprites_13x20.npz").is_file()  # coverage computed and cached
-
-
-def test_init_from_starts_a_new_run_from_a_model_folder(setup, synth_dir):
-    tmp_path, vq, cfg = setup
-    train_transformer(cfg, synth_dir, vq, tmp_path / "first", progress=False)
-    # warmup: the first step's learning rate is 0, so the checkpoint after it holds the
-    # starting weights
-    result = train_transformer(
-        cfg, synth_dir, vq, tmp_path / "second", progress=False, init_from=tmp_path / "first",
-        stop_after=1,
-    )  # fmt: skip
-    assert result.step == 1
-    start = mx.load(str(tmp_path / "first" / "transformer.safetensors"))
-    after = mx.load(str(tmp_path / "second" / CHECKPOINT_DIR / "model.safetensors"))
-    assert start.keys() == after.keys()
-    assert all(mx.array_equal(start[k].astype(mx.float32), after[k]).item() for k in start)
-    tokenizers = [(tmp_path / d / "tokenizer.json").read_text() for d in ("first", "second")]
-    assert tokenizers[0] == tokenizers[1]  # the caption ids the weights were trained on
-
-    with pytest.raises(PixelsceneError, match="--init-from"):
-        train_transformer(
-            cfg, synth_dir, vq, tmp_path / "second", progress=False, resume=True,
-            init_from=tmp_path / "first",
-        )  # fmt: skip
-    wider = dict(MICRO, transformer=dict(MICRO["transformer"], embed_dim=48))
-    cfg.write_text(yaml.safe_dump(wider))
-    with pytest.raises(ModelLoadError, match="shape"):
-        train_transformer(
-            cfg, synth_dir, vq, tmp_path / "third", progress=False, init_from=tmp_path / "first"
-        )
 
 
 def test_records_without_synth_fields_are_rejected():

@@ -14,7 +14,7 @@ from pixelscene.data.token_cache import (
     save_token_cache,
     vqgan_fingerprint,
 )
-from pixelscene.errors import ModelLoadError
+from pixelscene.errors import ModelLoadError, PixelsceneError
 from pixelscene.model_io import load_model_config, load_weights, save_model_config
 from pixelscene.train.transformer import (
     CHECKPOINT_DIR,
@@ -244,3 +244,64 @@ def test_text_noise_scales_with_each_states_rms():
     assert mx.allclose(rms[0], mx.full((4,), 0.5), atol=0.06).item()
     assert mx.allclose(rms[1], mx.full((4,), 5.0), atol=0.6).item()
     assert noisy_states(states, 0.0).dtype == mx.float32
+
+
+@pytest.fixture()
+def synth_setup(tmp_path):
+    """A 6-scene `pixelscene synth` dataset (so sprite coverage can be re-rendered) with a
+    token cache of random codes, and a config training 2 steps with a 1-step warmup."""
+    from pixelscene.data.synth import write_dataset
+
+    data = tmp_path / "synth"
+    write_dataset(data, 6, seed=5, captions=2)
+    vq = tmp_path / "vq"
+    save_model_config(vq, load_config("tiny"))
+    write_weights(vq, encoder=0.0, decoder=0.0)
+    names = sorted(p.name for p in (data / "images").iterdir())
+    codes = np.random.default_rng(0).integers(0, 512, (len(names), 13, 20)).astype(np.int16)
+    save_token_cache(data / "tokens.npz", TokenCache(codes, names, vqgan_fingerprint(vq)))
+    train = dict(MICRO["train_transformer"], steps=2, warmup_steps=1, checkpoint_every=1)
+    cfg = tmp_path / "micro.yaml"
+    cfg.write_text(yaml.safe_dump(dict(MICRO, train_transformer=train)))
+    return data, vq, cfg
+
+
+def test_training_with_sprite_weights(synth_setup, tmp_path):
+    data, vq, cfg = synth_setup
+    micro = yaml.safe_load(cfg.read_text())
+    micro["train_transformer"]["sprite_weight"] = 4.0
+    cfg.write_text(yaml.safe_dump(micro))
+    result = train_transformer(cfg, data, vq, tmp_path / "out", progress=False)
+    assert result.step == 2 and np.isfinite(result.train_loss)
+    assert (data / "sprites_13x20.npz").is_file()  # coverage computed and cached
+
+
+def test_init_from_starts_a_new_run_from_a_model_folder(synth_setup, tmp_path):
+    data, vq, cfg = synth_setup
+    train_transformer(cfg, data, vq, tmp_path / "first", progress=False)
+    # warmup: the first step's learning rate is 0, so the checkpoint after it holds the
+    # starting weights
+    result = train_transformer(
+        cfg, data, vq, tmp_path / "second", progress=False, init_from=tmp_path / "first",
+        stop_after=1,
+    )  # fmt: skip
+    assert result.step == 1
+    start = mx.load(str(tmp_path / "first" / "transformer.safetensors"))
+    after = mx.load(str(tmp_path / "second" / CHECKPOINT_DIR / "model.safetensors"))
+    assert start.keys() == after.keys()
+    assert all(mx.array_equal(start[k].astype(mx.float32), after[k]).item() for k in start)
+    tokenizers = [(tmp_path / d / "tokenizer.json").read_text() for d in ("first", "second")]
+    assert tokenizers[0] == tokenizers[1]  # the caption ids the weights were trained on
+
+    with pytest.raises(PixelsceneError, match="--init-from"):
+        train_transformer(
+            cfg, data, vq, tmp_path / "second", progress=False, resume=True,
+            init_from=tmp_path / "first",
+        )  # fmt: skip
+    wider = yaml.safe_load(cfg.read_text())
+    wider["transformer"]["embed_dim"] = 48
+    cfg.write_text(yaml.safe_dump(wider))
+    with pytest.raises(ModelLoadError, match="shape"):
+        train_transformer(
+            cfg, data, vq, tmp_path / "third", progress=False, init_from=tmp_path / "first"
+        )

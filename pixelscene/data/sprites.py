@@ -11,6 +11,7 @@ weighting the wrong codes. Coverage is cached beside the dataset (`sprites_13x20
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +91,6 @@ def sprite_coverage(
 
 
 def _records(data_dir: Path) -> dict[str, dict]:
-    import json
-
     path = data_dir / "attributes.jsonl"
     if not path.is_file():
         raise DataError(f"{path}: missing; sprite weights need a `pixelscene synth` dataset")

@@ -25,6 +25,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
+from pixelscene import expf
+
 # Reassociation lets the compiler vectorise the dot products. No nnan/ninf: the caption mask
 # is a large negative bias, and softmax must stay exact about it.
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
@@ -124,12 +126,8 @@ def _layer_norm(x, g, b, eps, out):
             out[r, i] = out[r, i] * inv * g[i] + b[i]
 
 
-_LOG2E = np.float32(1.4426950408889634)
-_LN2_HI = np.float32(0.693359375)  # ln 2 split so that k * _LN2_HI is exact
-_LN2_LO = np.float32(-2.12194440e-4)
-_EXP_POLY = tuple(np.float32(c) for c in (
-    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
-    5.0000001201e-1))  # fmt: skip
+_LOG2E, _LN2_HI, _LN2_LO = (np.float32(c) for c in (expf.LOG2E, expf.LN2_HI, expf.LN2_LO))
+_EXP_POLY = tuple(np.float32(c) for c in expf.POLY)
 
 
 @nb.njit(fastmath=_FAST, cache=True)

@@ -12,21 +12,17 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-# exp(r) - 1 - r = r^2 * P(r) for |r| <= ln(2)/2: Cephes' expf polynomial (float32 rounding)
-_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-             1.6666665459e-1, 5.0000001201e-1)  # fmt: skip
-_LOG2E = 1.4426950408889634
-_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4  # ln 2 split so that k * _LN2_HI is exact
+from pixelscene import expf
 
 
 def _exp(x: mx.array) -> mx.array:
-    """exp(x) for float32 x, to float32 rounding, from multiplies and adds only: x = k ln2 + r,
-    exp(r) by a polynomial, 2^k through the exponent bits. Clipped to [-87, 88]."""
+    """exp(x) for float32 x from multiplies and adds only (`pixelscene.expf`); clipped to
+    [-87, 88]."""
     x = mx.clip(x, -87.0, 88.0)
-    k = mx.floor(x * _LOG2E + 0.5)
-    r = x - k * _LN2_HI - k * _LN2_LO
-    p = _EXP_POLY[0]
-    for c in _EXP_POLY[1:]:
+    k = mx.floor(x * expf.LOG2E + 0.5)
+    r = x - k * expf.LN2_HI - k * expf.LN2_LO
+    p = expf.POLY[0]
+    for c in expf.POLY[1:]:
         p = p * r + c
     two_k = ((k.astype(mx.int32) + 127) << 23).view(mx.float32)
     return (p * r * r + r + 1.0) * two_k
