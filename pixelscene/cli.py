@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     except PixelsceneError as e:
         print(f"pixelscene: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path given on the command line: a folder in the way, no space...
+        if args.verbose:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"pixelscene: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("pixelscene: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,10 +19,12 @@ from typing import Any
 
 import yaml
 
+from pixelscene.errors import PixelsceneError
+
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(PixelsceneError, ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key."""
 
 
@@ -197,6 +201,11 @@ class SamplingConfig:
     cfg_scale: float = 3.0
 
     def validate(self, prefix: str = "sampling") -> None:
+        for key in ("temperature", "top_p", "cfg_scale"):
+            if not math.isfinite(getattr(self, key)):
+                raise ConfigError(
+                    f"{prefix}.{key} must be a finite number, got {getattr(self, key)!r}"
+                )
         if self.temperature <= 0:
             raise ConfigError(f"{prefix}.temperature must be > 0")
         if self.top_k < 0:
@@ -243,6 +252,8 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -286,7 +297,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 
 def load_config(path: str | Path) -> Config:
-    """Load a YAML preset or a model folder's config.json (a name like 'tiny' means configs/tiny.yaml)."""
+    """Load a YAML preset or a model folder's config.json (a name like 'tiny' means configs/tiny.yaml).
+
+    Errors name the file and, where the value is found in it, the line."""
     path = Path(path)
     if not path.exists() and not path.suffix and (CONFIGS_DIR / f"{path}.yaml").exists():
         path = CONFIGS_DIR / f"{path}.yaml"
@@ -298,9 +311,46 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}, line {e.lineno}: not valid JSON: {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
     try:
         return Config.from_dict(data or {})
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        line = _line_of(text, str(e))
+        where = f"{path}, line {line}" if line else str(path)
+        raise ConfigError(f"{where}: {e}") from None
+
+
+_KEY_PATH = re.compile(r"^(?:unknown key )?([a-z_]+(?:\.[a-z_]+)*)(?:\[(\d+)\])?")
+
+
+def _line_of(text: str, message: str) -> int | None:
+    """The 1-based line of the key an error message starts with ("train_vqgan.steps must
+    ..."), found in the file's YAML (or JSON) node tree; None where it is not there."""
+    m = _KEY_PATH.match(message)
+    if not m:
+        return None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in m.group(1).split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next((kv for kv in node.value if kv[0].value == part), None)
+        if match is None:
+            break
+        line = match[0].start_mark.line + 1
+        node = match[1]
+    else:
+        if m.group(2) is not None and isinstance(node, yaml.SequenceNode):
+            i = int(m.group(2))
+            if i < len(node.value):
+                line = node.value[i].start_mark.line + 1
+    return line

@@ -29,6 +29,7 @@ from pixelscene.model_io import atomic_write_bytes
 CODES_FORMAT = "pixelscene-codes"
 CODES_FORMAT_VERSION = 1
 MAX_COLOURS = 256
+MAX_SCALE = 16  # 5120x3200: enough for any preview
 
 
 class OutputError(PixelsceneError):
@@ -306,8 +307,38 @@ def save_png(
 ) -> Path:
     """Write a PNG atomically (temp file + rename); see `png_bytes`."""
     path = Path(path)
-    atomic_write_bytes(path, png_bytes(pixels, palette_spec, scale, metadata))
+    write_file(path, png_bytes(pixels, palette_spec, scale, metadata))
     return path
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+    """`atomic_write_bytes`, with a failure (a folder in the way, no permission, a full
+    disk) reported as an OutputError naming the path."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def check_output_path(path: str | os.PathLike, suffix: str = ".png") -> None:
+    """Fail early (before any sampling) on an output path that cannot be written."""
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise OutputError(f"output {path} must end in {suffix}")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: {parent} is not writable")
+
+
+def check_scale(scale: int) -> None:
+    if not 1 <= scale <= MAX_SCALE:
+        raise OutputError(f"--scale must be between 1 and {MAX_SCALE}, got {scale}")
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -318,10 +349,17 @@ def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def generation_metadata(
-    *, prompt: str, seed: int, settings: dict[str, Any], model_name: str, model_version: str
+    *,
+    prompt: str,
+    seed: int | None,
+    settings: dict[str, Any],
+    model_name: str,
+    model_version: str,
 ) -> dict[str, Any]:
     """The tEXt fields every generated PNG carries, so a file found later says how to redo it."""
-    meta: dict[str, Any] = {"Software": "pixelscene", "prompt": prompt, "seed": str(seed)}
+    meta: dict[str, Any] = {"Software": "pixelscene", "prompt": prompt}
+    if seed is not None:
+        meta["seed"] = str(seed)
     meta.update({k: str(v) for k, v in settings.items()})
     meta["model"] = model_name
     meta["model_version"] = model_version
@@ -339,8 +377,11 @@ def codes_to_json(
     model_name: str | None = None,
     model_version: str | None = None,
     settings: dict[str, Any] | None = None,
+    palette: str | None = None,
+    scale: int | None = None,
 ) -> str:
-    """A (rows, cols) code grid as JSON text, with what made it."""
+    """A (rows, cols) code grid as JSON text, with what made it and, where given, the
+    output options its PNG was written with (`decode` uses them unless told otherwise)."""
     codes = np.asarray(codes)
     if codes.ndim != 2:
         raise ValueError(f"expected a 2-D code grid, got shape {codes.shape}")
@@ -356,6 +397,10 @@ def codes_to_json(
         "cols": int(codes.shape[1]),
         "codes": [[int(c) for c in row] for row in codes],
     }
+    if palette is not None:
+        doc["palette"] = palette
+    if scale is not None:
+        doc["scale"] = int(scale)
     return json.dumps(doc, indent=None, separators=(",", ":")) + "\n"
 
 
@@ -371,13 +416,28 @@ def codes_from_json(text: str, source: str = "codes") -> tuple[np.ndarray, dict[
     if (
         not isinstance(grid, list)
         or not grid
+        or not isinstance(grid[0], list)
+        or not grid[0]
         or not all(isinstance(r, list) and len(r) == len(grid[0]) for r in grid)
         or not all(isinstance(c, int) and not isinstance(c, bool) for r in grid for c in r)
     ):
         raise OutputError(f"{source}: 'codes' must be a rectangular list of lists of integers")
+    low, high = min(min(r) for r in grid), max(max(r) for r in grid)
+    if low < 0:
+        raise OutputError(f"{source}: codes must be >= 0, found {low}")
+    if high >= 2**31:
+        raise OutputError(f"{source}: codes must be below 2**31, found {high}")
     codes = np.array(grid, dtype=np.int64)
-    if codes.min() < 0:
-        raise OutputError(f"{source}: codes must be >= 0, found {int(codes.min())}")
+    for key, kind, name in (
+        ("settings", dict, "an object"),
+        ("prompt", str, "a string"),
+        ("seed", int, "an integer"),
+        ("palette", str, "a string"),
+        ("scale", int, "an integer"),
+    ):
+        value = doc.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise OutputError(f"{source}: '{key}' must be {name}, got {value!r}")
     if (doc.get("rows"), doc.get("cols")) != codes.shape:
         raise OutputError(
             f"{source}: rows/cols {doc.get('rows')}x{doc.get('cols')} do not match the grid {codes.shape}"
@@ -388,9 +448,11 @@ def codes_from_json(text: str, source: str = "codes") -> tuple[np.ndarray, dict[
 
 def read_codes(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise OutputError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise OutputError(f"{path}: not a text file (not UTF-8)") from None
     return codes_from_json(text, str(path))
 
 

@@ -175,7 +175,7 @@ class PixelScene:
             temperature, top_k, top_p, cfg_scale: sampler settings (None = config.sampling).
             batch_size: images sampled together.
         Yields:
-            GenerationStep(done, total) after every code position of every batch, then a last
+            GenerationStep(done, total) every 20 codes of every batch, then a last
             step with done == total and `images` (prompt-major order). Stop iterating (or call
             close()) to stop early; no further batches are sampled.
         """

@@ -20,6 +20,8 @@ def test_bench_preset_reports_the_issue_figures(tmp_path, encoder):
     assert result["repeats"] == 2
     for key in ("plan_sampler_s_per_image", "cached_b1_s_per_image", "speedup_b1"):
         assert result[key] > 0, key
+    plan, nocfg = result["plan_sampler_s_per_image"], result["cached_b1_nocfg_s_per_image"]
+    assert result["speedup_b1_nocfg"] == pytest.approx(plan / nocfg, rel=0.05)
     assert result["cached_b2_s_per_image"] > 0 and result["peak_memory_mb"] > 0
     assert set(result["engines"]) == {"numpy", "mlx"}
     assert result["cached_b1_s_per_image"] == result["engines"][result["engine"]]["b1_s_per_image"]

@@ -47,7 +47,35 @@ def test_bad_config_is_one_line_not_a_traceback(tmp_path):
     )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
-    assert "unknown key vqgan.hiden" in out.stderr
+    assert "bad.yaml, line 2: unknown key vqgan.hiden" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "transformer", "--data", "D", "--vqgan", "D", "--out", "D/m", "--config", "C"],
+        ["train", "vqgan", "--data", "D", "--out", "D/m", "--config", "C"],
+        ["bench", "sampling", "--presets", "C"],
+        ["bench", "sampling", "--batches", "1,x"],
+        ["bench", "sampling", "--engines", "numpy,gpu"],
+    ],
+)
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, command):
+    from pixelscene import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntransformer:\n  embed_dim: -3\n")
+    argv = [str(bad) if a == "C" else a.replace("D", str(tmp_path)) for a in command]
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith(("pixelscene: error:", "usage:", "pixelscene ")), err
+    if "C" in command:
+        assert "bad.yaml, line 3: transformer.embed_dim must be > 0" in err[-1]
 
 
 @pytest.mark.skipif(find_openblas() is None, reason="Debian's OpenBLAS is not installed here")

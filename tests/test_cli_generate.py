@@ -75,17 +75,17 @@ def test_generate_palette_and_scale(tmp_path, model_dir):
     # Nearest-neighbour: every 3x3 block is one palette index.
     np.testing.assert_array_equal(idx, np.repeat(np.repeat(idx[::3, ::3], 3, 0), 3, 1))
     assert text["palette"] == "auto:8" and text["scale"] == "3"
-    # decode with the same options writes the same file content.
+    # decode reuses the palette and scale the code file records: the same image.
     re = tmp_path / "re.png"
-    assert (
-        cli.main(
-            ["decode", str(out.with_suffix(".json")), "-o", str(re), "--model", str(model_dir)]
-            + ["--palette", "auto:8", "--scale", "3"]
-        )
-        == 0
-    )
+    codes_file = out.with_suffix(".json")
+    assert cli.main(["decode", str(codes_file), "-o", str(re), "--model", str(model_dir)]) == 0
     np.testing.assert_array_equal(read(re)[2], idx)
-    assert read(re)[4] == palette
+    assert read(re)[4] == palette and read(re)[3]["scale"] == "3"
+    # options given to decode win over the recorded ones
+    rgb = tmp_path / "rgb.png"
+    decode = ["decode", str(codes_file), "-o", str(rgb), "--model", str(model_dir)]
+    assert cli.main([*decode, "--palette", "none", "--scale", "1"]) == 0
+    assert read(rgb)[0] == "RGB" and read(rgb)[1] == (320, 200)
 
     vga = tmp_path / "v.png"
     assert cli.main([*args, "-o", str(vga), "--palette", "vga"]) == 0
@@ -98,6 +98,9 @@ def test_generate_palette_and_scale(tmp_path, model_dir):
         (["--palette", "auto:1"], "auto palette size"),
         (["--palette", "missing.gpl"], "cannot read palette"),
         (["--scale", "0"], "--scale"),
+        (["--scale", "1000"], "--scale must be between 1 and 16"),
+        (["--cfg", "nan"], "cfg_scale must be a finite number"),
+        (["--temperature", "inf"], "temperature must be a finite number"),
         (["-n", "0"], "-n"),
         (["--temperature", "0"], "temperature"),
         (["--model", "/nonexistent"], "not a model folder"),
@@ -109,6 +112,14 @@ def test_errors_are_one_line(tmp_path, model_dir, capsys, extra, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("pixelscene: error:") and message in err and "\n" not in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_unwritable_output_fails_before_sampling(tmp_path, model_dir, capsys):
+    (tmp_path / "afile").write_text("x")
+    args = ["generate", "x", "-o", str(tmp_path / "afile" / "o.png"), "--model", str(model_dir)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pixelscene: error: cannot write") and "\n" not in err
 
 
 def test_decode_rejects_bad_code_files(tmp_path, model_dir, capsys):

@@ -81,8 +81,29 @@ def test_unreadable_file_is_a_config_error(tmp_path):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("vqgan: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match="bad.yaml, line 2: not valid YAML"):
         load_config(bad)
+    bad_json = tmp_path / "config.json"
+    bad_json.write_text('{"name": "x",\n "vqgan": {,}}')
+    with pytest.raises(ConfigError, match="config.json, line 2: not valid JSON"):
+        load_config(bad_json)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("name: t\ntrain_vqgan:\n  batch_size: 8\n  stepz: 3\n", "line 4", "unknown key"),
+        ("name: t\ntrain_vqgan:\n  steps: abc\n", "line 3", "must be an integer"),
+        ("name: t\n\nsampling:\n  temperature: .nan\n", "line 4", "must be a finite number"),
+        ("name: t\nvqgan:\n  image_size: [200, 0]\n", "line 3", "image_size"),
+        ("name: t\ntransformer:\n  embed_dim: 100\n  num_heads: 3\n", "line 3", "divisible"),
+    ],
+)
+def test_errors_name_the_file_and_line(tmp_path, text, where, message):
+    path = tmp_path / "preset.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"preset.yaml, {where}: .*{message}"):
+        load_config(path)
 
 
 def test_atomic_write_gives_the_usual_file_mode(tmp_path):

@@ -201,7 +201,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("pixelscene.model_io.os.replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="cannot write .*out.png: disk full"):
         output.save_png(target, gradient_image(8, 8, seed=1))
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
@@ -229,6 +229,50 @@ def test_codes_json_round_trip_and_errors():
         output.codes_from_json("{", "f.json")
     with pytest.raises(OutputError, match="format"):
         output.codes_from_json("{}")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"codes": [[]]}, "rectangular"),
+        ({"codes": []}, "rectangular"),
+        ({"codes": [[1, -2]]}, ">= 0"),
+        ({"codes": [[10**30]]}, "below 2\\*\\*31"),
+        ({"codes": [[1, True]]}, "rectangular"),
+        ({"settings": [1]}, "'settings' must be an object"),
+        ({"seed": "7"}, "'seed' must be an integer"),
+        ({"scale": 2.5}, "'scale' must be an integer"),
+    ],
+)
+def test_malformed_code_files_are_named_errors(change, message):
+    doc = json.loads(output.codes_to_json(np.zeros((1, 2), np.int32)))
+    doc.update(change)
+    with pytest.raises(OutputError, match=message):
+        output.codes_from_json(json.dumps(doc), "f.json")
+
+
+def test_code_file_that_is_not_text(tmp_path):
+    path = tmp_path / "codes.json"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(OutputError, match="not a text file"):
+        output.read_codes(path)
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    output.check_output_path(tmp_path / "new" / "deeper" / "o.png")  # folders are made later
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="is not a folder"):
+        output.check_output_path(tmp_path / "afile" / "o.png")
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(OutputError, match="is a folder"):
+        output.check_output_path(tmp_path / "d.png")
+    with pytest.raises(OutputError, match="must end in .png"):
+        output.check_output_path(tmp_path / "o.jpg")
+    with pytest.raises(OutputError, match="cannot write"):
+        output.save_png(tmp_path / "afile" / "o.png", gradient_image(8, 8, seed=1))
+    for bad in (0, output.MAX_SCALE + 1):
+        with pytest.raises(OutputError, match="--scale must be between"):
+            output.check_scale(bad)
 
 
 def test_numbered_paths(tmp_path):

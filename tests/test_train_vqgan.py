@@ -118,3 +118,114 @@ def test_resume_continues_exactly(data, tmp_path):
     for step in (6, 7, 8):
         for key in ("loss", "l1", "vq", "d"):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-6), (step, key)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_goes_on(data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pixelscene import model_io
+
+    cfg = micro_config(steps=100000, log_every=1)
+    model_io.save_model_config(tmp_path / "cfg", cfg)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pixelscene", "train", "vqgan", "--data", str(data)]
+    cmd += ["--out", str(out), "--config", str(tmp_path / "cfg" / "config.json")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            log = out / "train.jsonl"
+            if log.is_file() and len(log.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    meta = json.loads((out / "checkpoint" / "meta.json").read_text())
+    stopped = meta["step"]
+    assert stopped >= 3 and stopped == train_losses(out)[-1]["step"]
+    result = train_vqgan(None, data, out, resume=True, steps=stopped + 2, progress_bar=False)
+    assert result.step == stopped + 2 and not result.interrupted
+
+
+def test_codebook_starts_on_encoder_outputs_and_dead_codes_restart(data):
+    import mlx.core as mx
+
+    from pixelscene.data.datasets import ImageDataset
+    from pixelscene.train.vqgan import RESTART_WINDOW, VQGANTrainer
+    from pixelscene.vqgan.quantizer import l2_normalize
+
+    trainer = VQGANTrainer(micro_config(steps=1000), "/nonexistent")
+    ds = ImageDataset(data)
+    images = np.stack([ds.load_uint8(i) for i in range(2)])
+    trainer.init_codebook(images)
+    from pixelscene.data.datasets import to_float
+
+    z = l2_normalize(trainer.model.encoder(trainer.model.pad(mx.array(to_float(images)))))
+    z = np.array(z).reshape(-1, 8)
+    book = np.array(trainer.model.quantizer.codes())
+    # every code is an encoder output (plus 1% noise, renormalised)
+    nearest = np.min(np.linalg.norm(book[:, None] - z[None], axis=-1), axis=1)
+    assert nearest.max() < 0.05
+
+    # one training step gives the codebook Adam moments; then codes 0..9 go unused
+    trainer.train_step(mx.array(to_float(images[:, :32, :32])))
+    moments = trainer.opt_g.state["quantizer"]["codebook"]
+    assert any(float(mx.abs(v).sum()) > 0 for k, v in moments.items() if k != "step")
+    trainer.step = RESTART_WINDOW
+    trainer.counts[:] = 100
+    trainer.counts[:10] = 0
+    before = np.array(trainer.model.quantizer.codebook)
+    candidates = mx.array(np.random.default_rng(0).normal(size=(4, 2, 2, 8)), mx.float32)
+    assert trainer.maybe_restart_codes(candidates) == 10
+    after = np.array(trainer.model.quantizer.codebook)
+    assert not np.allclose(after[:10], before[:10]) and np.array_equal(after[10:], before[10:])
+    for key, v in trainer.opt_g.state["quantizer"]["codebook"].items():
+        if key != "step":
+            assert float(mx.abs(v[:10]).sum()) == 0.0, key  # moments of restarted codes reset
+    assert trainer.counts.sum() == 0  # a new counting window
+
+
+def test_adaptive_gan_weight_is_the_gradient_norm_ratio(data):
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    from pixelscene.data.datasets import ImageDataset, to_float
+    from pixelscene.train.vqgan import VQGANTrainer
+
+    trainer = VQGANTrainer(micro_config(disc_weight=0.3), "/nonexistent")
+    x = mx.array(to_float(ImageDataset(data).load_uint8(0)[None, :32, :32]))
+    model = trainer.model
+    w_name = "decoder.conv_out.weight"
+
+    def grad_norm(loss_of_recon):
+        def loss(m):
+            z_q, _, _ = m.quantizer(m.encoder(x))
+            return loss_of_recon(m.decoder(z_q))
+
+        _, grads = nn.value_and_grad(model, loss)(model)
+        grads = dict(tree_flatten(grads))
+        return float(mx.linalg.norm(grads[w_name].reshape(-1)))
+
+    rec = grad_norm(lambda r: trainer._rec_loss(r, x)[0])
+    gan = grad_norm(lambda r: -mx.mean(trainer.disc(r)))
+    expected = 0.3 * rec / (gan + 1e-4)
+    assert float(trainer._adaptive_weight(x)) == pytest.approx(expected, rel=1e-3)
+
+
+def test_unreadable_images_are_skipped_in_evaluation_too(tmp_path, caplog):
+    folder = blocky_images(tmp_path / "d" / "images", 3)
+    (folder / "000000.png").write_bytes(b"not a png")  # the first evaluation image
+    result = train_vqgan(micro_config(steps=2), folder, tmp_path / "m", progress_bar=False)
+    assert result.step == 2 and result.last_eval["images"] == 2
+    assert "000000.png" in caplog.text
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PixelsceneError, match="exists and is not a folder"):
+        train_vqgan(micro_config(steps=2), folder, tmp_path / "file", progress_bar=False)

@@ -10,6 +10,10 @@ fastest of `--repeats` runs, the engines taking turns, so that a burst of load f
 elsewhere on a shared machine shows up in neither the figures nor their ratios. The plan's sampler
 is slow, so by default only its first and last K tokens are timed and the per-token time,
 linear in the prefix length, is extrapolated to the whole sequence; the output says so.
+
+The plan's sampler has no guidance (one row per image). `speedup_b1` sets it against the
+cached sampler at the model's default settings, with guidance (two rows per image), and
+`speedup_b1_nocfg` against the cached sampler without guidance, like for like.
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import json
 import time
 from functools import partial
 
+from pixelscene.commands.arguments import name_list, positive_int_list
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--presets", default="base,tiny", help="comma-separated presets")
+    parser.add_argument(
+        "--presets", type=name_list, default="base,tiny", help="comma-separated presets"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--plan-tokens",
@@ -29,9 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=16,
         help="time the plan's sampler on its first and last K tokens and extrapolate (0: all)",
     )
-    parser.add_argument("--batches", default="1,8,32", help="batch sizes of the cached sampler")
     parser.add_argument(
-        "--engines", default="numpy,mlx", help="comma-separated sampler engines to time"
+        "--batches",
+        type=positive_int_list,
+        default="1,8,32",
+        help="batch sizes of the cached sampler",
+    )
+    parser.add_argument(
+        "--engines",
+        type=name_list,
+        default="numpy,mlx",
+        help="comma-separated sampler engines to time",
     )
     parser.add_argument(
         "--repeats",
@@ -158,6 +174,8 @@ def bench_preset(
     if "cached_b1_s_per_image" in result:
         b1 = result["cached_b1_s_per_image"]
         result["speedup_b1"] = round(plan_s / b1, 1)
+        if "cached_b1_nocfg_s_per_image" in result:  # like for like: one row, no guidance
+            result["speedup_b1_nocfg"] = round(plan_s / result["cached_b1_nocfg_s_per_image"], 1)
         for b in batches:
             if b > 1:  # per-image time at batch b as a fraction of batch 1 (target <= 1/6)
                 result[f"ratio_b{b}_to_b1"] = round(result[f"cached_b{b}_s_per_image"] / b1, 3)
@@ -181,13 +199,12 @@ def run(args: argparse.Namespace) -> int:
     from pixelscene.errors import PixelsceneError
     from pixelscene.sampling import ENGINES
 
-    batches = [int(b) for b in args.batches.split(",") if b]
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    batches, engines = args.batches, args.engines
     bad = [e for e in engines if e not in ENGINES]
-    if bad or not engines:
-        raise PixelsceneError(f"--engines takes {', '.join(ENGINES)}, got {args.engines!r}")
+    if bad:
+        raise PixelsceneError(f"--engines takes {', '.join(ENGINES)}, got {', '.join(bad)}")
     out = {}
-    for name in [p for p in args.presets.split(",") if p]:
+    for name in args.presets:
         if args.repeats < 1:
             raise PixelsceneError(f"--repeats must be at least 1, got {args.repeats}")
         out[name] = bench_preset(name, batches, args.plan_tokens, engines, args.repeats)

@@ -14,10 +14,16 @@ import subprocess
 import sys
 import time
 
+from pixelscene.commands.arguments import name_list, positive_int_list
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--presets", default="tiny,base", help="comma-separated presets")
-    parser.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes")
+    parser.add_argument(
+        "--presets", type=name_list, default="tiny,base", help="comma-separated presets"
+    )
+    parser.add_argument(
+        "--batch-sizes", type=positive_int_list, default="1,8", help="comma-separated batch sizes"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -68,8 +74,8 @@ def measure(preset: str, batch: int, repeats: int) -> dict[str, float]:
 
 def _worker(args: argparse.Namespace) -> int:
     out = {}
-    for preset in args.presets.split(","):
-        for batch in (int(b) for b in args.batch_sizes.split(",")):
+    for preset in args.presets:
+        for batch in args.batch_sizes:
             out[f"{preset}/b{batch}"] = measure(preset, batch, args.repeats)
     print(json.dumps(out))
     return 0
@@ -86,9 +92,9 @@ def _run_setting(args: argparse.Namespace, openblas: str | None) -> dict:
     cmd = [sys.executable, "-m", "pixelscene", "bench", "vqgan", "--worker"]
     cmd += [
         "--presets",
-        args.presets,
+        ",".join(args.presets),
         "--batch-sizes",
-        args.batch_sizes,
+        ",".join(map(str, args.batch_sizes)),
         "--repeats",
         str(args.repeats),
     ]
@@ -106,13 +112,17 @@ def run(args: argparse.Namespace) -> int:
         raise PixelsceneError("--repeats must be positive")
     if args.worker:
         return _worker(args)
+    from pixelscene.config import load_config
+
+    for preset in args.presets:
+        load_config(preset)  # an unknown preset or a bad file: one error, before any timing
     lib = find_openblas()
     results = {"plain": _run_setting(args, None)}
     if lib:
         results["openblas"] = _run_setting(args, lib)
     if args.json:
         print(json.dumps(results))
-        return 0
+        return 1 if any("error" in r for r in results.values()) else 0
     settings = list(results)
     print(f"{'preset/batch':<14}{'figure':<26}" + "".join(f"{s:>12}" for s in settings))
     rows = next((r for r in results.values() if "error" not in r), {})
@@ -123,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             vals = [results[s].get(key, {}).get(name) for s in settings]
             cells = "".join(f"{v:>12.1f}" if v is not None else f"{'-':>12}" for v in vals)
             print(f"{key:<14}{name:<26}{cells}")
-    for s, r in results.items():
-        if "error" in r:
-            print(f"{s}: failed: {r['error']}", file=sys.stderr)
-    return 0
+    failed = [s for s, r in results.items() if "error" in r]
+    for s in failed:
+        print(f"{s}: failed: {results[s]['error']}", file=sys.stderr)
+    return 1 if failed else 0

@@ -17,18 +17,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, metavar="DIR", help="model folder (default: bundled)"
     )
-    add_output_arguments(parser)
+    add_output_arguments(parser, from_codes=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from pixelscene import output
-    from pixelscene.errors import PixelsceneError
     from pixelscene.pipeline import PixelScene
 
-    if args.scale < 1:
-        raise PixelsceneError("--scale must be >= 1")
-    output.check_palette_spec(args.palette)
     codes, meta = output.read_codes(args.codes)
+    palette = args.palette if args.palette is not None else meta.get("palette") or "none"
+    scale = args.scale if args.scale is not None else meta.get("scale") or 1
+    output.check_scale(scale)
+    output.check_output_path(args.output)
+    output.check_palette_spec(palette)
     scene = PixelScene.load(args.model)
     if meta.get("model_version") and meta["model_version"] != scene.version:
         log.warning(
@@ -46,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
         model_name=scene.name,
         model_version=scene.version,
     )
-    text["palette"] = args.palette
-    text["scale"] = str(args.scale)
+    text["palette"] = palette
+    text["scale"] = str(scale)
     text["decoded_from"] = args.codes.name
-    output.save_png(args.output, pixels, palette_spec=args.palette, scale=args.scale, metadata=text)
+    output.save_png(args.output, pixels, palette_spec=palette, scale=scale, metadata=text)
     print(f"wrote {args.output}")
     return 0

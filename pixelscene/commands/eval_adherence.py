@@ -7,21 +7,10 @@ import json
 import logging
 import sys
 
+from pixelscene.commands.arguments import float_list
 from pixelscene.errors import PixelsceneError
 
 log = logging.getLogger(__name__)
-
-
-def float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

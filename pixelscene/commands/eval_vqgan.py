@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate_vqgan(model, images(), batch_size=args.batch_size)
     if result["images"] == 0:
-        raise PixelsceneError(f"{args.data}: no readable images")
+        why = f" ({len(skipped)} unreadable, first: {skipped[0]})" if skipped else ""
+        raise PixelsceneError(f"{args.data}: no readable images{why}")
     if args.json:
         print(json.dumps(result))
     else:

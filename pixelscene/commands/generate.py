@@ -6,15 +6,22 @@ import argparse
 from pathlib import Path
 
 
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """--palette and --scale, shared by generate and decode."""
+def add_output_arguments(parser: argparse.ArgumentParser, from_codes: bool = False) -> None:
+    """--palette and --scale, shared by generate and decode (where they default to what
+    the code file says its PNG was written with)."""
+    also = "; default: as the code file says, else " if from_codes else "; default: "
     parser.add_argument(
         "--palette",
-        default="none",
+        default=None if from_codes else "none",
         metavar="SPEC",
-        help="none | vga | auto:N (2..256) | a .gpl/.pal/.hex palette file",
+        help="none | vga | auto:N (2..256) | a .gpl/.pal/.hex palette file" + also + "none",
     )
-    parser.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscale factor")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=None if from_codes else 1,
+        help="nearest-neighbour upscale factor, 1..16" + also + "1",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
 
     from pixelscene import output
     from pixelscene.errors import PixelsceneError
-    from pixelscene.model_io import atomic_write_bytes
     from pixelscene.pipeline import PixelScene
     from pixelscene.sampling import default_engine
     from pixelscene.transformer.cpu_decode import warm_up
@@ -57,10 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise PixelsceneError("-n must be >= 1")
     if args.batch < 1:
         raise PixelsceneError("--batch must be >= 1")
-    if args.scale < 1:
-        raise PixelsceneError("--scale must be >= 1")
-    if args.output.suffix.lower() != ".png":
-        raise PixelsceneError(f"output {args.output} must end in .png")
+    output.check_scale(args.scale)
+    output.check_output_path(args.output)
     output.check_palette_spec(args.palette)
 
     scene = PixelScene.load(args.model)
@@ -99,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
                 model_name=scene.name,
                 model_version=scene.version,
                 settings=settings,
+                palette=args.palette,
+                scale=args.scale,
             )
-            atomic_write_bytes(json_path, text.encode())
+            output.write_file(json_path, text.encode())
             print(f"wrote {json_path}")
     return 0

@@ -6,7 +6,10 @@ A checkpoint is a folder written atomically (a temporary sibling renamed into pl
     CKPT/meta.json                 step, config and any JSON-able trainer state
     CKPT/<name>.safetensors        one per module (weights, float32)
     CKPT/<name>.opt.safetensors    one per optimizer (its full state, incl. its step)
-    CKPT/arrays.safetensors        extra arrays (MLX random state, counters, ...)
+    CKPT/arrays.safetensors        extra arrays (code-usage counters, ...)
+
+MLX's random state is not stored: the trainers re-seed it from (seed, step) at every
+checkpoint and on resume, so a resumed run draws what the uninterrupted one would.
 
 `save_checkpoint` and `load_checkpoint` take the same dicts of modules and optimizers, so
 a trainer resumes by building its objects from the stored config and loading into them.
@@ -38,6 +41,21 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(PixelsceneError):
     """A checkpoint folder is missing or does not match what the trainer builds."""
+
+
+def prepare_out_dir(path: str | Path) -> Path:
+    """Create a run's output folder (and its parents); a path that cannot be one is an
+    input error naming it, not a traceback."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PixelsceneError(f"--out {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PixelsceneError(f"--out {path}: cannot create the folder: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise PixelsceneError(f"--out {path}: not writable")
+    return path
 
 
 def save_checkpoint(

@@ -253,7 +253,7 @@ class DecoderTuner:
 
 def _copy_model_folder(src: Path, dst: Path) -> None:
     """Start the output folder as a copy of the source model (all parts, card excluded)."""
-    dst.mkdir(parents=True, exist_ok=True)
+    common.prepare_out_dir(dst)
     for item in src.iterdir():
         if item.is_file() and item.name != "MODEL_CARD.md":
             shutil.copy2(item, dst / item.name)

@@ -34,7 +34,7 @@ from pixelscene.data.token_cache import TokenCache, ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.model_io import load_model_config, load_weights, save_model_config, save_weights
 from pixelscene.pipeline import build_transformer
-from pixelscene.train.common import stop_on_signals
+from pixelscene.train.common import prepare_out_dir, stop_on_signals
 from pixelscene.transformer.model import ImageTransformer
 from pixelscene.transformer.tokenizer import Tokenizer
 
@@ -323,7 +323,7 @@ def train_transformer(
         _truncate_eval_log(out / EVAL_LOG, start)
         log.info("resuming at step %d", start)
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_out_dir(out)
         if not (out / "vqgan.safetensors").exists() and out.resolve() != vqgan_dir.resolve():
             shutil.copy2(vqgan_dir / "vqgan.safetensors", out / "vqgan.safetensors")
         (out / EVAL_LOG).unlink(missing_ok=True)

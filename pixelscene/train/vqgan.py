@@ -64,6 +64,20 @@ def random_crops(
     )
 
 
+def readable_images(ds: ImageDataset, count: int) -> list[np.ndarray]:
+    """The first `count` readable images of a dataset (unreadable ones reported, skipped)."""
+    images: list[np.ndarray] = []
+    for i in range(len(ds)):
+        if len(images) == count:
+            break
+        image = _load_uint8(ds, i)
+        if image is not None:
+            images.append(image)
+    if not images:
+        raise DataError(f"{ds.image_dir}: no readable images to evaluate on")
+    return images
+
+
 def _load_uint8(ds: ImageDataset, idx: int) -> np.ndarray | None:
     try:
         return ds.load_uint8(idx)
@@ -302,6 +316,7 @@ def train_vqgan(
         cfg.train_vqgan.steps = steps
     tc = cfg.train_vqgan
 
+    common.prepare_out_dir(out_dir)
     trainer = VQGANTrainer(cfg, out_dir, seed=seed)
     if resume:
         trainer.load()
@@ -309,9 +324,7 @@ def train_vqgan(
     eval_set = ImageDataset(eval_dir) if eval_dir else dataset
     if not eval_dir:
         log.warning("no --eval-data: evaluating on training images")
-    n_eval = min(tc.eval_images, len(eval_set))
-    eval_images = [eval_set.load_uint8(i) for i in range(n_eval)]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    eval_images = readable_images(eval_set, tc.eval_images)
 
     batches = batch_iterator(
         dataset, tc.batch_size, seed=seed, start_batch=trainer.step, load=_load_uint8
