@@ -305,3 +305,20 @@ def test_init_from_starts_a_new_run_from_a_model_folder(synth_setup, tmp_path):
         train_transformer(
             cfg, data, vq, tmp_path / "third", progress=False, init_from=tmp_path / "first"
         )
+
+
+def test_training_on_held_out_combinations_is_flagged(synth_setup, tmp_path, caplog):
+    from pixelscene.data.synth import heldout_images, is_heldout, valid_combinations
+
+    data, vq, cfg = synth_setup
+    assert heldout_images(data) == (0, 6)  # `synth` writes the train split by default
+    train_transformer(cfg, data, vq, tmp_path / "clean", progress=False)
+    assert "held out for evaluation" not in caplog.text
+
+    held = next(c for c in valid_combinations() if is_heldout(c))
+    lines = (data / "attributes.jsonl").read_text().splitlines()
+    lines[2] = json.dumps({**json.loads(lines[2]), **held})
+    (data / "attributes.jsonl").write_text("\n".join(lines) + "\n")
+    assert heldout_images(data) == (1, 6)
+    train_transformer(cfg, data, vq, tmp_path / "leaky", progress=False)
+    assert "1 of 6 training images show attribute combinations held out" in caplog.text

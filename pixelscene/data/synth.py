@@ -167,6 +167,24 @@ def iter_synth(
             yield from part
 
 
+def heldout_images(data_dir: str | Path) -> tuple[int, int] | None:
+    """(images whose attribute combination is held out for evaluation, images) from a
+    dataset's attributes.jsonl; None where it has none (not a `pixelscene synth` folder)."""
+    path = Path(data_dir) / "attributes.jsonl"
+    if not path.is_file():
+        return None
+    held = total = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+                held += is_heldout(record)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # the dataset loader reports malformed lines
+            total += 1
+    return held, total
+
+
 def write_dataset(
     out_dir, count: int, seed: int, split: str = "train", captions: int = 3, workers: int = 1,
     progress=None,

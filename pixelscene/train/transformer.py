@@ -233,6 +233,22 @@ def _output_config(preset: Config, vqgan_dir: Path, out: Path) -> Config:
     return base.validate()
 
 
+def _warn_if_heldout(data_dir: str | Path) -> None:
+    """`pixelscene eval adherence` scores prompts whose attribute combinations the model never
+    saw; a model trained on them (a `--split all` dataset) would be scored on its training
+    set, so say so."""
+    from pixelscene.data.synth import heldout_images
+
+    counts = heldout_images(data_dir)
+    if counts and counts[0]:
+        log.warning(
+            "%d of %d training images show attribute combinations held out for evaluation: "
+            "`pixelscene eval adherence` would overstate how this model generalises "
+            "(make training data with `pixelscene synth --split train`)",
+            *counts,
+        )
+
+
 def train_transformer(
     config: str | Path | Config,
     data_dir: str | Path,
@@ -274,6 +290,7 @@ def train_transformer(
         tcfg.steps = steps
 
     dataset = CaptionDataset(data_dir)
+    _warn_if_heldout(data_dir)
     cache = ensure_token_cache(vqgan_dir, data_dir)
     H, W = cache.codes.shape[1:]
     if (H, W) != tuple(cfg.vqgan.grid_size):
