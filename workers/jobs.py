@@ -192,6 +192,9 @@ def _generate(ctx: context.WorkerContext, job_id: str, request: dict[str, Any]) 
             model_name=request["model"],
             model_version=model.version,
             settings=sampling,
+            # `pixelscene decode` repeats these; a server palette's file is not the client's
+            palette=None if palette in s.palettes else palette,
+            scale=scale,
         )
         atomic_write_bytes(codes_path(s.objects_dir, job_id, k), codes.encode())
         out_images.append({"index": k, "seed": int(image.seed)})

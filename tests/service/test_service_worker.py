@@ -57,6 +57,7 @@ def test_job_runs_and_objects_are_served(client, run_worker, fake_model, overrid
     with client.get(out["images"][0]["codes_url"]) as resp:
         codes = resp.get_json()
     assert codes["rows"] == 13 and codes["cols"] == 20 and codes["seed"] == 11
+    assert codes["palette"] == "auto:8" and codes["scale"] == 2  # `pixelscene decode` repeats them
     result = json.loads((path / "result.json").read_text())
     assert result["id"] == job_id and len(result["images"]) == 3
     assert not [p for p in path.iterdir() if p.name.startswith(".")]  # no temp files left
