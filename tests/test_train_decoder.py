@@ -107,3 +107,19 @@ def test_bad_settings_and_folders_are_named(setup, tmp_path):
         finetune_decoder(model, data, model, settings())
     with pytest.raises(PixelsceneError, match="loss weights"):
         finetune_decoder(model, data, tmp_path / "y", settings(l1_weight=0.0, l2_weight=0.0))
+
+
+def test_time_budget_counts_across_resumes(setup, tmp_path):
+    import json
+
+    model, data = setup
+    out = tmp_path / "run"
+    first = finetune_decoder(model, data, out, settings(), stop_after=2, progress_bar=False)
+    spent = json.loads((out / "checkpoint" / "meta.json").read_text())["wall_s"]
+    assert first.step == 2 and spent > 0
+    again = finetune_decoder(
+        None, data, out, resume=True, max_minutes=spent / 120, progress_bar=False
+    )
+    assert again.budget_reached and not again.interrupted and again.step == 2
+    done = finetune_decoder(None, data, out, resume=True, max_minutes=60, progress_bar=False)
+    assert done.step == 6 and not done.budget_reached

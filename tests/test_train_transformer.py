@@ -322,3 +322,15 @@ def test_training_on_held_out_combinations_is_flagged(synth_setup, tmp_path, cap
     assert heldout_images(data) == (1, 6)
     train_transformer(cfg, data, vq, tmp_path / "leaky", progress=False)
     assert "1 of 6 training images show attribute combinations held out" in caplog.text
+
+
+def test_time_budget_counts_across_resumes(setup):
+    tmp_path, vq, cfg = setup
+    first = run(tmp_path, vq, cfg, "budget", stop_after=3)
+    state = json.loads((tmp_path / "budget" / CHECKPOINT_DIR / "state.json").read_text())
+    assert first.step == 3 and state["wall_s"] > 0
+    again = run(tmp_path, vq, cfg, "budget", resume=True, max_minutes=state["wall_s"] / 120)
+    assert again.budget_reached and not again.interrupted and again.step == 3
+    assert (tmp_path / "budget" / "transformer.safetensors").is_file()
+    done = run(tmp_path, vq, cfg, "budget", resume=True, max_minutes=60)
+    assert done.step == 8 and not done.budget_reached

@@ -229,3 +229,20 @@ def test_unreadable_images_are_skipped_in_evaluation_too(tmp_path, caplog):
     (tmp_path / "file").write_text("x")
     with pytest.raises(PixelsceneError, match="exists and is not a folder"):
         train_vqgan(micro_config(steps=2), folder, tmp_path / "file", progress_bar=False)
+
+
+def test_time_budget_counts_across_resumes(data, tmp_path):
+    out = tmp_path / "run"
+    first = train_vqgan(micro_config(steps=8), data, out, stop_after=3, progress_bar=False)
+    spent = json.loads((out / "checkpoint" / "meta.json").read_text())["wall_s"]
+    assert first.step == 3 and spent > 0
+    # a budget already spent by the first session: the resumed run trains no further step,
+    # yet ends normally with the model evaluated and exported
+    again = train_vqgan(None, data, out, resume=True, max_minutes=spent / 120, progress_bar=False)
+    assert again.budget_reached and not again.interrupted and again.step == 3
+    assert again.last_eval["step"] == 3 and load_vqgan(out).cfg.codebook_size == 32
+    assert json.loads((out / "checkpoint" / "meta.json").read_text())["wall_s"] >= spent
+    done = train_vqgan(None, data, out, resume=True, max_minutes=60, progress_bar=False)
+    assert done.step == 8 and not done.budget_reached
+    with pytest.raises(PixelsceneError, match="--max-minutes must be > 0"):
+        train_vqgan(micro_config(), data, tmp_path / "x", max_minutes=0, progress_bar=False)

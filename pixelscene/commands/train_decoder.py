@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint exactly")
     parser.add_argument("--seed", type=int, default=0, help="data order seed (new runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop, checkpoint and export once the run (resumes included) has trained M minutes",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,5 +86,6 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         eval_dir=args.eval_data,
         progress_bar=False if args.no_progress else None,
+        max_minutes=args.max_minutes,
     )
     return report(result)

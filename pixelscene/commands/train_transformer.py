@@ -23,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop, checkpoint and export once the run (resumes included) has trained M minutes",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,10 +45,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         init_from=args.init_from,
+        max_minutes=args.max_minutes,
     )
     held = f", held-out loss {result.eval_loss:.4f}" if result.eval_loss is not None else ""
     print(
         f"step {result.step}: train loss {result.train_loss:.4f}{held}, "
         f"{result.tokens_per_s:,.0f} tokens/s -> {args.out}"
+        + (" (time budget reached)" if result.budget_reached else "")
     )
     return 130 if result.interrupted else 0

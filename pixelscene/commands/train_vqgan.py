@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-data", help="held-out dataset folder for evaluation")
     parser.add_argument("--seed", type=int, default=0, help="data and init seed (new runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop, checkpoint and export once the run (resumes included) has trained M minutes",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,17 +47,20 @@ def run(args: argparse.Namespace) -> int:
         eval_dir=args.eval_data,
         seed=args.seed,
         progress_bar=False if args.no_progress else None,
+        max_minutes=args.max_minutes,
     )
     return report(result)
 
 
 def report(result) -> int:
-    """Print a trainer's TrainResult as one JSON line; exit status 130 when interrupted."""
+    """Print a trainer's TrainResult as one JSON line; exit status 130 when interrupted (a
+    spent --max-minutes budget is a normal end: 0)."""
     summary = {
         "step": result.step,
         "interrupted": result.interrupted,
         "seconds_per_step": round(result.seconds_per_step, 4),
         "eval": result.last_eval,
+        "budget_reached": result.budget_reached,
     }
     print(json.dumps(summary))
     return 130 if result.interrupted else 0

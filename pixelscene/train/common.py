@@ -178,6 +178,35 @@ def stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(sig, h)
 
 
+class TimeBudget:
+    """A run's training wall time, counted across resumes (`spent_s` comes back from the
+    checkpoint), against an optional limit: `pixelscene train ... --max-minutes M` stops,
+    checkpoints and exports once M minutes are spent, so a run keeps to a budget such as
+    the bundled presets' 2 hours, however often it is interrupted and resumed."""
+
+    def __init__(self, max_minutes: float | None = None, spent_s: float = 0.0):
+        if max_minutes is not None and not max_minutes > 0:
+            raise PixelsceneError(f"--max-minutes must be > 0, got {max_minutes}")
+        self.limit_s = None if max_minutes is None else 60.0 * float(max_minutes)
+        self._before = float(spent_s)
+        self._t0 = time.perf_counter()
+
+    @property
+    def spent_s(self) -> float:
+        return self._before + time.perf_counter() - self._t0
+
+    def reached(self) -> bool:
+        if self.limit_s is None or self.spent_s < self.limit_s:
+            return False
+        log.warning(
+            "time budget reached: %.1f of %.1f minutes spent; --resume with a larger "
+            "--max-minutes to go on",
+            self.spent_s / 60,
+            self.limit_s / 60,
+        )
+        return True
+
+
 class Throughput:
     """Items per second over a sliding window of recent steps."""
 

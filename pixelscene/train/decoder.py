@@ -117,7 +117,9 @@ class DecoderTuner:
         # the decoder's, so the codes cannot drift by a rounding.
         self.stored = mx.load(str(weights_file))
         self.step = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # seconds in training steps
+        self.wall_s = 0.0  # wall time of earlier sessions of this run, evaluations included
+        self.budget = common.TimeBudget()  # this session's, counting on from wall_s
         self.model.freeze()
         self.model.decoder.unfreeze()
         self.opt = optim.Adam(
@@ -225,6 +227,7 @@ class DecoderTuner:
         meta = {
             "step": self.step,
             "elapsed_s": self.elapsed,
+            "wall_s": self.budget.spent_s,
             "settings": asdict(self.settings),
         }
         common.save_checkpoint(
@@ -248,6 +251,7 @@ class DecoderTuner:
         )
         self.step = int(meta["step"])
         self.elapsed = float(meta.get("elapsed_s", 0.0))
+        self.wall_s = float(meta.get("wall_s", self.elapsed))
         self._steps = {}  # optimizer states were replaced: recompile
 
 
@@ -270,15 +274,18 @@ def finetune_decoder(
     eval_dir: str | Path | None = None,
     progress_bar: bool | None = None,
     stop_after: int | None = None,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Fine-tune the decoder of the VQGAN in model_dir (None: the bundled model) into out_dir.
 
     out_dir becomes a complete model folder (a copy of model_dir whose vqgan.safetensors has
     the new decoder); OUT/checkpoint lets `resume=True` continue exactly, and `steps` may
     extend a resumed run. SIGINT/SIGTERM or `stop_after` save a checkpoint and return with
-    `interrupted=True`.
+    `interrupted=True`; `max_minutes` of wall time over the whole run (resumes included) ends
+    it early, evaluated and exported (`budget_reached`).
     """
     out_dir = Path(out_dir)
+    common.TimeBudget(max_minutes)  # a bad limit fails before any work
     ckpt = out_dir / CHECKPOINT
     if resume:
         meta = common.read_checkpoint_meta(ckpt)
@@ -303,6 +310,7 @@ def finetune_decoder(
     tuner = DecoderTuner(model, settings, source / "vqgan.safetensors")
     if resume:
         tuner.load(out_dir)
+    tuner.budget = common.TimeBudget(max_minutes, tuner.wall_s)
 
     eval_set = CaptionDataset(eval_dir) if eval_dir else data.dataset
     if not eval_dir:
@@ -338,10 +346,13 @@ def finetune_decoder(
     )
     last_eval: dict[str, Any] | None = None
     step_times: list[float] = []
-    interrupted = False
+    interrupted = budget_reached = False
     try:
         with common.stop_on_signals() as stop:
             while tuner.step < settings.steps:
+                if tuner.budget.reached():
+                    budget_reached = True
+                    break
                 codes, images = data.batch(tuner.step, settings.batch_size, settings.seed)
                 t0 = time.perf_counter()
                 values = tuner.train_step(codes, images)
@@ -370,4 +381,4 @@ def finetune_decoder(
     finally:
         bar.close()
     sec = float(np.median(step_times)) if step_times else float("nan")
-    return TrainResult(tuner.step, interrupted, sec, last_eval)
+    return TrainResult(tuner.step, interrupted, sec, last_eval, budget_reached)

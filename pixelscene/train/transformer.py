@@ -34,7 +34,7 @@ from pixelscene.data.token_cache import TokenCache, ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.model_io import load_model_config, load_weights, save_model_config, save_weights
 from pixelscene.pipeline import build_transformer
-from pixelscene.train.common import prepare_out_dir, stop_on_signals
+from pixelscene.train.common import TimeBudget, prepare_out_dir, stop_on_signals
 from pixelscene.transformer.model import ImageTransformer
 from pixelscene.transformer.tokenizer import Tokenizer
 
@@ -173,6 +173,7 @@ class TrainResult:
     tokens_per_s: float
     interrupted: bool = False
     history: list[dict] = field(default_factory=list)
+    budget_reached: bool = False  # stopped by --max-minutes (exported, resumable)
 
 
 def evaluate(model: ImageTransformer, data: CaptionedCodes, batch_size: int = 64, limit: int = 256):
@@ -261,17 +262,21 @@ def train_transformer(
     progress: bool = True,
     stop_after: int | None = None,
     init_from: str | Path | None = None,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Train (or resume) and write the transformer into `out_dir`. See the module docstring.
 
     `stop_after` stops at that step as an interruption would (checkpoint saved, resumable).
     `init_from` starts a new run (optimizer and schedule from step 0) from that model folder's
     transformer weights, which must match the config's architecture: a fine-tune.
+    `max_minutes` of wall time over the whole run (resumes included) ends it early, with a
+    checkpoint and the model written (`budget_reached`).
     """
     from tqdm import tqdm
 
     out, vqgan_dir = Path(out_dir), Path(vqgan_dir)
     ckpt = out / CHECKPOINT_DIR
+    TimeBudget(max_minutes)  # a bad limit fails before any work
     meta: dict = {}
     if resume and init_from is not None:
         raise PixelsceneError("--resume continues a run; --init-from starts one: use one of them")
@@ -364,8 +369,11 @@ def train_transformer(
         optimizer.update(model, grads)
         return loss
 
+    budget = TimeBudget(max_minutes, meta.get("wall_s", 0.0) if resume else 0.0)
+
     def save(step: int, train_loss: float) -> None:
         meta = {"step": step, "seed": seed, "best_eval": best, "train_loss": train_loss}
+        meta["wall_s"] = budget.spent_s
         meta["config"] = cfg.to_dict()
         _save_checkpoint(ckpt, model, optimizer, meta, tok)
         if held is None:
@@ -379,8 +387,11 @@ def train_transformer(
     step = start
     bar = tqdm(total=tcfg.steps, initial=start, disable=not progress, desc="transformer")
     with stop_on_signals() as request:
-        stopped = False
+        stopped = budget_reached = False
         while step < tcfg.steps and not (stopped or request):
+            if budget.reached():
+                budget_reached = True
+                break
             idx, rows = batch_rows(train, tcfg.batch_size, seed, step)
             codes, ids, mask = train.codes[idx], train.ids[rows], train.mask[rows]
             weights = position
@@ -420,9 +431,10 @@ def train_transformer(
             stopped = stop_after is not None and step >= stop_after
         bar.close()
         stopped = stopped or bool(request)
-        if stopped and step % tcfg.checkpoint_every and step != tcfg.steps:
+        if (stopped or budget_reached) and step % tcfg.checkpoint_every and step != tcfg.steps:
             save(step, ema if ema is not None else float("nan"))
-            log.warning("interrupted at step %d; resume with --resume", step)
+            if stopped:
+                log.warning("interrupted at step %d; resume with --resume", step)
     if not (out / "transformer.safetensors").exists():
         _write_model(out, model, tok)
-    return TrainResult(step, ema or float("nan"), eval_loss, rate, stopped, history)
+    return TrainResult(step, ema or float("nan"), eval_loss, rate, stopped, history, budget_reached)

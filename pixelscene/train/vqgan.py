@@ -47,6 +47,7 @@ class TrainResult:
     interrupted: bool
     seconds_per_step: float
     last_eval: dict[str, Any] | None
+    budget_reached: bool = False  # stopped by --max-minutes (exported, resumable)
 
 
 def random_crops(
@@ -95,7 +96,9 @@ class VQGANTrainer:
         self.out_dir = Path(out_dir)
         self.seed = seed
         self.step = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # seconds in training steps
+        self.wall_s = 0.0  # wall time of earlier sessions of this run, evaluations included
+        self.budget = common.TimeBudget()  # this session's, counting on from wall_s
         self.restarts = 0
         mx.random.seed(seed)
         vc = cfg.vqgan
@@ -122,6 +125,7 @@ class VQGANTrainer:
             "step": self.step,
             "seed": self.seed,
             "elapsed_s": self.elapsed,
+            "wall_s": self.budget.spent_s,
             "restarts": self.restarts,
             "data": {"seed": self.seed, "next_batch": self.step},
             "config": self.cfg.to_dict(),
@@ -156,6 +160,7 @@ class VQGANTrainer:
         self.step = int(meta["step"])
         self.seed = int(meta["seed"])
         self.elapsed = float(meta.get("elapsed_s", 0.0))
+        self.wall_s = float(meta.get("wall_s", self.elapsed))
         self.restarts = int(meta.get("restarts", 0))
         self.reseed()
         self.counts = np.array(arrays["code_counts"]).astype(np.int64)
@@ -295,15 +300,18 @@ def train_vqgan(
     seed: int = 0,
     progress_bar: bool | None = None,
     stop_after: int | None = None,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Train (or resume) a VQGAN into out_dir; see `pixelscene train vqgan --help`.
 
     On resume the configuration comes from the checkpoint; `steps` may extend the run (which
     also stretches the learning-rate schedule). SIGINT/SIGTERM, or reaching `stop_after`,
-    save a checkpoint and return with `interrupted=True`.
+    save a checkpoint and return with `interrupted=True`; `max_minutes` of wall time over the
+    whole run (resumes included) ends it early, evaluated and exported (`budget_reached`).
     """
     out_dir = Path(out_dir)
     ckpt = out_dir / CHECKPOINT
+    common.TimeBudget(max_minutes)  # a bad limit fails before any work
     if resume:
         meta = common.read_checkpoint_meta(ckpt)
         cfg = Config.from_dict(meta["config"])
@@ -320,6 +328,7 @@ def train_vqgan(
     trainer = VQGANTrainer(cfg, out_dir, seed=seed)
     if resume:
         trainer.load()
+    trainer.budget = common.TimeBudget(max_minutes, trainer.wall_s)
     dataset = ImageDataset(data_dir)
     eval_set = ImageDataset(eval_dir) if eval_dir else dataset
     if not eval_dir:
@@ -363,10 +372,13 @@ def train_vqgan(
     )
     last_eval: dict[str, Any] | None = None
     step_times: list[float] = []
-    interrupted = False
+    interrupted = budget_reached = False
     try:
         with common.stop_on_signals() as stop:
             while trainer.step < tc.steps:
+                if trainer.budget.reached():
+                    budget_reached = True
+                    break
                 images = next(batches)
                 t0 = time.perf_counter()
                 rng = np.random.default_rng([seed, 0, trainer.step])
@@ -409,4 +421,4 @@ def train_vqgan(
     if dataset.problems:
         log.warning("training data: %s", dataset.summary())
     sec = float(np.median(step_times)) if step_times else float("nan")
-    return TrainResult(trainer.step, interrupted, sec, last_eval)
+    return TrainResult(trainer.step, interrupted, sec, last_eval, budget_reached)
