@@ -104,6 +104,12 @@ def training_schema(settings: Settings) -> dict[str, Any]:
                 "fine-tune, with `init_from`)",
             },
             "steps": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+            "max_minutes": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 10080,
+                "description": "stop (evaluated and exported) once training has run this long",
+            },
             "vqgan": {
                 "type": "string",
                 "enum": sorted(settings.models),

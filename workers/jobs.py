@@ -294,6 +294,8 @@ def train_argv(
         argv += ["--init-from", str(init_dir)]
     if request.get("steps"):
         argv += ["--steps", str(request["steps"])]
+    if request.get("max_minutes"):
+        argv += ["--max-minutes", str(request["max_minutes"])]
     return argv
 
 

@@ -334,6 +334,13 @@ def test_post_training_validates_and_queues(client, fake_redis):
     assert fake_redis.llen("rq:queue:train") == 1
     bad = client.post("/v1/trainings", json={"stage": "gan", "dataset": "../etc"})
     assert set(bad.get_json()["error"]["details"]["fields"]) == {"stage", "dataset"}
+    for minutes in (0, -5, "10"):
+        bad = client.post(
+            "/v1/trainings", json={"stage": "vqgan", "dataset": "d", "max_minutes": minutes}
+        )
+        assert (
+            bad.status_code == 400 and "max_minutes" in bad.get_json()["error"]["details"]["fields"]
+        )
     for stage in ("transformer", "decoder"):
         bad = client.post("/v1/trainings", json={"stage": stage, "dataset": "d"})
         assert bad.status_code == 400
@@ -375,7 +382,7 @@ def test_train_argv_matches_the_cli(tmp_path):
     assert args.steps == 5 and args.vqgan == str(tmp_path / "vq") and args.init_from is None
     argv = train_argv(request, tmp_path, tmp_path / "out", tmp_path / "vq", tmp_path / "m")
     assert build_parser().parse_args(argv).init_from == str(tmp_path / "m")
-    decoder = {"stage": "decoder", "dataset": "d", "config": "tiny", "steps": 7}
+    decoder = {"stage": "decoder", "dataset": "d", "config": "tiny", "steps": 7, "max_minutes": 1.5}
     args = build_parser().parse_args(train_argv(decoder, tmp_path, tmp_path / "o", tmp_path / "vq"))
-    assert args.model == str(tmp_path / "vq") and args.steps == 7
+    assert args.model == str(tmp_path / "vq") and args.steps == 7 and args.max_minutes == 1.5
     assert args.data == str(tmp_path / "d") and args.out == str(tmp_path / "o")
