@@ -176,10 +176,32 @@ def test_cli_eval_adherence_json(model_dir, probe_dir, capsys, monkeypatch):
     result = json.loads(capsys.readouterr().out)
     assert result["prompts"] == 3 and result["paraphrase"]["prompts"] == 2
     assert [r["cfg_scale"] for r in result["settings_table"]["rows"]] == [1.0, 5.0]
+    assert result["probe_accuracy_source"].startswith("stored")
     assert (
         cli.main(["eval", "adherence", "--model", str(model_dir), "--probe", "/nonexistent"]) == 2
     )
     assert "not a probe folder" in capsys.readouterr().err
+
+
+def test_probe_accuracy_measured_on_given_scenes(model_dir, probe_dir, tmp_path, capsys):
+    from pixelscene.data.synth import write_dataset
+    from pixelscene.eval.probe import accuracy, load_attribute_data, load_probe
+
+    write_dataset(tmp_path / "test", 6, seed=2, split="test")
+    rc = cli.main(
+        ["eval", "adherence", "--json", "--model", str(model_dir), "--probe", str(probe_dir)]
+        + ["--probe-data", str(tmp_path / "test"), "--prompts", "2", "--grid-prompts", "0"]
+        + ["--diversity-prompts", "0", "--paraphrases", "0"]
+    )
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    probe, _ = load_probe(probe_dir)
+    expected = accuracy(probe, *load_attribute_data(tmp_path / "test", pool=probe.pool))
+    assert result["probe_accuracy"] == pytest.approx(expected["mean"])
+    assert result["probe_accuracy_source"] == f"measured on {tmp_path / 'test'} (6 scenes)"
+    bad = ["eval", "adherence", "--model", str(model_dir), "--probe", str(probe_dir)]
+    assert cli.main([*bad, "--probe-data", str(tmp_path / "nothing")]) == 2
+    assert "attributes file not found" in capsys.readouterr().err
 
 
 def test_paraphrases_use_no_caption_words_and_name_held_out_scenes():

@@ -42,13 +42,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diversity-seeds", type=int, default=4)
     parser.add_argument("--batch", type=int, default=32, help="images sampled together")
     parser.add_argument("--grid", default=None, metavar="PNG", help="write 16 prompts' images here")
+    parser.add_argument(
+        "--probe-data",
+        default=None,
+        metavar="DIR",
+        help="measure the probe's accuracy on these held-out real scenes (a `pixelscene synth "
+        "--split test` folder) instead of reporting the figure stored with it",
+    )
+    parser.add_argument(
+        "--probe-limit", type=int, default=1000, help="scenes of --probe-data to measure on"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pixelscene.eval.adherence import evaluate, format_report
-    from pixelscene.eval.probe import load_probe
+    from pixelscene.eval.probe import accuracy, load_attribute_data, load_probe
     from pixelscene.pipeline import PixelScene
 
     if args.prompts < 1 or args.batch < 1 or args.grid_prompts < 0:
@@ -59,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
         raise PixelsceneError("--diversity-seeds must be >= 2 and --diversity-prompts >= 0")
     if args.prompts < 200:
         log.warning("%d prompts: the reported figure uses at least 200", args.prompts)
+    if args.probe_limit < 1:
+        raise PixelsceneError("--probe-limit must be >= 1")
     scene = PixelScene.load(args.model)
     probe, info = load_probe(args.probe)
+    if args.probe_data is not None:  # the probe is trusted on figures measured now
+        pooled, labels = load_attribute_data(args.probe_data, args.probe_limit, pool=probe.pool)
+        info = dict(info, eval_accuracy=accuracy(probe, pooled, labels))
+        info["eval_accuracy_source"] = f"measured on {args.probe_data} ({len(pooled)} scenes)"
     bar = tqdm(total=1, unit="code", desc="evaluating", disable=None, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:

@@ -190,7 +190,7 @@ def evaluate(
         para_empty = score(para_prompts, empty_pred[: len(para_prompts)])
 
     table = []
-    for cfg_scale, temperature in table_runs:
+    for cfg_scale, temperature in table_runs if grid_n else []:
         imgs = run(texts[:grid_n], 1, seed, cfg_scale=cfg_scale, temperature=temperature)
         s = score(
             eval_prompts[:grid_n], predict_attributes(probe, np.stack([i.pixels for i in imgs]))
@@ -204,7 +204,7 @@ def evaluate(
             }
         )
 
-    div_images = run(texts[:div_n], diversity_seeds, seed + 7919)
+    div_images = run(texts[:div_n], diversity_seeds, seed + 7919) if div_n else []
     dists, dups = [], []
     for i in range(div_n):
         grids = np.stack(
@@ -242,6 +242,9 @@ def evaluate(
         "named_counts": main["named_counts"],
         "probe_accuracy": probe_acc.get("mean"),
         "probe_per_attribute": {k: v for k, v in probe_acc.items() if k != "mean"},
+        "probe_accuracy_source": probe_info.get(
+            "eval_accuracy_source", "stored with the probe (its held-out split, when trained)"
+        ),
         "diversity": {
             "prompts": div_n,
             "seeds_per_prompt": diversity_seeds,
@@ -292,7 +295,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"model {result['model_version']}, {result['prompts']} held-out prompts, "
         f"settings {result['settings']}",
-        f"probe accuracy on held-out real images: {result['probe_accuracy']:.3f}"
+        f"probe accuracy on held-out real images: {result['probe_accuracy']:.3f} "
+        f"({result['probe_accuracy_source']})"
         if result["probe_accuracy"] is not None
         else "probe accuracy: unknown",
         f"adherence {result['adherence']:.3f}  (empty prompt: {result['adherence_empty_prompt']:.3f})",
