@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+
+
+def _items(text: str, parse: Callable[[str], object], what: str) -> list:
+    """Comma-separated values parsed one by one; at least one."""
+    try:
+        values = [parse(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one of the {what}")
+    return values
 
 
 def float_list(text: str) -> list[float]:
     """Comma-separated numbers, at least one."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+    return _items(text, float, "numbers")
 
 
 def positive_int_list(text: str) -> list[int]:
     """Comma-separated whole numbers >= 1, at least one."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated whole numbers, got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
+    values = _items(text, int, "whole numbers")
+    if min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected whole numbers >= 1, got {text!r}")
     return values
 
 
 def name_list(text: str) -> list[str]:
     """Comma-separated names, at least one."""
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected at least one name")
-    return names
+    return _items(text, str, "names")

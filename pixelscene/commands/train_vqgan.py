@@ -28,16 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelscene.config import ConfigError, load_config
+    from pixelscene.config import load_config
     from pixelscene.errors import PixelsceneError
     from pixelscene.train.vqgan import train_vqgan
 
     if args.steps is not None and args.steps <= 0:
         raise PixelsceneError("--steps must be positive")
-    try:
-        cfg = None if args.resume else load_config(args.config)
-    except ConfigError as e:
-        raise PixelsceneError(str(e)) from None
+    cfg = None if args.resume else load_config(args.config)  # a ConfigError is one line
     result = train_vqgan(
         cfg,
         args.data,

@@ -185,11 +185,16 @@ class TimeBudget:
     the bundled presets' 2 hours, however often it is interrupted and resumed."""
 
     def __init__(self, max_minutes: float | None = None, spent_s: float = 0.0):
-        if max_minutes is not None and not max_minutes > 0:
-            raise PixelsceneError(f"--max-minutes must be > 0, got {max_minutes}")
+        self.check(max_minutes)
         self.limit_s = None if max_minutes is None else 60.0 * float(max_minutes)
         self._before = float(spent_s)
         self._t0 = time.perf_counter()
+
+    @staticmethod
+    def check(max_minutes: float | None) -> None:
+        """A limit must be a positive number of minutes (NaN is not)."""
+        if max_minutes is not None and not max_minutes > 0:
+            raise PixelsceneError(f"--max-minutes must be > 0, got {max_minutes}")
 
     @property
     def spent_s(self) -> float:

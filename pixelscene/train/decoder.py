@@ -285,7 +285,7 @@ def finetune_decoder(
     it early, evaluated and exported (`budget_reached`).
     """
     out_dir = Path(out_dir)
-    common.TimeBudget(max_minutes)  # a bad limit fails before any work
+    common.TimeBudget.check(max_minutes)  # before any work
     ckpt = out_dir / CHECKPOINT
     if resume:
         meta = common.read_checkpoint_meta(ckpt)

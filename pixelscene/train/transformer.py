@@ -276,7 +276,7 @@ def train_transformer(
 
     out, vqgan_dir = Path(out_dir), Path(vqgan_dir)
     ckpt = out / CHECKPOINT_DIR
-    TimeBudget(max_minutes)  # a bad limit fails before any work
+    TimeBudget.check(max_minutes)  # before any work
     meta: dict = {}
     if resume and init_from is not None:
         raise PixelsceneError("--resume continues a run; --init-from starts one: use one of them")

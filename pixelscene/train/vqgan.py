@@ -311,7 +311,7 @@ def train_vqgan(
     """
     out_dir = Path(out_dir)
     ckpt = out_dir / CHECKPOINT
-    common.TimeBudget(max_minutes)  # a bad limit fails before any work
+    common.TimeBudget.check(max_minutes)  # before any work
     if resume:
         meta = common.read_checkpoint_meta(ckpt)
         cfg = Config.from_dict(meta["config"])
