@@ -14,6 +14,10 @@ linear in the prefix length, is extrapolated to the whole sequence; the output s
 The plan's sampler has no guidance (one row per image). `speedup_b1` sets it against the
 cached sampler at the model's default settings, with guidance (two rows per image), and
 `speedup_b1_nocfg` against the cached sampler without guidance, like for like.
+
+`largest_batch` says where the largest batch's time goes (`sampling_profile`): its step
+times at the first and last positions, the products' arithmetic, the bytes an image reads
+from the self-attention cache, and this machine's memory read speed.
 """
 
 from __future__ import annotations
@@ -105,16 +109,23 @@ def peak_rss_mb() -> float:
 
 
 def bench_preset(
-    name: str, batches: list[int], plan_tokens: int, engines: list[str], repeats: int = 3
+    name: str,
+    batches: list[int],
+    plan_tokens: int,
+    engines: list[str],
+    repeats: int = 3,
+    profile: bool = True,
 ) -> dict:
     import mlx.core as mx
     import numpy as np
 
+    from pixelscene.commands import sampling_profile
     from pixelscene.config import load_config
     from pixelscene.model_io import round_to_float16
     from pixelscene.pipeline import build_transformer
     from pixelscene.sampling import WINDOW_CHUNK, default_engine, sample_codes
     from pixelscene.transformer import Tokenizer
+    from pixelscene.transformer.cpu_decode import sampler_threads
 
     cfg = load_config(name)
     mx.random.seed(0)
@@ -179,6 +190,12 @@ def bench_preset(
         for b in batches:
             if b > 1:  # per-image time at batch b as a fraction of batch 1 (target <= 1/6)
                 result[f"ratio_b{b}_to_b1"] = round(result[f"cached_b{b}_s_per_image"] / b1, 3)
+    if profile and batches:
+        largest = max(batches)
+        kw = {**settings, "engine": result["engine"]}  # compiled by the timings above
+        result["largest_batch"] = sampling_profile.batch_profile(
+            model, states, mask, largest, kw, sampler_threads()
+        )
     result["repeats"] = repeats
     result["attention_window_chunk"] = WINDOW_CHUNK
     result["cfg_scale"] = s.cfg_scale
