@@ -4,6 +4,8 @@ A step's products cost the same at every position, while its read of the self-at
 cache grows with the position: the first positions time the products, and the last add the
 read of a full cache. `batch_profile` sets those step times beside the products' arithmetic
 and the cache's bytes (both from the model's sizes) and this machine's memory read speed.
+`products_gflop_per_s_first` divides the products' arithmetic by the whole step time at the
+first positions, the step's other work included, so the products alone run at least as fast.
 """
 
 from __future__ import annotations
