@@ -164,12 +164,14 @@ def test_compiled_float16_weights_read_exactly_for_every_finite_value():
 
 @pytest.mark.skipif(jit_decode is None, reason="no Numba")
 @pytest.mark.parametrize("rows", [1, 2, 3])
-def test_compiled_product_matches_float64_for_both_weight_formats(rows):
+@pytest.mark.parametrize("outputs", [9, 45])  # ragged blocks; 45: groups prefetched ahead
+def test_compiled_product_matches_float64_for_both_weight_formats(rows, outputs):
     rng = np.random.default_rng(rows)
-    w = (0.05 * rng.standard_normal((9, 40))).astype(np.float16)  # 9 rows: a ragged block
+    w = (0.05 * rng.standard_normal((outputs, 40))).astype(np.float16)
     x = rng.standard_normal((rows, 40)).astype(np.float32)
-    b = rng.standard_normal(9).astype(np.float32)
-    half, single = np.empty((rows, 9), np.float32), np.empty((rows, 9), np.float32)
+    b = rng.standard_normal(outputs).astype(np.float32)
+    half = np.empty((rows, outputs), np.float32)
+    single = np.empty((rows, outputs), np.float32)
     jit_decode._linear(w.view(np.int16), b, x, half)
     jit_decode._linear(w.astype(np.float32), b, x, single)
     ref = x.astype(np.float64) @ w.astype(np.float64).T + b
