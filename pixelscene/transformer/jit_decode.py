@@ -32,8 +32,10 @@ from pixelscene import expf
 # is a large negative bias, and softmax must stay exact about it.
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
 _F0 = np.float32(0.0)
-# `_linear` prefetches the weight rows this far ahead (four groups of four)
+# `_linear` prefetches the weight rows this far ahead (four groups of four), for products of
+# up to this many rows
 _AHEAD = 16
+_PREFETCH_MAX_ROWS = 8
 
 
 @intrinsic
@@ -92,16 +94,17 @@ def _linear(w, b, x, out):
     """out = x @ w.T + b for w (N, K) float32 or float16 bits (int16), x (R, K).
 
     Four weight rows at a time, each multiplied into every pair of rows with eight float32
-    accumulators. While a group is multiplied, the group four ahead is prefetched: with few
-    rows the product waits on memory, and the hardware prefetcher alone keeps too few
-    loads in flight."""
+    accumulators. With few rows the product waits on memory (the hardware prefetcher alone
+    keeps too few loads in flight), so while a group is multiplied the group four ahead is
+    prefetched."""
     N, K = w.shape
     R = x.shape[0]
     full = N - N % 4
     flat = w.reshape(-1)
     line = 64 // w.itemsize  # elements per cache line
+    ahead = _AHEAD if R <= _PREFETCH_MAX_ROWS else N  # many rows: bound by arithmetic
     for n in range(0, full, 4):
-        for e in range((n + _AHEAD) * K, min(n + _AHEAD + 4, N) * K, line):
+        for e in range((n + ahead) * K, min(n + ahead + 4, N) * K, line):
             _prefetch(flat, e)
         w0, w1, w2, w3 = w[n], w[n + 1], w[n + 2], w[n + 3]
         for r in range(0, R, 2):
