@@ -10,6 +10,8 @@ that releases the GIL (a large batch runs one call per part, on its own thread):
 - weights may be stored as float16 bits (int16), converted to float32 in registers as they
   are read (F16C on x86, native on arm64; exact): models are saved as float16, so this
   halves the bytes read and changes no value;
+- with few rows, the weight rows four groups ahead are prefetched while a group is
+  multiplied, so more of the reads from memory are in flight at once;
 - attention reads each head's keys/values front to back over exactly the positions written,
   with a vectorised exp (`_exp`).
 
