@@ -163,7 +163,7 @@ def test_compiled_float16_weights_read_exactly_for_every_finite_value():
 
 
 @pytest.mark.skipif(jit_decode is None, reason="no Numba")
-@pytest.mark.parametrize("rows", [1, 2, 3])
+@pytest.mark.parametrize("rows", [1, 2, 3, 12])  # 12: past the rows that prefetch
 @pytest.mark.parametrize("outputs", [9, 45])  # ragged blocks; 45: groups prefetched ahead
 def test_compiled_product_matches_float64_for_both_weight_formats(rows, outputs):
     rng = np.random.default_rng(rows)

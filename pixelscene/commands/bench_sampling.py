@@ -109,12 +109,7 @@ def peak_rss_mb() -> float:
 
 
 def bench_preset(
-    name: str,
-    batches: list[int],
-    plan_tokens: int,
-    engines: list[str],
-    repeats: int = 3,
-    profile: bool = True,
+    name: str, batches: list[int], plan_tokens: int, engines: list[str], repeats: int = 3
 ) -> dict:
     import mlx.core as mx
     import numpy as np
@@ -190,7 +185,7 @@ def bench_preset(
         for b in batches:
             if b > 1:  # per-image time at batch b as a fraction of batch 1 (target <= 1/6)
                 result[f"ratio_b{b}_to_b1"] = round(result[f"cached_b{b}_s_per_image"] / b1, 3)
-    if profile and batches:
+    if batches:
         largest = max(batches)
         kw = {**settings, "engine": result["engine"]}  # compiled by the timings above
         result["largest_batch"] = sampling_profile.batch_profile(
