@@ -62,10 +62,9 @@ def step_times(model, states, mask, batch: int, settings: dict) -> np.ndarray:
 def decoder_sizes(model) -> tuple[int, int]:
     """(weights a row multiplies at each position, floats each position adds to one row's
     self-attention cache): the products' multiply-adds and the cache's growth per step."""
-    linears = [model.head]
-    for block in model.blocks:
-        attn, cross, mlp = block.self_attn, block.cross_attn, block.mlp
-        linears += [attn.qkv, attn.proj, cross.q, cross.proj, mlp.fc1, mlp.fc2]
+    from pixelscene.transformer.cpu_decode import LINEARS
+
+    linears = [model.head] + [get(block) for block in model.blocks for _, get in LINEARS]
     return sum(m.weight.size for m in linears), 2 * len(model.blocks) * model.cfg.embed_dim
 
 

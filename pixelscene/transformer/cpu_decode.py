@@ -77,7 +77,7 @@ def _pool() -> ThreadPoolExecutor:
 
 
 # A block's linear layers in `jit_decode.step`'s argument order.
-_LINEARS = (
+LINEARS = (
     ("qkv", lambda b: b.self_attn.qkv),
     ("proj", lambda b: b.self_attn.proj),
     ("cross_q", lambda b: b.cross_attn.q),
@@ -192,7 +192,7 @@ class NumpyDecoder:
         self.final_norm = _affine(model.norm, self.dim)
         # name -> (w (layers, out, in), b (layers, out)), contiguous
         self.layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name, get in _LINEARS:
+        for name, get in LINEARS:
             pairs = [_weights(get(b)) for b in blocks]
             self.layers[name] = (np.stack([w for w, _ in pairs]), np.stack([b for _, b in pairs]))
         self.head = _weights(model.head)
