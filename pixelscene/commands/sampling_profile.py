@@ -70,7 +70,10 @@ def decoder_sizes(model) -> tuple[int, int]:
 
 def batch_profile(model, states, mask, batch: int, settings: dict, threads: int) -> dict:
     """One more run at this batch size, timed step by step, set beside the products'
-    arithmetic, the float32 cache's bytes and the memory read speed with `threads` threads."""
+    arithmetic, the float32 cache's bytes and (on MLX's CPU device) the memory read speed
+    with `threads` threads."""
+    import mlx.core as mx
+
     S = model.seq_len
     per_image = 2 if settings["cfg_scale"] != 1.0 else 1  # guidance: two rows per image
     rows = batch * per_image
@@ -82,7 +85,6 @@ def batch_profile(model, states, mask, batch: int, settings: dict, threads: int)
     flop = 2 * weights * rows
     # step t reads positions 0..t of each row's cache
     cache_bytes = 4 * floats_per_position * per_image * S * (S + 1) // 2
-    speed = memory_read_gb_per_s(threads)
     figures = {
         "s_per_image_this_run": float(steps.sum()) / batch,
         "step_ms_first": first * 1e3,
@@ -91,7 +93,9 @@ def batch_profile(model, states, mask, batch: int, settings: dict, threads: int)
         "products_gflop_per_s_first": flop / first / 1e9,
         "cache_mb_last_step": 4 * floats_per_position * rows * S / 2**20,
         "cache_mb_read_per_image": cache_bytes / 2**20,
-        "memory_read_gb_per_s": speed,
-        "cache_read_s_per_image_at_memory_speed": cache_bytes / speed / 1e9,
     }
+    if mx.default_device().type == mx.cpu:  # the host's memory speed says nothing of a GPU's
+        speed = memory_read_gb_per_s(threads)
+        figures["memory_read_gb_per_s"] = speed
+        figures["cache_read_s_per_image_at_memory_speed"] = cache_bytes / speed / 1e9
     return {"batch": batch, "rows": rows} | {k: float(f"{v:.4g}") for k, v in figures.items()}
