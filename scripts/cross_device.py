@@ -34,9 +34,10 @@ PROMPTS = [
 
 
 def _load(model_dir: str | None):
-    """(config, transformer, vqgan) of a model folder, without its text encoder."""
+    """The model folder as a `PixelScene` without its text encoder (the caption states come
+    from the reference)."""
     from pixelscene import model_io
-    from pixelscene.pipeline import build_transformer
+    from pixelscene.pipeline import PixelScene, build_transformer
     from pixelscene.vqgan import VQGAN
 
     path = model_io.resolve_model_dir(model_dir)
@@ -47,20 +48,7 @@ def _load(model_dir: str | None):
     vqgan = VQGAN(cfg.vqgan)
     model_io.load_weights(path / "vqgan.safetensors", vqgan)
     vqgan.eval()
-    return cfg, transformer, vqgan
-
-
-def _decode(vqgan, codes: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    import mlx.core as mx
-
-    from pixelscene.pipeline import to_uint8
-
-    out = []
-    for row in codes:  # one image at a time, as the pipeline decodes
-        img = vqgan.decode(mx.array(row.reshape(1, *grid)))
-        mx.eval(img)
-        out.append(to_uint8(img))
-    return np.concatenate(out)
+    return PixelScene(path, cfg, vqgan, transformer, tokenizer=None)
 
 
 def make(args: argparse.Namespace) -> None:
@@ -81,7 +69,7 @@ def make(args: argparse.Namespace) -> None:
     for e, c in codes.items():
         if not np.array_equal(c, first):
             raise SystemExit(f"engines differ on this machine ({e} vs {ENGINES[0]})")
-    pixels = _decode(scene.vqgan, first, scene.grid_size)
+    pixels = scene.decode_codes(first.reshape(-1, *scene.grid_size))
     np.savez_compressed(
         args.out,
         states=np.array(states.astype(mx.float32)),
@@ -101,18 +89,17 @@ def check(args: argparse.Namespace) -> None:
     from pixelscene.sampling import default_engine, sample_codes
 
     ref = np.load(args.reference)
-    cfg, transformer, vqgan = _load(args.model)
-    grid = tuple(cfg.vqgan.grid_size)
+    scene = _load(args.model)
     settings = json.loads(str(ref["settings"]))
     seeds = [int(s) for s in ref["seeds"]]
     t0 = time.perf_counter()
     codes = sample_codes(
-        transformer, mx.array(ref["states"]), mx.array(ref["mask"]), seeds=seeds, **settings
+        scene.transformer, mx.array(ref["states"]), mx.array(ref["mask"]), seeds=seeds, **settings
     )
     seconds = time.perf_counter() - t0
     same = codes == ref["codes"]
     parted = [int(np.argmin(row)) if not row.all() else None for row in same]
-    pixels = _decode(vqgan, ref["codes"], grid)
+    pixels = scene.decode_codes(ref["codes"].reshape(-1, *scene.grid_size))
     diff = np.abs(pixels.astype(np.int16) - ref["pixels"].astype(np.int16))
     report = {
         "reference_device": str(ref["device"]),
