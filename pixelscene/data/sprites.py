@@ -73,7 +73,7 @@ def sprite_coverage(
                 known = dict(zip(z["images"].tolist(), z["coverage"]))
     missing = [n for n in dict.fromkeys(names) if n not in known]
     if missing:
-        records = _records(data_dir)
+        records = synth_records(data_dir)
         for name in tqdm(missing, desc="sprites", disable=not progress, unit="img"):
             if name not in records:
                 raise DataError(f"{data_dir / 'attributes.jsonl'}: no record for {name}")
@@ -90,10 +90,11 @@ def sprite_coverage(
     return np.stack([known[n] for n in names]).astype(np.float32)
 
 
-def _records(data_dir: Path) -> dict[str, dict]:
-    path = data_dir / "attributes.jsonl"
+def synth_records(data_dir: str | Path) -> dict[str, dict]:
+    """A `pixelscene synth` dataset's attributes.jsonl records by image name."""
+    path = Path(data_dir) / "attributes.jsonl"
     if not path.is_file():
-        raise DataError(f"{path}: missing; sprite weights need a `pixelscene synth` dataset")
+        raise DataError(f"{path}: missing; sprites need a `pixelscene synth` dataset")
     out = {}
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):

@@ -29,6 +29,11 @@ class VQGAN(nn.Module):
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.codebook_dim)
         self.decoder = Decoder(cfg)
 
+    @property
+    def codebook_size(self) -> int:
+        """Number of codes: every code is in range(codebook_size)."""
+        return self.cfg.codebook_size
+
     def pad(self, images: mx.array) -> mx.array:
         """(B, 200, 320, C) -> (B, 208, 320, C), edge rows replicated."""
         top, bottom = self.cfg.pad_rows
