@@ -1,6 +1,6 @@
 """Cephes' float32 exp from multiplies and adds: x = k ln2 + r with |r| <= ln(2)/2, then
 exp(r) = 1 + r + r^2 P(r) and 2^k through the exponent bits. Used where the platform's own exp
-is slow: the compiled CPU sampling step (`transformer/jit_decode.py`) and the VQGAN's silu on
+is slow: the compiled CPU sampling step (`sampling/cpu_kernels.py`) and the VQGAN's silu on
 MLX's CPU device (`vqgan/layers.py`). Accurate to float32 rounding."""
 
 LOG2E = 1.4426950408889634

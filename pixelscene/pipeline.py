@@ -76,8 +76,17 @@ class PixelScene:
     """A model folder loaded once: VQGAN + transformer + text encoder/tokenizer + config."""
 
     def __init__(
-        self, model_dir: Path, config: Config, vqgan, transformer, tokenizer, text_encoder=None
+        self,
+        model_dir: Path,
+        config: Config,
+        vqgan,
+        transformer,
+        tokenizer,
+        text_encoder=None,
+        engine: str = "auto",
     ):
+        from pixelscene.sampling import resolve_engine
+
         self.model_dir = Path(model_dir)
         self.config = config
         self.name = config.name
@@ -88,10 +97,17 @@ class PixelScene:
         self.text_encoder = text_encoder
         self.grid_size: tuple[int, int] = tuple(config.vqgan.grid_size)
         self.codebook_size = config.vqgan.codebook_size
+        self.engine = resolve_engine(engine)  # "cpu" or "mlx": every batch samples with it
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike | None = None) -> PixelScene:
-        """Load a model folder (None = the bundled model); incomplete folders raise ModelLoadError."""
+    def load(cls, model_dir: str | os.PathLike | None = None, engine: str = "auto") -> PixelScene:
+        """Load a model folder; incomplete folders raise ModelLoadError.
+
+        Args:
+            model_dir: the folder (None = the bundled model).
+            engine: the sampling engine, "auto" (cpu on MLX's CPU device, mlx on a GPU),
+                "cpu" or "mlx"; chosen here, once.
+        """
         from pixelscene.vqgan import VQGAN
 
         path = model_io.resolve_model_dir(model_dir)
@@ -119,7 +135,14 @@ class PixelScene:
             from pixelscene.transformer.minilm import MiniLMEncoder
 
             text_encoder = MiniLMEncoder.load()
-        return cls(path, cfg, vqgan, transformer, tokenizer, text_encoder)
+        return cls(path, cfg, vqgan, transformer, tokenizer, text_encoder, engine)
+
+    def warm_up(self) -> None:
+        """Have the sampling engine ready before the first image (the cpu engine compiles its
+        step the first time on a machine, about 10 s)."""
+        from pixelscene.sampling import warm_up
+
+        warm_up(self.engine)
 
     # ------------------------------------------------------------------------- settings
 
@@ -210,7 +233,12 @@ class PixelScene:
             codes = None
             with contextlib.closing(
                 generate_codes(
-                    self.transformer, states, mask, seeds=[s for _, s in batch], **settings
+                    self.transformer,
+                    states,
+                    mask,
+                    seeds=[s for _, s in batch],
+                    engine=self.engine,
+                    **settings,
                 )
             ) as steps:
                 for step in steps:

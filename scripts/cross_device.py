@@ -86,15 +86,16 @@ def make(args: argparse.Namespace) -> None:
 def check(args: argparse.Namespace) -> None:
     import mlx.core as mx
 
-    from pixelscene.sampling import default_engine, sample_codes
+    from pixelscene.sampling import sample_codes
 
     ref = np.load(args.reference)
     scene = _load(args.model)
     settings = json.loads(str(ref["settings"]))
     seeds = [int(s) for s in ref["seeds"]]
     t0 = time.perf_counter()
+    states, mask = mx.array(ref["states"]), mx.array(ref["mask"])
     codes = sample_codes(
-        scene.transformer, mx.array(ref["states"]), mx.array(ref["mask"]), seeds=seeds, **settings
+        scene.transformer, states, mask, seeds=seeds, engine=scene.engine, **settings
     )
     seconds = time.perf_counter() - t0
     same = codes == ref["codes"]
@@ -104,7 +105,7 @@ def check(args: argparse.Namespace) -> None:
     report = {
         "reference_device": str(ref["device"]),
         "device": str(mx.default_device()),
-        "engine": default_engine(),
+        "engine": scene.engine,
         "images": len(seeds),
         "codes_equal_per_image": [bool(s.all()) for s in same],
         "codes_equal_fraction": float(same.mean()),

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pixelscene.commands.bench_sampling import _fastest, bench_preset
-from pixelscene.commands.sampling_profile import memory_read_gb_per_s, step_times
+from pixelscene.sampling.profile import memory_read_gb_per_s, step_times
 from pixelscene.testing import MICRO_CONFIG, micro_config
 
 
@@ -19,14 +19,16 @@ def test_bench_preset_reports_the_issue_figures(tmp_path, encoder):
     config = dict(MICRO_CONFIG, transformer=dict(MICRO_CONFIG["transformer"], text_encoder=encoder))
     path = tmp_path / "micro.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = bench_preset(str(path), [1, 2], plan_tokens=2, engines=["numpy", "mlx"], repeats=2)
+    result = bench_preset(
+        str(path), [1, 2], plan_tokens=2, engines=["cpu", "mlx"], repeats=2, profile=True
+    )
     assert result["repeats"] == 2
     for key in ("plan_sampler_s_per_image", "cached_b1_s_per_image", "speedup_b1"):
         assert result[key] > 0, key
     plan, nocfg = result["plan_sampler_s_per_image"], result["cached_b1_nocfg_s_per_image"]
     assert result["speedup_b1_nocfg"] == pytest.approx(plan / nocfg, rel=0.05)
     assert result["cached_b2_s_per_image"] > 0 and result["peak_memory_mb"] > 0
-    assert set(result["engines"]) == {"numpy", "mlx"}
+    assert set(result["engines"]) == {"cpu", "mlx"}
     assert result["cached_b1_s_per_image"] == result["engines"][result["engine"]]["b1_s_per_image"]
     assert all(r["b2_s_per_image"] > 0 for r in result["engines"].values())
     assert result["engine_speedup_b1"] >= 1.0 and result["peak_rss_mb"] > 0
@@ -55,7 +57,14 @@ def test_bench_preset_reports_the_issue_figures(tmp_path, encoder):
     assert profile["cache_read_s_per_image_at_memory_speed"] == pytest.approx(seconds, rel=1e-2)
 
 
-@pytest.mark.parametrize("engine", ["numpy", "mlx"])
+def test_the_profile_is_asked_for(tmp_path):
+    path = tmp_path / "micro.yaml"
+    path.write_text(yaml.safe_dump(MICRO_CONFIG))
+    result = bench_preset(str(path), [1], plan_tokens=2, engines=["cpu"], repeats=1)
+    assert "largest_batch" not in result and result["cached_b1_s_per_image"] > 0
+
+
+@pytest.mark.parametrize("engine", ["cpu", "mlx"])
 def test_step_times_has_one_duration_per_position(engine):
     import mlx.core as mx
 
@@ -73,13 +82,11 @@ def test_step_times_has_one_duration_per_position(engine):
 def test_memory_read_speed_is_timed_over_the_whole_array(monkeypatch):
     import numpy as np
 
-    from pixelscene.commands import sampling_profile
+    from pixelscene.sampling import profile
 
     seen = []
-    real = sampling_profile._summer()
-    monkeypatch.setattr(
-        sampling_profile, "_summer", lambda: lambda x: seen.append(x.size) or real(x)
-    )
+    real = profile._summer()
+    monkeypatch.setattr(profile, "_summer", lambda: lambda x: seen.append(x.size) or real(x))
     assert memory_read_gb_per_s(threads=2, megabytes=8, repeats=1) > 0
     # one compile call on 16 values, then each thread's part: together the whole 8 MB
     assert seen[0] == 16 and sum(seen[1:]) == 8 * 2**20 // np.dtype(np.float32).itemsize

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pixelscene import model_io
-from pixelscene.errors import ModelLoadError
+from pixelscene.errors import ModelLoadError, PixelsceneError
 from pixelscene.pipeline import GenerationError, GenerationStep, PixelScene
 from pixelscene.testing import make_random_model_dir
 
@@ -154,6 +154,23 @@ def test_stopping_early_samples_no_more_batches(scene, monkeypatch):
     assert first.done > 0 and first.images is None
     it.close()
     assert calls == [1]
+
+
+def test_the_engine_is_chosen_at_load_and_samples_every_batch(model_dir, monkeypatch):
+    import pixelscene.sampling as sampling
+
+    assert PixelScene.load(model_dir).engine == sampling.resolve_engine("auto")
+    scene = PixelScene.load(model_dir, engine="mlx")
+    assert scene.engine == "mlx"
+    engines = []
+    real = sampling.generate_codes
+    monkeypatch.setattr(
+        sampling, "generate_codes", lambda *a, **kw: engines.append(kw["engine"]) or real(*a, **kw)
+    )
+    scene.generate(["a", "b"], seed=0, batch_size=1)
+    assert engines == ["mlx", "mlx"]
+    with pytest.raises(PixelsceneError, match="engine must be one of"):
+        PixelScene.load(model_dir, engine="gpu")
 
 
 def test_decode_codes_reproduces_generated_pixels(scene):

@@ -1,3 +1,4 @@
+import ast
 import json
 import subprocess
 import sys
@@ -11,10 +12,10 @@ from pixelscene.errors import PixelsceneError
 from pixelscene.sampling import (
     ENGINES,
     SamplingStep,
-    default_engine,
     generate_codes,
     gumbel_noise,
     make_sampler,
+    resolve_engine,
     sample_codes,
     top_k_filter,
     top_p_filter,
@@ -155,25 +156,61 @@ def test_compiled_matches_uncompiled(model):
 @pytest.mark.parametrize(
     "seeds", [[5, 6], [5, 6, 7, 8]], ids=["one-part", "parts"]
 )  # 2 prompts x 1 or 2 images: with guidance, 8 rows step in parallel parts
-def test_numpy_engine_gives_the_mlx_engines_codes(model, settings, seeds):
+def test_cpu_engine_gives_the_mlx_engines_codes(model, settings, seeds):
     m, states, mask = model
     a = sample_codes(m, states, mask, seeds=seeds, engine="mlx", **settings)
-    b = sample_codes(m, states, mask, seeds=seeds, engine="numpy", **settings)
+    b = sample_codes(m, states, mask, seeds=seeds, engine="cpu", **settings)
     assert np.array_equal(a, b)
     assert len({tuple(r) for r in a}) >= 2  # distinct images, so the comparison has teeth
 
 
-def test_engine_choice(model, monkeypatch):
+def test_engine_choice(model):
     m, states, mask = model
-    monkeypatch.delenv("PIXELSCENE_SAMPLER", raising=False)
-    assert default_engine() == ("numpy" if mx.default_device().type == mx.cpu else "mlx")
-    monkeypatch.setenv("PIXELSCENE_SAMPLER", "MLX")
-    assert default_engine() == "mlx"
-    monkeypatch.setenv("PIXELSCENE_SAMPLER", "torch")
-    with pytest.raises(PixelsceneError, match="PIXELSCENE_SAMPLER"):
-        default_engine()
-    with pytest.raises(ValueError, match="engine must be one of"):
+    assert resolve_engine("auto") == ("cpu" if mx.default_device().type == mx.cpu else "mlx")
+    assert resolve_engine(" MLX ") == "mlx" and resolve_engine("cpu") == "cpu"
+    for bad in ("torch", "numpy", ""):
+        with pytest.raises(PixelsceneError, match="engine must be one of auto, cpu, mlx"):
+            resolve_engine(bad)
+    with pytest.raises(PixelsceneError, match="engine must be one of"):
         sample_codes(m, states, mask, seeds=[1, 2], engine="cuda")
+
+
+def test_nothing_outside_the_sampling_package_imports_the_cpu_engine():
+    """The cpu engine and its kernels are the sampling package's business: callers pick an
+    engine by name. (Tests of the engine itself import it; they are not searched.)"""
+    root = Path(__file__).resolve().parent.parent
+    package = root / "pixelscene" / "sampling"
+    files = [
+        f
+        for folder in ("pixelscene", "service", "workers", "scripts", "benchmarks")
+        for f in (root / folder).rglob("*.py")
+        if package not in f.parents
+    ]
+    assert len(files) > 50  # the search found the project
+    offenders = [str(f.relative_to(root)) for f in files if cpu_engine_imports(f.read_text())]
+    assert offenders == []
+    # the search has teeth
+    assert cpu_engine_imports("from pixelscene.sampling import cpu_engine")
+    assert cpu_engine_imports("def f():\n    import pixelscene.sampling.cpu_kernels as k")
+    assert cpu_engine_imports("from pixelscene.sampling.cpu_engine import warm_up")
+    assert not cpu_engine_imports("from pixelscene.sampling import warm_up, sample_codes")
+
+
+def cpu_engine_imports(source: str) -> list[str]:
+    """The CPU engine modules an `import` in this Python source names."""
+    private = {"cpu_engine", "cpu_kernels"}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        found += [
+            n for n in names if n.startswith("pixelscene.sampling.") and n.split(".")[2] in private
+        ]
+    return found
 
 
 def test_guidance_changes_codes(model):
@@ -204,44 +241,18 @@ def test_bad_seed_count_is_rejected(model):
         sample_codes(m, states, mask, seeds=[1, 2, 3])
 
 
-def test_small_batches_step_on_one_blas_thread(model, monkeypatch):
-    from threadpoolctl import ThreadpoolController
-
-    from pixelscene import sampling
-
-    m, states, mask = model
-    blas = ThreadpoolController().select(user_api="blas")
-    before = [lib["num_threads"] for lib in blas.info()]
-    seen = []
-    decoder = sampling.numpy_decoder(m)
-    monkeypatch.setattr(decoder, "jit", False)  # the NumPy step (the compiled one uses no BLAS)
-    step = decoder.step
-
-    def recording(state, tokens, t):
-        seen.append((len(tokens), max(lib["num_threads"] for lib in blas.info())))
-        return step(state, tokens, t)
-
-    monkeypatch.setattr(decoder, "step", recording)
-    with blas.limit(limits=2):  # two threads to start from, whatever the machine's default
-        two = [lib["num_threads"] for lib in blas.info()]
-        sample_codes(m, states[:1], mask[:1], seeds=[1], cfg_scale=3.0, engine="numpy")  # 2 rows
-        assert seen and all(threads == 1 for rows, threads in seen)
-        assert [lib["num_threads"] for lib in blas.info()] == two  # restored afterwards
-    assert [lib["num_threads"] for lib in blas.info()] == before
-
-
 def test_float16_models_sample_the_same_codes_on_both_engines():
     """A model holding float16 values (as loaded from its file) steps on float16 weights."""
-    from pixelscene import sampling
     from pixelscene.model_io import round_to_float16
+    from pixelscene.sampling.cpu_engine import cpu_decoder
 
     m, ids, mask = build(False)
     round_to_float16(m)
     states, mask = m.encode_text(ids, mask)
-    assert sampling.numpy_decoder(m).half
+    assert cpu_decoder(m).half
     for seeds in ([5, 6], [5, 6, 7, 8]):
         a = sample_codes(m, states, mask, seeds=seeds, engine="mlx", cfg_scale=3.0)
-        b = sample_codes(m, states, mask, seeds=seeds, engine="numpy", cfg_scale=3.0)
+        b = sample_codes(m, states, mask, seeds=seeds, engine="cpu", cfg_scale=3.0)
         assert np.array_equal(a, b)
 
 

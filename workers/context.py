@@ -45,7 +45,9 @@ def current() -> WorkerContext:
             settings=settings,
             redis=redis.Redis.from_url(settings.redis_url),
             registry=ModelRegistry(
-                settings.models, settings.model_cache_size, import_loader(settings.pipeline_loader)
+                settings.models,
+                settings.model_cache_size,
+                import_loader(settings.pipeline_loader, settings.engine),
             ),
         )
     return _current

@@ -12,6 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,16 @@ log = logging.getLogger(__name__)
 Loader = Callable[[Path | None], Any]
 
 
-def _default_loader(model_dir: Path | None) -> Any:
+def _default_loader(model_dir: Path | None, engine: str = "auto") -> Any:
     from pixelscene.pipeline import PixelScene
 
-    return PixelScene.load(model_dir)
+    return PixelScene.load(model_dir, engine=engine)
 
 
-def import_loader(spec: str) -> Loader:
-    """A loader from "module:function" ("" = PixelScene.load)."""
+def import_loader(spec: str, engine: str = "auto") -> Loader:
+    """A loader from "module:function"; "" = PixelScene.load with this sampling engine."""
     if not spec:
-        return _default_loader
+        return partial(_default_loader, engine=engine)
     module_name, _, attr = spec.partition(":")
     import importlib
 

@@ -63,6 +63,9 @@ class Settings:
     # "module:function" taking a model folder (None = bundled) and returning a loaded
     # pipeline with PixelScene's interface; "" = pixelscene.pipeline.PixelScene.load.
     pipeline_loader: str = ""
+    # Sampling engine the default loader loads models with: auto (cpu on MLX's CPU device,
+    # mlx on a GPU), cpu or mlx.
+    engine: str = "auto"
     progress_interval: float = 0.25
     batch_size: int = 8
     key_prefix: str = "pixelscene"

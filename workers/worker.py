@@ -51,7 +51,9 @@ class PixelsceneWorker(SimpleWorker):
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.registry = registry or ModelRegistry(
-            settings.models, settings.model_cache_size, import_loader(settings.pipeline_loader)
+            settings.models,
+            settings.model_cache_size,
+            import_loader(settings.pipeline_loader, settings.engine),
         )
         context.install(
             context.WorkerContext(settings, connection, self.registry, worker_name=self.name)

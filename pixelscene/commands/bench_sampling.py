@@ -2,8 +2,8 @@
 
 The plan's sampler re-runs the whole growing prefix through the model for every new token
 (no cache, no compilation, softmax probabilities fed to `categorical` as the plan wrote it).
-The cached sampler is timed with each engine (`mlx`: compiled MLX steps; `numpy`: the
-CPU decoding step MLX's CPU device uses by default), after one untimed run of the same
+The cached sampler is timed with each engine (`mlx`: compiled MLX steps; `cpu`: the
+compiled CPU decoding step MLX's CPU device uses by default), after one untimed run of the same
 batch size has compiled its steps. `cached_*` figures are the default engine's; the
 `engines` entry has both, measured side by side in the same process. Every figure is the
 fastest of `--repeats` runs, the engines taking turns, so that a burst of load from
@@ -15,9 +15,10 @@ The plan's sampler has no guidance (one row per image). `speedup_b1` sets it aga
 cached sampler at the model's default settings, with guidance (two rows per image), and
 `speedup_b1_nocfg` against the cached sampler without guidance, like for like.
 
-`largest_batch` says where the largest batch's time goes (`sampling_profile`): its step
-times at the first and last positions, the products' arithmetic, the bytes an image reads
-from the self-attention cache, and this machine's memory read speed.
+With `--profile`, `largest_batch` says where the largest batch's time goes
+(`pixelscene.sampling.profile`): its step times at the first and last positions, the
+products' arithmetic, the bytes an image reads from the self-attention cache, and this
+machine's memory read speed.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engines",
         type=name_list,
-        default="numpy,mlx",
+        default="cpu,mlx",
         help="comma-separated sampler engines to time",
     )
     parser.add_argument(
@@ -58,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=3,
         help="time each setting this many times (engines interleaved) and keep the fastest",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also say where the largest batch's time goes (step times, arithmetic, memory)",
     )
 
 
@@ -109,18 +115,22 @@ def peak_rss_mb() -> float:
 
 
 def bench_preset(
-    name: str, batches: list[int], plan_tokens: int, engines: list[str], repeats: int = 3
+    name: str,
+    batches: list[int],
+    plan_tokens: int,
+    engines: list[str],
+    repeats: int = 3,
+    profile: bool = False,
 ) -> dict:
     import mlx.core as mx
     import numpy as np
 
-    from pixelscene.commands import sampling_profile
     from pixelscene.config import load_config
     from pixelscene.model_io import round_to_float16
     from pixelscene.pipeline import build_transformer
-    from pixelscene.sampling import WINDOW_CHUNK, default_engine, sample_codes
+    from pixelscene.sampling import WINDOW_CHUNK, resolve_engine, sample_codes
+    from pixelscene.sampling.profile import batch_profile
     from pixelscene.transformer import Tokenizer
-    from pixelscene.transformer.cpu_decode import sampler_threads
 
     cfg = load_config(name)
     mx.random.seed(0)
@@ -154,7 +164,7 @@ def bench_preset(
         codes = sample_codes(model, states, mask, seeds=list(range(b)), **kw)
         assert codes.shape == (b, H * W) and np.all((codes >= 0) & (codes < model.codebook_size))
 
-    default = default_engine()
+    default = resolve_engine("auto")
     runs = [(f"b{b}_s_per_image", b, {}) for b in batches]
     runs.append(("b1_nocfg_s_per_image", 1, {"cfg_scale": 1.0}))
     timed: dict[str, dict] = {engine: {} for engine in engines}
@@ -185,12 +195,9 @@ def bench_preset(
         for b in batches:
             if b > 1:  # per-image time at batch b as a fraction of batch 1 (target <= 1/6)
                 result[f"ratio_b{b}_to_b1"] = round(result[f"cached_b{b}_s_per_image"] / b1, 3)
-    if batches:
-        largest = max(batches)
+    if profile and batches:
         kw = {**settings, "engine": result["engine"]}  # compiled by the timings above
-        result["largest_batch"] = sampling_profile.batch_profile(
-            model, states, mask, largest, kw, sampler_threads()
-        )
+        result["largest_batch"] = batch_profile(model, states, mask, max(batches), kw)
     result["repeats"] = repeats
     result["attention_window_chunk"] = WINDOW_CHUNK
     result["cfg_scale"] = s.cfg_scale
@@ -219,7 +226,9 @@ def run(args: argparse.Namespace) -> int:
     for name in args.presets:
         if args.repeats < 1:
             raise PixelsceneError(f"--repeats must be at least 1, got {args.repeats}")
-        out[name] = bench_preset(name, batches, args.plan_tokens, engines, args.repeats)
+        out[name] = bench_preset(
+            name, batches, args.plan_tokens, engines, args.repeats, args.profile
+        )
         if not args.json:
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in out[name].items()), flush=True)
     out["device"] = str(mx.default_device())

@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, metavar="DIR", help="model folder (default: bundled)"
     )
     parser.add_argument("--batch", type=int, default=8, help="images sampled together")
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "cpu", "mlx"),
+        default="auto",
+        help="sampling engine; auto: cpu on MLX's CPU device, mlx on a GPU (default: auto)",
+    )
     add_output_arguments(parser)
     parser.add_argument(
         "--codes", action="store_true", help="also write the code grid as OUT.json (for decode)"
@@ -56,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     from pixelscene import output
     from pixelscene.errors import PixelsceneError
     from pixelscene.pipeline import PixelScene
-    from pixelscene.sampling import default_engine
-    from pixelscene.transformer.cpu_decode import warm_up
 
     if args.num < 1:
         raise PixelsceneError("-n must be >= 1")
@@ -67,10 +71,9 @@ def run(args: argparse.Namespace) -> int:
     output.check_output_path(args.output)
     output.check_palette_spec(args.palette)
 
-    scene = PixelScene.load(args.model)
+    scene = PixelScene.load(args.model, engine=args.engine)
     settings = scene.resolve_settings(args.temperature, args.top_k, args.top_p, args.cfg)
-    if default_engine() == "numpy":
-        warm_up()  # before the progress bar: the first run on a machine compiles (~10 s)
+    scene.warm_up()  # before the progress bar: the cpu engine's first run on a machine compiles
     steps = scene.iter_generate(
         [args.prompt], n=args.num, seed=args.seed, batch_size=args.batch, **settings
     )

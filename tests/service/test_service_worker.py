@@ -442,6 +442,30 @@ def test_registry_lru_evicts_by_version():
         registry.get("zzz")
 
 
+def test_the_engine_setting_reaches_the_models_a_worker_loads(tmp_path, monkeypatch):
+    import argparse
+
+    from pixelscene.testing import make_random_model_dir
+    from workers.commands import worker as worker_command
+    from workers.registry import import_loader
+    from workers.settings import SettingsError
+
+    settings = Settings.load(environ={"PIXELSCENE_ENGINE": "mlx"})
+    assert settings.engine == "mlx" and Settings.load(environ={}).engine == "auto"
+    registry = ModelRegistry(
+        {"m": str(make_random_model_dir(tmp_path / "m"))},
+        loader=import_loader(settings.pipeline_loader, settings.engine),
+    )
+    assert registry.get("m").engine == "mlx"
+
+    monkeypatch.setenv("PIXELSCENE_ENGINE", "gpu")  # stops the worker before it starts
+    args = argparse.Namespace(
+        redis=None, objects_dir=None, queues="generate", name=None, burst=True, max_jobs=1
+    )
+    with pytest.raises(SettingsError, match="PIXELSCENE_ENGINE: engine must be one of"):
+        worker_command.run(args)
+
+
 def test_object_paths_reject_bad_ids(tmp_path):
     for bad in ("../x", "a" * 31, "A" * 32, "a" * 32 + "/..", ""):
         with pytest.raises(ObjectPathError):

@@ -38,12 +38,15 @@ def run(args: argparse.Namespace) -> int:
     unknown = [q for q in queues if q not in QUEUES]
     if not queues or unknown:
         raise PixelsceneError(f"--queues: unknown queue(s) {unknown}; choose from {list(QUEUES)}")
-    from pixelscene.sampling import default_engine
+    from pixelscene.sampling import resolve_engine, warm_up
+    from workers.settings import SettingsError
 
-    if default_engine() == "numpy":  # a bad PIXELSCENE_SAMPLER stops the worker here
-        from pixelscene.transformer.cpu_decode import sampler_threads, warm_up
-
-        sampler_threads()  # and so does a bad PIXELSCENE_SAMPLER_THREADS
-        warm_up()  # the CPU sampler's compiled step, before the first job waits for it
+    try:
+        engine = resolve_engine(settings.engine)
+    except PixelsceneError as e:  # a bad PIXELSCENE_ENGINE stops the worker here
+        raise SettingsError(f"PIXELSCENE_ENGINE: {e}") from None
+    # the cpu engine checks PIXELSCENE_SAMPLER_THREADS and compiles its step before the
+    # first job waits for it
+    warm_up(engine)
     run_worker(settings, queues, name=args.name, burst=args.burst, max_jobs=args.max_jobs)
     return 0

@@ -2,20 +2,18 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from pixelscene.sampling import numpy_decoder
-from pixelscene.testing import MICRO_TEXT_LEN, micro_transformer_config
-from pixelscene.transformer import ImageTransformer
-from pixelscene.transformer.cpu_decode import (
-    GEMV_MAX_ROWS,
+from pixelscene.sampling import cpu_kernels
+from pixelscene.sampling.cpu_engine import (
     PARALLEL_MIN_ROWS,
-    NumpyDecoder,
-    compiled_steps,
+    CpuDecoder,
+    cpu_decoder,
     sampler_threads,
     warm_up,
 )
+from pixelscene.testing import MICRO_TEXT_LEN, micro_transformer_config
+from pixelscene.transformer import ImageTransformer
 
 L = MICRO_TEXT_LEN
-jit_decode = compiled_steps()
 
 
 def build(pooled_text: bool) -> ImageTransformer:
@@ -39,30 +37,19 @@ def context(m: ImageTransformer, batch: int):
     return m.context(*m.encode_text(mx.array(ids * mask), mx.array(mask)))
 
 
-PATHS = [
-    pytest.param(
-        True, id="compiled", marks=pytest.mark.skipif(jit_decode is None, reason="no Numba")
-    ),
-    pytest.param(False, id="numpy"),
-]
-
-
-@pytest.mark.parametrize("jit", PATHS)
 @pytest.mark.parametrize("pooled", [False, True], ids=["cross-attention", "pooled"])
 @pytest.mark.parametrize(
-    "batch",
-    [1, 2, 3, GEMV_MAX_ROWS + 3, PARALLEL_MIN_ROWS + 1],
-    ids=["b1", "b2", "b3", "gemm", "parts"],
+    "batch", [1, 2, 3, 7, PARALLEL_MIN_ROWS + 1], ids=["b1", "b2", "b3", "b7", "parts"]
 )
-def test_steps_match_the_mlx_forward_over_a_whole_sequence(pooled, batch, jit):
+def test_steps_match_the_mlx_forward_over_a_whole_sequence(pooled, batch):
     m = build(pooled)
     ctx = context(m, batch)
     tokens = np.random.default_rng(7).integers(0, m.codebook_size, (batch, m.seq_len))
     tokens[:, 0] = m.bos_id
     ref = np.array(m.decode(mx.array(tokens), ctx))  # (B, S, V), no cache
-    dec = NumpyDecoder(m, jit=jit)
+    dec = CpuDecoder(m)
     state = dec.start(ctx)
-    parallel = jit and batch >= PARALLEL_MIN_ROWS
+    parallel = batch >= PARALLEL_MIN_ROWS
     assert len(state["parts"]) == (min(2, sampler_threads()) if parallel else 1)
     out = np.stack([dec.step(state, tokens[:, t], t) for t in range(m.seq_len)], axis=1)
     assert out.shape == ref.shape and out.dtype == np.float32
@@ -70,8 +57,7 @@ def test_steps_match_the_mlx_forward_over_a_whole_sequence(pooled, batch, jit):
     assert np.abs(ref).max() > 0.5  # logits of real size, so the tolerance means something
 
 
-@pytest.mark.parametrize("jit", PATHS)
-def test_rows_sharing_a_caption_step_as_the_mlx_forward(jit, monkeypatch):
+def test_rows_sharing_a_caption_step_as_the_mlx_forward(monkeypatch):
     """Images of one prompt, and every unconditional row, share their caption (as
     `generate_codes` passes them): its keys/values are computed and kept once, and the
     compiled step reads them only up to the caption's last unmasked position."""
@@ -86,13 +72,12 @@ def test_rows_sharing_a_caption_step_as_the_mlx_forward(jit, monkeypatch):
     tokens = np.random.default_rng(5).integers(0, m.codebook_size, (12, m.seq_len))
     tokens[:, 0] = m.bos_id
     ref = np.array(m.decode(mx.array(tokens), ref_ctx))
-    dec = NumpyDecoder(m, jit=jit)
+    dec = CpuDecoder(m)
     state = dec.start(m.context(states, mask), rows)
     ((_, _, part),) = state["parts"]
-    if jit:
-        assert part["cross_k"].shape[1] == 3  # A, B and the null caption, once each
-        assert part["cross_rows"].tolist() == rows.tolist()
-        assert part["cross_lengths"].tolist() == [3, 5, 1]
+    assert part["cross_k"].shape[1] == 3  # A, B and the null caption, once each
+    assert part["cross_rows"].tolist() == rows.tolist()
+    assert part["cross_lengths"].tolist() == [3, 5, 1]
     out = np.stack([dec.step(state, tokens[:, t], t) for t in range(m.seq_len)], axis=1)
     assert np.abs(out - ref).max() < 1e-4
     with pytest.raises(ValueError, match="3 captions"):
@@ -101,13 +86,13 @@ def test_rows_sharing_a_caption_step_as_the_mlx_forward(jit, monkeypatch):
 
 def test_rows_do_not_depend_on_the_batch():
     m = build(True)
-    ctx = context(m, GEMV_MAX_ROWS + 3)
-    dec = NumpyDecoder(m)
+    ctx = context(m, 7)
+    dec = CpuDecoder(m)
     big, one = (
         dec.start(ctx),
         dec.start(type(ctx)([(k[2:3], v[2:3]) for k, v in ctx.kv], ctx.bias[2:3], ctx.pooled[2:3])),
     )
-    tokens = np.random.default_rng(1).integers(0, m.codebook_size, (GEMV_MAX_ROWS + 3, 20))
+    tokens = np.random.default_rng(1).integers(0, m.codebook_size, (7, 20))
     for t in range(20):
         a = dec.step(big, tokens[:, t], t)[2]
         b = dec.step(one, tokens[2:3, t], t)[0]
@@ -116,29 +101,28 @@ def test_rows_do_not_depend_on_the_batch():
 
 def test_position_outside_the_sequence_is_rejected():
     m = build(False)
-    dec = NumpyDecoder(m)
+    dec = CpuDecoder(m)
     with pytest.raises(ValueError, match="position 60"):
         dec.step(dec.start(context(m, 1)), np.array([m.bos_id]), m.seq_len)
 
 
 def test_decoder_is_reused_until_weights_change():
     m = build(False)
-    first = numpy_decoder(m)
-    assert numpy_decoder(m) is first
+    first = cpu_decoder(m)
+    assert cpu_decoder(m) is first
     m.head.weight = m.head.weight * 2.0  # new weights: a fresh copy
-    second = numpy_decoder(m)
+    second = cpu_decoder(m)
     assert second is not first
     assert np.allclose(second.head[0], 2.0 * first.head[0])
 
 
-@pytest.mark.skipif(jit_decode is None, reason="no Numba")
 def test_float16_weights_step_exactly_as_their_float32_values():
     from pixelscene.model_io import round_to_float16
 
     m = build(False)
     round_to_float16(m)
     ctx = context(m, 2)
-    dec, ref = NumpyDecoder(m), NumpyDecoder(m, half=False)
+    dec, ref = CpuDecoder(m), CpuDecoder(m, half=False)
     assert dec.half and all(w.dtype == np.int16 for w, _ in [*dec.layers.values(), dec.head])
     assert not ref.half and all(w.dtype == np.float32 for w, _ in [*ref.layers.values(), ref.head])
     a, b = dec.start(ctx), ref.start(ctx)
@@ -149,20 +133,18 @@ def test_float16_weights_step_exactly_as_their_float32_values():
 
 def test_float32_weights_that_float16_cannot_hold_stay_float32():
     m = build(False)  # random float32 weights
-    assert not NumpyDecoder(m).half
+    assert not CpuDecoder(m).half
 
 
-@pytest.mark.skipif(jit_decode is None, reason="no Numba")
 def test_compiled_float16_weights_read_exactly_for_every_finite_value():
     bits = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.int16)
     bits = bits[np.isfinite(bits.view(np.float16))]  # zeros, subnormals, normals, both signs
-    out = jit_decode.weights_as_float32(bits)
+    out = cpu_kernels.weights_as_float32(bits)
     assert np.array_equal(
         out.view(np.uint32), bits.view(np.float16).astype(np.float32).view(np.uint32)
     )
 
 
-@pytest.mark.skipif(jit_decode is None, reason="no Numba")
 @pytest.mark.parametrize("rows", [1, 2, 3, 12])  # 12: past the rows that prefetch
 @pytest.mark.parametrize("outputs", [9, 45])  # ragged blocks; 45: groups prefetched ahead
 def test_compiled_product_matches_float64_for_both_weight_formats(rows, outputs):
@@ -172,42 +154,40 @@ def test_compiled_product_matches_float64_for_both_weight_formats(rows, outputs)
     b = rng.standard_normal(outputs).astype(np.float32)
     half = np.empty((rows, outputs), np.float32)
     single = np.empty((rows, outputs), np.float32)
-    jit_decode._linear(w.view(np.int16), b, x, half)
-    jit_decode._linear(w.astype(np.float32), b, x, single)
+    cpu_kernels._linear(w.view(np.int16), b, x, half)
+    cpu_kernels._linear(w.astype(np.float32), b, x, single)
     ref = x.astype(np.float64) @ w.astype(np.float64).T + b
     assert np.allclose(half, ref, rtol=1e-5, atol=1e-5)
     assert np.array_equal(half, single)  # the same values, read from half the bytes
 
 
-@pytest.mark.skipif(jit_decode is None, reason="no Numba")
 def test_compiled_exp_is_accurate_to_float32_rounding():
     x = np.linspace(-87.0, 0.0, 100_001, dtype=np.float32)
     y = x.copy()
-    jit_decode.exp_nonpositive(y)
+    cpu_kernels.exp_nonpositive(y)
     ref = np.exp(x.astype(np.float64))
     assert np.max(np.abs(y - ref) / ref) < 1e-6
     masked = np.array([-1e9, -200.0], np.float32)  # a caption mask's bias: next to nothing
-    jit_decode.exp_nonpositive(masked)
+    cpu_kernels.exp_nonpositive(masked)
     assert np.all((masked >= 0) & (masked < 2e-38))
 
 
-@pytest.mark.skipif(jit_decode is None, reason="no Numba")
 def test_warm_up_compiles_what_real_steps_use():
     from pixelscene.model_io import round_to_float16
 
     warm_up()
-    compiled = len(jit_decode.step.signatures)
+    compiled = len(cpu_kernels.step.signatures)
     assert compiled >= 2  # float16 bits and float32 weights
     for half in (True, False):
         m = build(False)
         if half:
             round_to_float16(m)
-        dec = NumpyDecoder(m)
+        dec = CpuDecoder(m)
         assert dec.half == half
         for batch in (1, PARALLEL_MIN_ROWS + 1):
             state = dec.start(context(m, batch))
             dec.step(state, np.full(batch, m.bos_id), 0)
-    assert len(jit_decode.step.signatures) == compiled  # nothing new compiled
+    assert len(cpu_kernels.step.signatures) == compiled  # nothing new compiled
 
 
 def test_sampler_threads_setting(monkeypatch):
@@ -221,5 +201,5 @@ def test_sampler_threads_setting(monkeypatch):
             sampler_threads()
     monkeypatch.setenv("PIXELSCENE_SAMPLER_THREADS", "1")
     m = build(False)
-    state = NumpyDecoder(m).start(context(m, PARALLEL_MIN_ROWS + 1))
+    state = CpuDecoder(m).start(context(m, PARALLEL_MIN_ROWS + 1))
     assert len(state["parts"]) == 1  # one thread: no split

@@ -1,4 +1,4 @@
-"""`NumpyDecoder`'s decoding step as one function compiled by Numba.
+"""The cpu engine's kernels: `CpuDecoder`'s decoding step as one function compiled by Numba.
 
 A step at batch 1 with guidance has two rows, and it is bound by reading the weights (22.5 MB
 of float32 at `base`), not by arithmetic; NumPy also spends as long again dispatching the
@@ -290,7 +290,7 @@ def step(x, t, eps, keys, values, cross_k, cross_v, cross_bias, cross_rows, cros
 
 def warm_up() -> None:
     """Compile (or load from Numba's cache) `step` for both weight formats, with arrays shaped
-    and laid out as `NumpyDecoder` passes them, so a worker's first job does not wait."""
+    and laid out as `CpuDecoder` passes them, so a worker's first job does not wait."""
     layers, rows, heads, d, seq, text, vocab = 1, 2, 2, 4, 3, 2, 5
     dim = heads * d
     f32 = np.float32

@@ -1,22 +1,24 @@
-"""The transformer's decoding step on the CPU, outside MLX, for sampling.
+"""The `cpu` engine: the transformer's decoding step outside MLX, one compiled call per step.
 
 A decoding step multiplies one or two rows per image (conditional and unconditional) by
 every weight matrix. MLX's CPU backend sends each of those products through sgemm, which
 spends most of its time packing the weight matrix (about 25 us for a 256x256 float32
 matrix on one core), and a step at batch 1 is then bound by those calls, not by reading
-the weights. `NumpyDecoder` runs the same step on weights copied out of the model once:
+the weights. `CpuDecoder` runs the same step on weights copied out of the model once:
 
-- where Numba is installed, as one compiled call (`jit_decode.step`): each weight row read
-  once for all rows, float16 weights converted while being read (see there); a batch of
+- as one call compiled by Numba (`cpu_kernels.step`): each weight row read once for all
+  rows, float16 weights converted while being read (see there); a batch of
   `PARALLEL_MIN_ROWS` rows or more is split over the CPUs, one part per thread;
-- without Numba (or with `jit=False`), in NumPy: one gemv per row for few rows, one gemm
-  for many;
 - the self-attention keys/values live in preallocated (B, H, S, d) buffers and a step
   attends over exactly the positions written so far;
 - the caption's cross-attention keys/values and mask come from `ImageTransformer.context`
   (MLX), computed once per prompt batch.
 
-Logits agree with `ImageTransformer.decode` to float32 rounding (tests check 1e-4).
+Logits agree with `ImageTransformer.decode` to float32 rounding (tests check 1e-4). Picking
+the token (guidance, Gumbel noise) is NumPy for plain settings and the compiled MLX pick of
+the mlx engine when top-k/top-p filters are on; both engines give the same codes. On a
+2-core CPU this engine is about 4-5x as fast as `mlx` at batch 1 (`pixelscene bench
+sampling`): the default on MLX's CPU device.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 
@@ -31,6 +35,7 @@ import mlx.core as mx
 import numpy as np
 
 from pixelscene.errors import PixelsceneError
+from pixelscene.sampling.samplers import gumbel_noise, make_sampler, pick
 from pixelscene.transformer.model import Context, ImageTransformer
 from pixelscene.transformer.text_encoder import NEG_INF
 
@@ -38,21 +43,14 @@ log = logging.getLogger(__name__)
 
 
 @cache
-def compiled_steps():
-    """The `jit_decode` module, or None where Numba cannot be imported (then every step runs
-    on NumPy). Imported on first use: Numba and LLVM add ~120 MB to a process, which a
-    worker sampling with MLX on a GPU does not need."""
-    try:
-        from pixelscene.transformer import jit_decode
-    except ImportError:  # pragma: no cover - Numba is a dependency; a broken install falls back
-        return None
-    return jit_decode
+def kernels():
+    """The `cpu_kernels` module, imported on first use: Numba and LLVM add ~120 MB to a
+    process, which a worker sampling with MLX on a GPU does not need."""
+    from pixelscene.sampling import cpu_kernels
+
+    return cpu_kernels
 
 
-# NumPy path: up to this many rows a product is one gemv per row. Each gemv streams the
-# matrix, yet two still beat one small-M sgemm, which packs it first (256x256: 2 x 5.3 us
-# vs 24 us).
-GEMV_MAX_ROWS = 4
 # From this many rows the compiled step splits the batch over the CPUs, one thread each.
 PARALLEL_MIN_ROWS = 8
 
@@ -76,7 +74,7 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max(1, sampler_threads() - 1), thread_name_prefix="pixelscene-decode")
 
 
-# A block's linear layers in `jit_decode.step`'s argument order.
+# A block's linear layers in `cpu_kernels.step`'s argument order.
 LINEARS = (
     ("qkv", lambda b: b.self_attn.qkv),
     ("proj", lambda b: b.self_attn.proj),
@@ -88,12 +86,12 @@ LINEARS = (
 
 
 def warm_up() -> None:
-    """Have the compiled step ready (compiled, or loaded from Numba's on-disk cache): about
-    10 s the first time on a machine, under a second after. No-op without Numba."""
-    if compiled_steps() is None:
-        return
+    """Check `PIXELSCENE_SAMPLER_THREADS` and have the compiled step ready (compiled, or
+    loaded from Numba's on-disk cache): about 10 s the first time on a machine, under a
+    second after."""
+    sampler_threads()
     t0 = time.perf_counter()
-    compiled_steps().warm_up()
+    kernels().warm_up()
     seconds = time.perf_counter() - t0
     if seconds > 3:
         log.info("compiled the CPU sampler in %.0f s; later runs load it from disk", seconds)
@@ -123,65 +121,22 @@ def _as_half_bits(w: np.ndarray) -> np.ndarray | None:
     return half.view(np.int16) if np.array_equal(half.astype(np.float32), w) else None
 
 
-def _linear(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """x @ w.T + b on NumPy: a gemv per row for few rows, else one gemm."""
-    if x.shape[0] > GEMV_MAX_ROWS:
-        out = x @ w.T
-    else:
-        out = np.empty((x.shape[0], w.shape[0]), np.float32)
-        for i in range(x.shape[0]):
-            np.dot(w, x[i], out=out[i])
-    out += b
-    return out
-
-
-def _layer_norm(x: np.ndarray, affine: np.ndarray, eps: float) -> np.ndarray:
-    n = x.shape[-1]
-    x = x - np.add.reduce(x, axis=-1, keepdims=True) / n
-    var = np.einsum("ij,ij->i", x, x)[:, None]
-    x *= 1.0 / np.sqrt(var / n + eps)
-    x *= affine[0]
-    x += affine[1]
-    return x
-
-
-def _softmax_rows(s: np.ndarray) -> np.ndarray:
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True)
-    return s
-
-
-def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias=None) -> np.ndarray:
-    """One query per (row, head): q (B, H, d) pre-scaled, k/v (B, H, n, d) -> (B, H, d)."""
-    s = np.matmul(k, q[..., None])[..., 0]  # (B, H, n)
-    if bias is not None:
-        s += bias
-    return np.matmul(_softmax_rows(s)[:, :, None, :], v)[:, :, 0]
-
-
-class NumpyDecoder:
+class CpuDecoder:
     """A frozen copy of an `ImageTransformer`'s decoder that steps on the CPU.
 
     Usage: `state = dec.start(ctx)` for a batch's `Context` (rows in the same order as the
     tokens), then `logits = dec.step(state, tokens, t)` for t = 0, 1, ... with the token
     (B,) int at position t (BOS first). Weights are copied at construction: rebuild after
-    the model's weights change. `jit=False` keeps every step on NumPy (the default steps
-    compiled where Numba is installed). The compiled step keeps weights as float16 bits
-    (int16) where float16 holds them exactly; `half=False` keeps them float32.
+    the model's weights change. The step keeps weights as float16 bits (int16) where float16
+    holds them exactly; `half=False` keeps them float32.
     """
 
-    def __init__(self, model: ImageTransformer, jit: bool | None = None, half: bool | None = None):
-        available = compiled_steps() is not None
-        if jit and not available:
-            raise RuntimeError("the compiled decoding step needs Numba (pip install numba)")
-        self.jit = available if jit is None else jit
+    def __init__(self, model: ImageTransformer, half: bool | None = None):
         self.dim = model.cfg.embed_dim
         self.heads = model.num_heads
         self.head_dim = self.dim // self.heads
         self.seq_len = model.seq_len
         self.eps = float(model.norm.eps)
-        self.scale = np.float32(1.0 / np.sqrt(self.head_dim))
         self.token_embedding = _np(model.token_embedding.weight)
         self.pos_embedding = _np(model.pos_embedding)
         blocks = model.blocks
@@ -196,10 +151,10 @@ class NumpyDecoder:
             pairs = [_weights(get(b)) for b in blocks]
             self.layers[name] = (np.stack([w for w, _ in pairs]), np.stack([b for _, b in pairs]))
         self.head = _weights(model.head)
-        # The compiled step reads float16 bits where that loses nothing (a model loaded from
-        # its float16 file): one copy of the weights, half the bytes per step.
+        # float16 bits where that loses nothing (a model loaded from its float16 file): one
+        # copy of the weights, half the bytes per step.
         self.half = False
-        if self.jit and half is not False:
+        if half is not False:
             halves = [_as_half_bits(w) for w, _ in [*self.layers.values(), self.head]]
             if all(h is not None for h in halves):
                 *layer_halves, head_half = halves
@@ -208,7 +163,7 @@ class NumpyDecoder:
                 }
                 self.head = (head_half, self.head[1])
                 self.half = True
-        # `jit_decode.step`'s weight arguments, in order
+        # `cpu_kernels.step`'s weight arguments, in order
         self._step_weights = [a for pair in [*self.layers.values(), self.head] for a in pair]
 
     @property
@@ -220,10 +175,10 @@ class NumpyDecoder:
 
         `rows` (B,) gives each row's caption in ctx, so that a caption shared by many rows
         (n images of a prompt; every unconditional row) is computed and stored once; None:
-        row i reads caption i. The compiled step reads each caption once for all the rows
-        of a part that share it, up to its last unmasked position. For the compiled step, a
-        batch of `PARALLEL_MIN_ROWS` rows or more is split into one part per CPU; each part
-        has its own contiguous arrays and steps on its own thread."""
+        row i reads caption i. The step reads each caption once for all the rows of a part
+        that share it, up to its last unmasked position. A batch of `PARALLEL_MIN_ROWS` rows
+        or more is split into one part per CPU; each part has its own contiguous arrays and
+        steps on its own thread."""
         cross_k = np.stack([_np(k) for k, _ in ctx.kv])  # (layers, C, H, L, d)
         cross_v = np.stack([_np(v) for _, v in ctx.kv])
         bias = _np(ctx.bias)[:, 0, 0, :]  # (C, L)
@@ -232,7 +187,7 @@ class NumpyDecoder:
             raise ValueError(f"rows must index the context's {len(bias)} captions")
         B = len(rows)
         parts = 1
-        if self.jit and B >= PARALLEL_MIN_ROWS:
+        if B >= PARALLEL_MIN_ROWS:
             parts = min(sampler_threads(), B // (PARALLEL_MIN_ROWS // 2))
         bounds = [B * i // parts for i in range(parts + 1)]
         return {
@@ -246,22 +201,19 @@ class NumpyDecoder:
     def _part(self, cross_k, cross_v, bias, rows) -> dict:
         B = len(rows)
         shape = (self.num_layers, B, self.heads, self.seq_len, self.head_dim)
-        part = {"keys": np.zeros(shape, np.float32), "values": np.zeros(shape, np.float32)}
-        if not self.jit:  # one caption copy per row
-            part.update(cross_k=cross_k[:, rows], cross_v=cross_v[:, rows], bias=bias[rows])
-            return part
         used, local = np.unique(rows, return_inverse=True)  # this part's captions
         bias = np.ascontiguousarray(bias[used])
         unmasked = bias > NEG_INF / 2
         last = bias.shape[1] - np.argmax(unmasked[:, ::-1], axis=1)
-        part.update(
-            cross_k=np.ascontiguousarray(cross_k[:, used]),
-            cross_v=np.ascontiguousarray(cross_v[:, used]),
-            bias=bias,
-            cross_rows=local.astype(np.intp).reshape(-1),
-            cross_lengths=np.where(unmasked.any(axis=1), last, bias.shape[1]).astype(np.intp),
-        )
-        return part
+        return {
+            "keys": np.zeros(shape, np.float32),
+            "values": np.zeros(shape, np.float32),
+            "cross_k": np.ascontiguousarray(cross_k[:, used]),
+            "cross_v": np.ascontiguousarray(cross_v[:, used]),
+            "bias": bias,
+            "cross_rows": local.astype(np.intp).reshape(-1),
+            "cross_lengths": np.where(unmasked.any(axis=1), last, bias.shape[1]).astype(np.intp),
+        }
 
     def step(self, state: dict, tokens: np.ndarray, t: int) -> np.ndarray:
         """Logits (B, V) for the tokens (B,) at position t; writes their keys/values."""
@@ -270,49 +222,112 @@ class NumpyDecoder:
         x = self.token_embedding[np.asarray(tokens)] + self.pos_embedding[t]
         if state["pooled"] is not None:
             x += state["pooled"]
-        if not self.jit:
-            ((_, _, part),) = state["parts"]
-            return self._numpy_step(part, x, t)
         logits = np.empty((len(x), self.head[0].shape[0]), np.float32)
         *parts, last = state["parts"]
         pending = [
-            _pool().submit(self._jit_step, part, x[lo:hi], t, logits[lo:hi])
+            _pool().submit(self._step_part, part, x[lo:hi], t, logits[lo:hi])
             for lo, hi, part in parts
         ]
         lo, hi, part = last
-        self._jit_step(part, x[lo:hi], t, logits[lo:hi])
+        self._step_part(part, x[lo:hi], t, logits[lo:hi])
         for f in pending:
             f.result()
         return logits
 
-    def _jit_step(self, part: dict, x: np.ndarray, t: int, logits: np.ndarray) -> None:
-        compiled_steps().step(
+    def _step_part(self, part: dict, x: np.ndarray, t: int, logits: np.ndarray) -> None:
+        kernels().step(
             x, t, np.float32(self.eps), part["keys"], part["values"], part["cross_k"],
             part["cross_v"], part["bias"], part["cross_rows"], part["cross_lengths"], self.norms,
             self.final_norm, *self._step_weights,
             logits,
         )  # fmt: skip
 
-    def _numpy_step(self, state: dict, x: np.ndarray, t: int) -> np.ndarray:
-        B, H, d = len(x), self.heads, self.head_dim
-        bias = state["bias"][:, None, :]
-        for i in range(self.num_layers):
-            linear = partial(self._layer_linear, i)
-            norms = self.norms[i]
-            qkv = linear("qkv", _layer_norm(x, norms[0], self.eps)).reshape(B, 3, H, d)
-            keys, values = state["keys"][i], state["values"][i]
-            keys[:, :, t] = qkv[:, 1]
-            values[:, :, t] = qkv[:, 2]
-            a = _attend(qkv[:, 0] * self.scale, keys[:, :, : t + 1], values[:, :, : t + 1])
-            x += linear("proj", a.reshape(B, self.dim))
-            q = linear("cross_q", _layer_norm(x, norms[1], self.eps)).reshape(B, H, d)
-            a = _attend(q * self.scale, state["cross_k"][i], state["cross_v"][i], bias)
-            x += linear("cross_proj", a.reshape(B, self.dim))
-            h = linear("fc1", _layer_norm(x, norms[2], self.eps))
-            np.maximum(h, 0.0, out=h)
-            x += linear("fc2", h)
-        return _linear(*self.head, _layer_norm(x, self.final_norm, self.eps))
 
-    def _layer_linear(self, layer: int, name: str, inputs: np.ndarray) -> np.ndarray:
-        w, b = self.layers[name]
-        return _linear(w[layer], b[layer], inputs)
+# CpuDecoder copies of live models: id -> (weak reference, the parameter arrays it copied,
+# decoder). An entry is reused only while the model is alive and holds the same arrays.
+_DECODERS: dict[int, tuple[weakref.ref, list, CpuDecoder]] = {}
+
+
+def cpu_decoder(model: ImageTransformer) -> CpuDecoder:
+    """The model's `CpuDecoder`, built once and rebuilt when its weights are replaced."""
+    from mlx.utils import tree_flatten
+
+    leaves = [v for _, v in tree_flatten(model.parameters())]
+    key = id(model)
+    entry = _DECODERS.get(key)
+    if entry is not None and entry[0]() is model and len(entry[1]) == len(leaves):
+        if all(a is b for a, b in zip(entry[1], leaves)):
+            return entry[2]
+    decoder = CpuDecoder(model)
+    if entry is None:
+        weakref.finalize(model, _DECODERS.pop, key, None)
+    _DECODERS[key] = (weakref.ref(model), leaves, decoder)
+    return decoder
+
+
+_PICKERS: dict[tuple, Callable] = {}
+
+
+def _pick_fn(temperature, top_k, top_p, cfg_scale) -> Callable:
+    """The compiled MLX pick (it holds no model, so settings are the key)."""
+    key = (temperature, top_k, top_p, cfg_scale)
+    if key not in _PICKERS:
+        if len(_PICKERS) >= 64:
+            _PICKERS.pop(next(iter(_PICKERS)))
+        sampler = make_sampler(temperature, top_k, top_p)
+        _PICKERS[key] = mx.compile(partial(pick, sampler, cfg_scale, cfg_scale != 1.0))
+    return _PICKERS[key]
+
+
+def _numpy_pick(noise: mx.array, temperature, top_k, top_p, cfg_scale):
+    """`pick` in NumPy, `pick(logits, t) -> tokens`, for settings without top-k/top-p
+    filters (the defaults), else None. Saves a round trip through MLX every token."""
+    if (0 < top_k < noise.shape[-1]) or top_p < 1.0:
+        return None
+    gumbel = np.array(noise, dtype=np.float32)  # (N, S, V)
+    scale = np.float32(cfg_scale)
+
+    def numpy_pick(logits: np.ndarray, t: int) -> np.ndarray:
+        if cfg_scale != 1.0:  # rows [conditional; unconditional], as `guided`
+            half = len(logits) // 2
+            cond, uncond = logits[:half], logits[half:]
+            logits = uncond + scale * (cond - uncond)
+        if temperature <= 0:
+            return np.argmax(logits, axis=-1).astype(np.int32)
+        return np.argmax(logits / np.float32(temperature) + gumbel[:, t], axis=-1).astype(np.int32)
+
+    return numpy_pick
+
+
+def cpu_codes(
+    model: ImageTransformer,
+    ctx: Context,
+    rows: np.ndarray,
+    seeds: list[int],
+    settings: dict,
+    progress_every: int,
+) -> Iterator[tuple[int, np.ndarray | None]]:
+    """The cpu engine's loop: yields (codes done, None), then (total, codes (B, total)
+    int32). Row r reads caption rows[r] of ctx."""
+    decoder = cpu_decoder(model)
+    state = decoder.start(ctx, rows)
+    guide = settings["cfg_scale"] != 1.0
+    N, S, V = len(seeds), model.seq_len, model.codebook_size
+    noise = gumbel_noise(seeds, S, V)
+    choose = _numpy_pick(noise, **settings)
+    if choose is None:  # filters: the compiled MLX pick
+        mlx_pick = _pick_fn(**settings)
+
+        def choose(logits, t):
+            return np.array(mlx_pick(mx.array(logits), noise[:, t]), dtype=np.int32)
+
+    codes = np.empty((N, S), np.int32)
+    tokens = np.full(2 * N if guide else N, model.bos_id, np.int32)
+    for t in range(S):
+        logits = decoder.step(state, tokens, t)
+        nxt = choose(logits, t)
+        codes[:, t] = nxt
+        tokens = np.concatenate([nxt, nxt]) if guide else nxt
+        if (t + 1) % progress_every == 0 and t + 1 < S:
+            yield t + 1, None
+    yield S, codes

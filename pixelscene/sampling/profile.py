@@ -1,4 +1,4 @@
-"""Where a batch's sampling time goes, for `pixelscene bench sampling`.
+"""Where a batch's sampling time goes, for `pixelscene bench sampling --profile`.
 
 A step's products cost the same at every position, while its read of the self-attention
 cache grows with the position: the first positions time the products, and the last add the
@@ -15,6 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numpy as np
+
+from pixelscene.sampling.cpu_engine import LINEARS, sampler_threads
+from pixelscene.sampling.generate import generate_codes
 
 
 @cache
@@ -50,8 +53,6 @@ def memory_read_gb_per_s(threads: int, megabytes: int = 256, repeats: int = 3) -
 
 def step_times(model, states, mask, batch: int, settings: dict) -> np.ndarray:
     """Seconds of each sampling step (seq_len,) of one run at this batch size."""
-    from pixelscene.sampling import generate_codes
-
     seeds = list(range(batch))
     stamps = [time.perf_counter()]
     for _ in generate_codes(model, states, mask, seeds=seeds, progress_every=1, **settings):
@@ -62,16 +63,14 @@ def step_times(model, states, mask, batch: int, settings: dict) -> np.ndarray:
 def decoder_sizes(model) -> tuple[int, int]:
     """(weights a row multiplies at each position, floats each position adds to one row's
     self-attention cache): the products' multiply-adds and the cache's growth per step."""
-    from pixelscene.transformer.cpu_decode import LINEARS
-
     linears = [model.head] + [get(block) for block in model.blocks for _, get in LINEARS]
     return sum(m.weight.size for m in linears), 2 * len(model.blocks) * model.cfg.embed_dim
 
 
-def batch_profile(model, states, mask, batch: int, settings: dict, threads: int) -> dict:
+def batch_profile(model, states, mask, batch: int, settings: dict) -> dict:
     """One more run at this batch size, timed step by step, set beside the products'
     arithmetic, the float32 cache's bytes and (on MLX's CPU device) the memory read speed
-    with `threads` threads."""
+    with as many threads as the cpu engine steps on."""
     import mlx.core as mx
 
     S = model.seq_len
@@ -95,7 +94,7 @@ def batch_profile(model, states, mask, batch: int, settings: dict, threads: int)
         "cache_mb_read_per_image": cache_bytes / 2**20,
     }
     if mx.default_device().type == mx.cpu:  # the host's memory speed says nothing of a GPU's
-        speed = memory_read_gb_per_s(threads)
+        speed = memory_read_gb_per_s(sampler_threads())
         figures["memory_read_gb_per_s"] = speed
         figures["cache_read_s_per_image_at_memory_speed"] = cache_bytes / speed / 1e9
     return {"batch": batch, "rows": rows} | {k: float(f"{v:.4g}") for k, v in figures.items()}
