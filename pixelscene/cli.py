@@ -20,6 +20,11 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("synth",), "pixelscene.commands.synth", "render a captioned synthetic pixel-art dataset"),
     (("train", "vqgan"), "pixelscene.commands.train_vqgan", "train the VQGAN"),
     (
+        ("train", "tokenizer"),
+        "pixelscene.commands.train_tokenizer",
+        "train the categorical image tokenizer (crisp 6-bit pixels)",
+    ),
+    (
         ("train", "decoder"),
         "pixelscene.commands.train_decoder",
         "fine-tune a VQGAN's decoder on whole images (codes unchanged)",

@@ -90,6 +90,64 @@ class VQGANConfig:
 
 
 @dataclass
+class TokenizerConfig:
+    """The categorical image tokenizer (`pixelscene.imagetok`): patches of the padded image
+    become FSQ codes; the decoder paints every pixel as a choice among 64 DAC levels per
+    channel, so its output is 6-bit VGA colour by construction."""
+
+    patch_size: int = 8
+    dim: int = 256
+    encoder_blocks: int = 3
+    decoder_blocks: int = 6
+    # FSQ levels per code dimension; the codebook is their product (7*5*5*5*5 = 4375).
+    fsq_levels: list[int] = field(default_factory=lambda: [7, 5, 5, 5, 5])
+    codes_per_position: int = 1
+    pixel_features: int = 32
+    color_levels: int = 64
+    # "mixture": each pixel chooses among `mixture_components` candidate colours (discretised
+    # logistics per channel); "softmax": 64 independent logits per channel.
+    head: str = "mixture"
+    mixture_components: int = 4
+    image_size: list[int] = field(default_factory=lambda: [200, 320])
+    pad_rows: list[int] = field(default_factory=lambda: [4, 4])
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.fsq_levels)
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        return self.image_size[0] + sum(self.pad_rows), self.image_size[1]
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        ph, pw = self.padded_size
+        return ph // self.patch_size, pw // self.patch_size
+
+    def validate(self, prefix: str = "tokenizer") -> None:
+        _positive(self, prefix, ["patch_size", "dim", "decoder_blocks", "codes_per_position"])
+        _positive(self, prefix, ["pixel_features", "color_levels"])
+        if self.encoder_blocks < 0:
+            raise ConfigError(f"{prefix}.encoder_blocks must be >= 0")
+        if self.head not in ("mixture", "softmax"):
+            raise ConfigError(f"{prefix}.head must be 'mixture' or 'softmax'")
+        _positive(self, prefix, ["mixture_components"])
+        if not self.fsq_levels or any(n < 2 for n in self.fsq_levels):
+            raise ConfigError(f"{prefix}.fsq_levels must be a non-empty list of ints >= 2")
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            raise ConfigError(f"{prefix}.image_size must be [height, width] with positive values")
+        if len(self.pad_rows) != 2 or min(self.pad_rows) < 0:
+            raise ConfigError(f"{prefix}.pad_rows must be [top, bottom] with values >= 0")
+        ph, pw = self.padded_size
+        if ph % self.patch_size or pw % self.patch_size:
+            raise ConfigError(
+                f"{prefix}.image_size {self.image_size} padded by {prefix}.pad_rows "
+                f"{self.pad_rows} is {ph}x{pw}, which {prefix}.patch_size {self.patch_size} "
+                "does not divide"
+            )
+
+
+@dataclass
 class TransformerConfig:
     embed_dim: int = 256
     num_heads: int = 8
@@ -158,6 +216,29 @@ class VQGANTrainConfig:
 
 
 @dataclass
+class TokenizerTrainConfig:
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    crop_size: int = 128
+    steps: int = 20000
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    # Fraction of each batch's pixels whose colour loss is computed (a random subset).
+    loss_pixels: float = 0.25
+    log_every: int = 20
+    eval_every: int = 1000
+    eval_images: int = 32
+    checkpoint_every: int = 250
+
+    def validate(self, prefix: str = "train_tokenizer") -> None:
+        _positive(self, prefix, ["batch_size", "learning_rate", "crop_size", "steps"])
+        _positive(self, prefix, ["log_every", "eval_every", "eval_images", "checkpoint_every"])
+        if not 0.0 < self.loss_pixels <= 1.0:
+            raise ConfigError(f"{prefix}.loss_pixels must be in (0, 1]")
+
+
+@dataclass
 class TransformerTrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -219,13 +300,20 @@ class SamplingConfig:
 @dataclass
 class Config:
     name: str = "custom"
+    # Which image tokenizer the model folder holds: "vqgan" (vqgan.safetensors) or
+    # "categorical" (tokenizer.safetensors, `pixelscene.imagetok`).
+    image_tokenizer: str = "vqgan"
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     train_vqgan: VQGANTrainConfig = field(default_factory=VQGANTrainConfig)
+    train_tokenizer: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     train_transformer: TransformerTrainConfig = field(default_factory=TransformerTrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def validate(self) -> Config:
+        if self.image_tokenizer not in ("vqgan", "categorical"):
+            raise ConfigError("image_tokenizer must be 'vqgan' or 'categorical'")
         for f in dataclasses.fields(self):
             part = getattr(self, f.name)
             if hasattr(part, "validate"):

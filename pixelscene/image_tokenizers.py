@@ -38,8 +38,17 @@ def _load_vqgan(model_dir: str | os.PathLike | None) -> ImageTokenizer:
     return load_vqgan(model_dir)
 
 
+def _load_categorical(model_dir: str | os.PathLike | None) -> ImageTokenizer:
+    from pixelscene.imagetok import load_image_tokenizer
+
+    return load_image_tokenizer(model_dir)
+
+
 # One loader per kind: another tokenizer adds its entry here.
-LOADERS: dict[str, Callable[[str | os.PathLike | None], ImageTokenizer]] = {"vqgan": _load_vqgan}
+LOADERS: dict[str, Callable[[str | os.PathLike | None], ImageTokenizer]] = {
+    "vqgan": _load_vqgan,
+    "categorical": _load_categorical,
+}
 
 
 def tokenizer_kind(model_dir: str | os.PathLike | None = None) -> str:

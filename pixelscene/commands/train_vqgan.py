@@ -9,6 +9,11 @@ import json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="preset name or YAML file (default: tiny)")
     parser.add_argument("--data", required=True, help="training dataset folder (images/ inside)")
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--out, --steps, --resume, --eval-data, --seed, --no-progress, --max-minutes."""
     parser.add_argument("--out", required=True, help="model folder to write (checkpoint/ inside)")
     parser.add_argument(
         "--steps", type=int, help="total steps (overrides the config; extends on resume)"

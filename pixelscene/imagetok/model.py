@@ -1,0 +1,164 @@
+"""The categorical image tokenizer: patches of the padded image -> FSQ codes -> a painter
+that chooses each pixel's colour.
+
+Encoder: space-to-depth by `patch_size` (an 8x8 patch becomes one 192-value vector), a
+linear layer, residual 3x3 blocks over the patch grid, FSQ. Decoder: the codes' grid
+values, residual 3x3 blocks over the grid (each block widens the context the painter
+sees, which is where a scene's exact palette comes from), a linear layer that gives every
+pixel of the patch `pixel_features` features (depth-to-space), and a per-pixel linear
+head with `color_levels` logits per channel. Painting takes the most likely level of each
+channel, so every pixel is a 6-bit DAC colour and edges stay hard: there is no average
+of two colours for it to paint. Trained with cross-entropy (`pixelscene.train.imagetok`).
+
+On a CPU everything but the element-wise work is a matrix product: the 3x3 blocks run
+at the grid's resolution (26x40 for 8x8 patches), never at the pixels'.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from pixelscene.config import TokenizerConfig
+from pixelscene.data.vga import DAC_LEVELS
+from pixelscene.imagetok.fsq import FSQ
+from pixelscene.imagetok.heads import MixtureHead, SoftmaxHead
+from pixelscene.vqgan.layers import ResidualBlock, depth_to_space, silu, space_to_depth
+
+_DAC_FLOAT = mx.array(DAC_LEVELS.astype(np.float32) * (2.0 / 255.0) - 1.0)
+
+
+def color_levels(images: mx.array, levels: int = 64) -> mx.array:
+    """float images in [-1, 1] -> int32 level of each channel (the nearest of `levels`)."""
+    v = (images + 1.0) * 127.5
+    return mx.clip(mx.round(v * (levels - 1) / 255.0), 0, levels - 1).astype(mx.int32)
+
+
+class TokenEncoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        p = cfg.patch_size
+        self.patch_size = p
+        self.proj_in = nn.Linear(3 * p * p, cfg.dim)
+        self.blocks = [ResidualBlock(cfg.dim) for _ in range(cfg.encoder_blocks)]
+        self.norm_out = nn.LayerNorm(cfg.dim)
+        self.proj_out = nn.Linear(cfg.dim, cfg.codes_per_position * len(cfg.fsq_levels))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        h = self.proj_in(space_to_depth(x, self.patch_size))  # (B, h, w, D)
+        for block in self.blocks:
+            h = block(h)
+        return self.proj_out(silu(self.norm_out(h)))  # (B, h, w, k*d)
+
+
+class TokenDecoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        p, f = cfg.patch_size, cfg.pixel_features
+        self.patch_size = p
+        self.color_levels = cfg.color_levels
+        self.proj_in = nn.Linear(cfg.codes_per_position * len(cfg.fsq_levels), cfg.dim)
+        self.blocks = [ResidualBlock(cfg.dim) for _ in range(cfg.decoder_blocks)]
+        self.norm_out = nn.LayerNorm(cfg.dim)
+        self.to_pixels = nn.Linear(cfg.dim, p * p * f)
+        self.pixel_norm = nn.LayerNorm(f)
+        if cfg.head == "mixture":
+            self.head = MixtureHead(f, cfg.color_levels, cfg.mixture_components)
+        else:
+            self.head = SoftmaxHead(f, cfg.color_levels)
+
+    def features(self, z: mx.array) -> mx.array:
+        """(B, h, w, k*d) grid values -> (B, h*p, w*p, F) per-pixel features."""
+        h = self.proj_in(z)
+        for block in self.blocks:
+            h = block(h)
+        h = self.to_pixels(silu(self.norm_out(h)))
+        return silu(self.pixel_norm(depth_to_space(h, self.patch_size)))
+
+    def __call__(self, z: mx.array) -> mx.array:
+        """Grid values -> the colour head's parameters for every pixel."""
+        return self.head(self.features(z))
+
+
+class ImageTokenizer(nn.Module):
+    """320x200 images <-> (h, w) grids of FSQ codes (h, w, k with several per position)."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = TokenEncoder(cfg)
+        self.decoder = TokenDecoder(cfg)
+        self.fsq = FSQ(cfg.fsq_levels)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.fsq.codebook_size
+
+    def pad(self, images: mx.array) -> mx.array:
+        """(B, 200, 320, C) -> (B, 208, 320, C), edge rows replicated."""
+        self._check_size(images)
+        top, bottom = self.cfg.pad_rows
+        return mx.pad(images, [(0, 0), (top, bottom), (0, 0), (0, 0)], mode="edge")
+
+    def crop(self, padded: mx.array) -> mx.array:
+        """(B, 208, 320, C) -> (B, 200, 320, C)."""
+        top = self.cfg.pad_rows[0]
+        return padded[:, top : top + self.cfg.image_size[0]]
+
+    def quantize(self, x: mx.array) -> mx.array:
+        """Padded (or cropped) float images -> straight-through grid values (B, h, w, k*d)."""
+        z = self.encoder(x)
+        B, h, w, _ = z.shape
+        k = self.cfg.codes_per_position
+        q = self.fsq.quantize(z.reshape(B, h, w, k, self.fsq.dim))
+        return q.reshape(B, h, w, k * self.fsq.dim)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """Padded images or crops -> the colour head's parameters for every pixel."""
+        return self.decoder(self.quantize(x))
+
+    def _check_size(self, images: mx.array) -> None:
+        if tuple(images.shape[1:3]) != tuple(self.cfg.image_size):
+            raise ValueError(
+                f"expected images of size {self.cfg.image_size}, got {images.shape[1:3]}"
+            )
+
+    def encode(self, images: mx.array) -> mx.array:
+        """float images (B, 200, 320, 3) in [-1, 1] -> int32 codes (B, h, w) or (B, h, w, k)."""
+        z = self.encoder(self.pad(images))
+        B, h, w, _ = z.shape
+        k = self.cfg.codes_per_position
+        codes = self.fsq.to_codes(self.fsq.quantize(z.reshape(B, h, w, k, self.fsq.dim)))
+        return codes[..., 0] if k == 1 else codes
+
+    def decode_levels(self, codes: mx.array) -> mx.array:
+        """Codes -> int32 DAC levels (B, 200, 320, 3), the most likely of each channel."""
+        if codes.ndim == 3:
+            codes = codes[..., None]
+        B, h, w, k = codes.shape
+        z = self.fsq.from_codes(codes).reshape(B, h, w, k * self.fsq.dim)
+        features = self.crop(self.decoder.features(z))
+        return self.decoder.head.paint(self.decoder.head(features))
+
+    def decode(self, codes: mx.array) -> mx.array:
+        """Codes -> float images in [-1, 1] whose pixels are exact 6-bit DAC colours."""
+        return _DAC_FLOAT[self.decode_levels(codes)]
+
+    def reconstruct(self, images: mx.array) -> mx.array:
+        return self.decode(self.encode(images))
+
+
+def load_image_tokenizer(model_dir: str | os.PathLike | None = None) -> ImageTokenizer:
+    """Build the tokenizer from MODEL_DIR/config.json and load tokenizer.safetensors strictly
+    (weights stored as float16 are computed in float32)."""
+    from pixelscene import model_io
+
+    path = model_io.resolve_model_dir(model_dir)
+    cfg = model_io.load_model_config(path)
+    model = ImageTokenizer(cfg.tokenizer)
+    model_io.load_weights(path / "tokenizer.safetensors", model)
+    model.eval()
+    return model

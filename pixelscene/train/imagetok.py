@@ -1,0 +1,291 @@
+"""Train the categorical image tokenizer on random crops; evaluate on whole held-out images.
+
+The loss is the cross-entropy of every pixel's DAC level per channel (64-way), so the
+decoder learns to choose colours, not to average them. Crops come from several image
+folders mixed by weight (our scenes and the procedural pattern material, so the tokenizer
+holds any pixel art, not only what our renderer draws). Crop k of a run is a function of
+(seed, k), so a resumed run replays the data the uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+
+from pixelscene import model_io
+from pixelscene.config import Config
+from pixelscene.data.datasets import ImageDataset, to_float, to_uint8
+from pixelscene.errors import DataError, PixelsceneError
+from pixelscene.eval.vqgan_metrics import evaluate_vqgan
+from pixelscene.imagetok.model import ImageTokenizer, color_levels
+from pixelscene.train import common
+from pixelscene.train.vqgan import TrainResult, readable_images, save_grid
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+WEIGHTS = "tokenizer.safetensors"
+
+
+class CropPool:
+    """Every readable image of several folders in memory, padded as the model pads them;
+    a batch is `batch` random crops, each from a folder drawn by weight."""
+
+    def __init__(self, dirs: list[str | Path], weights: list[float], pad_rows: list[int]):
+        if len(weights) != len(dirs) or min(weights) <= 0:
+            raise PixelsceneError("--data-weights: one positive weight per --data folder")
+        self.pools = [self._load(d, pad_rows) for d in dirs]
+        w = np.asarray(weights, dtype=np.float64)
+        self.weights = w / w.sum()
+
+    @staticmethod
+    def _load(data_dir: str | Path, pad_rows: list[int]) -> np.ndarray:
+        ds = ImageDataset(data_dir)
+
+        def load(i: int) -> np.ndarray | None:
+            try:
+                return ds.load_uint8(i)
+            except DataError as e:
+                ds._problem(str(e))
+                return None
+
+        with ThreadPoolExecutor(4) as pool:
+            images = [im for im in pool.map(load, range(len(ds))) if im is not None]
+        if not images:
+            raise DataError(f"{data_dir}: no readable images to train on")
+        log.info("%s: %d images", data_dir, len(images))
+        return np.pad(np.stack(images), [(0, 0), tuple(pad_rows), (0, 0), (0, 0)], mode="edge")
+
+    def batch(self, size: int, crop: int, rng: np.random.Generator) -> np.ndarray:
+        sources = rng.choice(len(self.pools), size=size, p=self.weights)
+        out = []
+        for s in sources:
+            pool = self.pools[s]
+            _, H, W, _ = pool.shape
+            if crop > min(H, W):
+                raise PixelsceneError(f"train_tokenizer.crop_size {crop} exceeds {H}x{W}")
+            i = rng.integers(len(pool))
+            y, x = rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)
+            out.append(pool[i, y : y + crop, x : x + crop])
+        return np.stack(out)
+
+
+class TokenizerTrainer:
+    """Owns the model, optimizer and compiled step of one training run."""
+
+    def __init__(self, cfg: Config, out_dir: str | Path, seed: int = 0):
+        self.cfg = cfg
+        self.tc = cfg.train_tokenizer
+        self.out_dir = Path(out_dir)
+        self.seed = seed
+        self.step = 0
+        self.elapsed = 0.0
+        self.wall_s = 0.0
+        self.budget = common.TimeBudget()
+        mx.random.seed(seed)
+        self.model = ImageTokenizer(cfg.tokenizer)
+        mx.eval(self.model.parameters())
+        schedule = common.warmup_cosine(self.tc.learning_rate, self.tc.warmup_steps, self.tc.steps)
+        self.opt = optim.AdamW(
+            learning_rate=schedule, betas=[0.9, 0.99], weight_decay=self.tc.weight_decay
+        )
+        self.opt.init(self.model.trainable_parameters())
+        self._step_fn = None
+
+    def save(self) -> None:
+        meta = {
+            "step": self.step,
+            "seed": self.seed,
+            "elapsed_s": self.elapsed,
+            "wall_s": self.budget.spent_s,
+            "config": self.cfg.to_dict(),
+        }
+        common.save_checkpoint(
+            self.out_dir / CHECKPOINT,
+            modules={"tokenizer": self.model},
+            optimizers={"tokenizer": self.opt},
+            meta=meta,
+        )
+        self.reseed()
+        self.export()
+
+    def reseed(self) -> None:
+        mx.random.seed(int(np.random.default_rng([self.seed, 3, self.step]).integers(2**31)))
+
+    def export(self, dtype: mx.Dtype = mx.float16) -> None:
+        """OUT/config.json + tokenizer.safetensors (float16): a usable model folder."""
+        cfg = Config.from_dict({**self.cfg.to_dict(), "image_tokenizer": "categorical"})
+        model_io.save_model_config(self.out_dir, cfg)
+        model_io.save_weights(self.out_dir / WEIGHTS, self.model, dtype=dtype)
+
+    def load(self) -> None:
+        meta, _ = common.load_checkpoint(
+            self.out_dir / CHECKPOINT,
+            modules={"tokenizer": self.model},
+            optimizers={"tokenizer": self.opt},
+        )
+        self.step = int(meta["step"])
+        self.seed = int(meta["seed"])
+        self.elapsed = float(meta.get("elapsed_s", 0.0))
+        self.wall_s = float(meta.get("wall_s", self.elapsed))
+        self.reseed()
+        self._step_fn = None
+
+    def _build_step(self) -> None:
+        model, opt, clip = self.model, self.opt, self.tc.grad_clip
+        levels = self.cfg.tokenizer.color_levels
+        state = [model.state, opt.state, mx.random.state]
+
+        def loss_fn(model: ImageTokenizer, x: mx.array, idx: mx.array):
+            # The loss reads a random subset of the pixels (`loss_pixels`): the 64-way
+            # softmax of every pixel and channel costs more on a CPU than the network.
+            target = color_levels(x, levels).reshape(-1, 3)[idx]  # (N, 3)
+            features = model.decoder.features(model.quantize(x))
+            head = model.decoder.head
+            params = head(features.reshape(-1, features.shape[-1])[idx])
+            ce = head.nll(params, target)
+            exact = (head.paint(params) == target).all(axis=-1).mean()
+            return ce, mx.stop_gradient(exact)
+
+        grad_fn = nn.value_and_grad(model, loss_fn)
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(x: mx.array, idx: mx.array) -> mx.array:
+            (ce, exact), grads = grad_fn(model, x, idx)
+            grads, norm = optim.clip_grad_norm(grads, clip)
+            opt.update(model, grads)
+            return mx.stack([ce, exact, norm])
+
+        self._step_fn = step
+
+    def train_step(self, x: mx.array, rng: np.random.Generator) -> dict[str, float]:
+        """One step on crops (B, S, S, 3) in [-1, 1]; rng picks the pixels the loss reads."""
+        if self._step_fn is None:
+            self._build_step()
+        n = x.shape[0] * x.shape[1] * x.shape[2]
+        k = max(1, int(round(n * self.tc.loss_pixels)))
+        idx = np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
+        out = self._step_fn(x, mx.array(idx.astype(np.int32)))
+        mx.eval(out)
+        self.step += 1
+        return dict(zip(["ce", "exact", "grad_norm"], np.array(out).tolist(), strict=True))
+
+
+def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def train_tokenizer(
+    cfg: Config | None,
+    data_dirs: list[str | Path],
+    out_dir: str | Path,
+    *,
+    data_weights: list[float] | None = None,
+    steps: int | None = None,
+    resume: bool = False,
+    eval_dir: str | Path | None = None,
+    seed: int = 0,
+    progress_bar: bool | None = None,
+    stop_after: int | None = None,
+    max_minutes: float | None = None,
+) -> TrainResult:
+    """Train (or resume) the categorical tokenizer into out_dir; see `pixelscene train
+    tokenizer --help`. Resuming takes the config from the checkpoint; `steps` may extend it."""
+    out_dir = Path(out_dir)
+    ckpt = out_dir / CHECKPOINT
+    common.TimeBudget.check(max_minutes)
+    if resume:
+        meta = common.read_checkpoint_meta(ckpt)
+        cfg = Config.from_dict(meta["config"])
+        seed = int(meta["seed"])
+    elif (ckpt / "meta.json").exists():
+        raise PixelsceneError(f"{ckpt} exists: pass --resume to continue it, or another --out")
+    if cfg is None:
+        raise PixelsceneError("a config is needed to start a new run")
+    if steps is not None:
+        cfg.train_tokenizer.steps = steps
+    tc = cfg.train_tokenizer
+    if tc.crop_size % cfg.tokenizer.patch_size:
+        raise PixelsceneError(
+            f"train_tokenizer.crop_size {tc.crop_size} is not a multiple of "
+            f"tokenizer.patch_size {cfg.tokenizer.patch_size}"
+        )
+
+    common.prepare_out_dir(out_dir)
+    trainer = TokenizerTrainer(cfg, out_dir, seed=seed)
+    if resume:
+        trainer.load()
+    trainer.budget = common.TimeBudget(max_minutes, trainer.wall_s)
+    pool = CropPool(list(data_dirs), data_weights or [1.0] * len(data_dirs), cfg.tokenizer.pad_rows)
+    eval_set = ImageDataset(eval_dir if eval_dir else data_dirs[0])
+    if not eval_dir:
+        log.warning("no --eval-data: evaluating on training images")
+    eval_images = readable_images(eval_set, tc.eval_images)
+
+    def evaluate() -> dict[str, Any]:
+        result = evaluate_vqgan(trainer.model, eval_images)
+        row = {"step": trainer.step, **result, "elapsed_s": round(trainer.elapsed, 1)}
+        _append_jsonl(out_dir / "eval.jsonl", row)
+        log.info("step %d eval: %s", trainer.step, json.dumps(row))
+        originals = np.stack(eval_images[:4])
+        recon = trainer.model.reconstruct(mx.array(to_float(originals)))
+        save_grid(
+            out_dir / "samples" / f"step_{trainer.step:06d}.png",
+            originals,
+            to_uint8(np.array(recon)),
+        )
+        return row
+
+    throughput = common.Throughput()
+    bar = common.progress(
+        tc.steps, initial=trainer.step, desc="tokenizer", disable=progress_bar is False
+    )
+    last_eval: dict[str, Any] | None = None
+    step_times: list[float] = []
+    interrupted = budget_reached = False
+    try:
+        with common.stop_on_signals() as stop:
+            while trainer.step < tc.steps:
+                if trainer.budget.reached():
+                    budget_reached = True
+                    break
+                t0 = time.perf_counter()
+                rng = np.random.default_rng([seed, 0, trainer.step])
+                crops = pool.batch(tc.batch_size, tc.crop_size, rng)
+                values = trainer.train_step(mx.array(to_float(crops)), rng)
+                dt = time.perf_counter() - t0
+                trainer.elapsed += dt
+                step_times.append(dt)
+                rate = throughput.add(tc.batch_size)
+                bar.update(1)
+                if trainer.step % tc.log_every == 0 or trainer.step == 1:
+                    bar.set_postfix({**common.format_losses(values), "crops/s": f"{rate:.1f}"})
+                    _append_jsonl(
+                        out_dir / "train.jsonl",
+                        {"step": trainer.step, **values, "crops_per_s": rate},
+                    )
+                if trainer.step % tc.eval_every == 0:
+                    last_eval = evaluate()
+                if trainer.step % tc.checkpoint_every == 0:
+                    trainer.save()
+                if stop or trainer.step == stop_after:
+                    interrupted = True
+                    break
+            if not interrupted and (last_eval is None or last_eval["step"] != trainer.step):
+                last_eval = evaluate()
+            trainer.save()
+    finally:
+        bar.close()
+    sec = float(np.median(step_times)) if step_times else float("nan")
+    return TrainResult(trainer.step, interrupted, sec, last_eval, budget_reached)

@@ -1,0 +1,181 @@
+"""The categorical image tokenizer: FSQ codes, heads that paint only DAC colours, save/load,
+and its trainer (loss goes down, resume is exact)."""
+
+import json
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelscene.config import Config, TokenizerConfig, TokenizerTrainConfig
+from pixelscene.data.datasets import to_float
+from pixelscene.data.vga import DAC_LEVELS
+from pixelscene.errors import PixelsceneError
+from pixelscene.image_tokenizers import load_tokenizer
+from pixelscene.imagetok import FSQ, ImageTokenizer, color_levels, load_image_tokenizer
+from pixelscene.imagetok.heads import MixtureHead, SoftmaxHead
+from pixelscene.train.imagetok import train_tokenizer
+
+
+def micro_tokenizer(**kw) -> TokenizerConfig:
+    base = dict(dim=16, encoder_blocks=1, decoder_blocks=1, pixel_features=8, fsq_levels=[5, 4, 3])
+    return TokenizerConfig(**{**base, **kw})
+
+
+def micro_config(**train) -> Config:
+    tc = dict(batch_size=2, crop_size=32, steps=6, warmup_steps=2, learning_rate=3e-3)
+    tc.update(eval_images=2, log_every=1, eval_every=100, checkpoint_every=100)
+    tc.update(train)
+    return Config(
+        name="micro",
+        image_tokenizer="categorical",
+        tokenizer=micro_tokenizer(),
+        train_tokenizer=TokenizerTrainConfig(**tc),
+    ).validate()
+
+
+def pixel_art(folder, count, seed=0):
+    """320x200 images of 8x8 blocks in a few DAC colours, with a checkerboard dither."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        rng = np.random.default_rng([seed, i])
+        palette = DAC_LEVELS[rng.integers(0, 64, size=(4, 3))]
+        blocks = rng.integers(0, 4, size=(25, 40))
+        img = palette[np.repeat(np.repeat(blocks, 8, 0), 8, 1)]
+        checker = (np.add.outer(np.arange(200), np.arange(320)) % 2).astype(bool)
+        img[:40][checker[:40]] = palette[0]
+        Image.fromarray(img.astype(np.uint8)).save(folder / f"{i:06d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return pixel_art(tmp_path_factory.mktemp("data") / "images", 6)
+
+
+def test_fsq_codes_round_trip_and_cover_the_grid():
+    fsq = FSQ([5, 4, 3])
+    assert fsq.codebook_size == 60
+    z = mx.random.normal((4000, 3)) * 3
+    q = fsq.quantize(z)
+    codes = fsq.to_codes(q)
+    assert mx.array_equal(fsq.from_codes(codes), q).item()
+    used = np.unique(np.array(codes))
+    assert used.min() >= 0 and used.max() < 60 and len(used) == 60
+    grid = fsq.from_codes(mx.arange(60))
+    assert len({tuple(r) for r in np.array(grid).tolist()}) == 60
+
+
+def test_fsq_passes_gradients_straight_through():
+    fsq = FSQ([7, 5])
+    g = mx.grad(lambda z: fsq.quantize(z).sum())(mx.zeros((2, 2)))
+    assert (np.array(g) > 0).all()
+
+
+@pytest.mark.parametrize("head", ["mixture", "softmax"])
+def test_decode_paints_only_dac_colours(head):
+    cfg = micro_tokenizer(head=head)
+    model = ImageTokenizer(cfg)
+    mx.eval(model.parameters())
+    images = mx.random.uniform(-1, 1, (2, 200, 320, 3))
+    codes = model.encode(images)
+    assert codes.shape == (2, 26, 40) and codes.dtype == mx.int32
+    assert 0 <= int(codes.min()) and int(codes.max()) < cfg.codebook_size
+    pixels = np.rint((np.array(model.decode(codes)) + 1) * 127.5).astype(np.int64)
+    assert pixels.shape == (2, 200, 320, 3)
+    assert np.isin(pixels, DAC_LEVELS).all()
+
+
+def test_several_codes_per_position():
+    model = ImageTokenizer(micro_tokenizer(patch_size=16, codes_per_position=3))
+    codes = model.encode(mx.zeros((1, 200, 320, 3)))
+    assert codes.shape == (1, 13, 20, 3)
+    assert model.decode(codes).shape == (1, 200, 320, 3)
+
+
+def test_color_levels_are_the_nearest_dac_level():
+    levels = np.arange(64)
+    images = mx.array(to_float(DAC_LEVELS[levels].reshape(1, 1, 64, 1)))
+    assert np.array_equal(np.array(color_levels(images)).reshape(-1), levels)
+
+
+def test_mixture_head_likelihood_and_painting():
+    head = MixtureHead(features=4, levels=64, components=2)
+    target = mx.array([[10, 20, 63]])
+    # candidate 0: centred on the target, sharp; candidate 1: elsewhere, unlikely
+    half = 63 / 2
+    sharp = [(10 - half) / half, (20 - half) / half, (63 - half) / half]
+    params = mx.array([[[4.0, *sharp, -5, -5, -5], [-4.0, 0, 0, 0, 0, 0, 0]]])
+    assert float(head.nll(params, target)) < 0.01
+    assert np.array(head.paint(params)).tolist() == [[10, 20, 63]]
+    far = mx.array([[40, 40, 0]])
+    assert float(head.nll(params, far)) > 3.0
+    # probabilities over all 64^3 colours would sum to 1: check one channel's 64 bins
+    one = mx.array([[[0.0, 0.1, 0.1, 0.1, 0.5, 0.5, 0.5], [-9.0, 0, 0, 0, 0, 0, 0]]])
+    levels = mx.stack([mx.arange(64)] * 3, axis=-1)
+    nll = [float(head.nll(one, levels[i : i + 1])) * 3 for i in range(64)]
+    assert sum(np.exp(-np.array(nll) / 3)) == pytest.approx(1.0, abs=0.02)
+
+
+def test_softmax_head_paints_the_argmax():
+    head = SoftmaxHead(features=4, levels=64)
+    params = mx.zeros((1, 3, 64))
+    params[0, 0, 5] = 9.0
+    params[0, 1, 63] = 9.0
+    assert np.array(head.paint(params)).tolist() == [[5, 63, 0]]
+    assert float(head.nll(params, mx.array([[5, 63, 0]]))) < float(
+        head.nll(params, mx.array([[6, 62, 1]]))
+    )
+
+
+def test_training_learns_and_writes_a_loadable_model(data, tmp_path):
+    out = tmp_path / "model"
+    cfg = micro_config(steps=40, learning_rate=1e-2, eval_every=40, checkpoint_every=20)
+    result = train_tokenizer(cfg, [data], out, eval_dir=data, progress_bar=False)
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert result.step == 40 and not result.interrupted
+    assert np.mean([r["ce"] for r in rows[-5:]]) < 0.6 * np.mean([r["ce"] for r in rows[:5]])
+    ev = json.loads((out / "eval.jsonl").read_text().splitlines()[-1])
+    assert ev["off_grid_pixels"] == 0 and ev["images"] == 2
+    assert json.loads((out / "config.json").read_text())["image_tokenizer"] == "categorical"
+    model = load_tokenizer(out)
+    assert isinstance(model, ImageTokenizer) and model.codebook_size == 60
+    weights = mx.load(str(out / "tokenizer.safetensors"))
+    assert all(v.dtype == mx.float16 for v in weights.values())
+    images = mx.array(to_float(np.asarray(Image.open(data / "000000.png"))[None]))
+    again = load_image_tokenizer(out)
+    assert mx.array_equal(model.encode(images), again.encode(images)).item()
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_tokenizer(micro_config(steps=8), [data], straight, progress_bar=False)
+    first = train_tokenizer(micro_config(steps=8), [data], split, stop_after=5, progress_bar=False)
+    assert first.interrupted and first.step == 5
+    with pytest.raises(PixelsceneError, match="--resume"):
+        train_tokenizer(micro_config(), [data], split, progress_bar=False)
+    train_tokenizer(None, [data], split, resume=True, progress_bar=False)
+    rows = [
+        {r["step"]: r for r in map(json.loads, (d / "train.jsonl").read_text().splitlines())}
+        for d in (straight, split)
+    ]
+    for step in (6, 7, 8):
+        assert rows[1][step]["ce"] == pytest.approx(rows[0][step]["ce"], rel=1e-4), step
+
+
+def test_mixing_folders_needs_one_weight_each(data, tmp_path):
+    with pytest.raises(PixelsceneError, match="data-weights"):
+        train_tokenizer(
+            micro_config(), [data, data], tmp_path / "m", data_weights=[1.0], progress_bar=False
+        )
+
+
+def test_config_rejects_a_patch_that_does_not_tile():
+    with pytest.raises(PixelsceneError, match="patch_size"):
+        Config.from_dict({"tokenizer": {"patch_size": 12}})
+
+
+def test_heads_are_modules_with_parameters():
+    assert isinstance(MixtureHead(4, 64, 3), nn.Module)
