@@ -1,4 +1,5 @@
-"""`pixelscene synth OUT_DIR`: render a captioned synthetic pixel-art dataset."""
+"""`pixelscene synth OUT_DIR`: render a captioned synthetic pixel-art dataset of scenes, or
+`--source patterns`: tiles, sprites, UI and dithering for training the image tokenizer."""
 
 from __future__ import annotations
 
@@ -20,9 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split",
         choices=("train", "test", "all"),
         default="train",
-        help="train: seen attribute combinations; test: held-out combinations only",
+        help="train: seen attribute combinations; test: held-out combinations only (scenes)",
     )
-    parser.add_argument("--captions-per-image", type=int, default=3, help="captions per image")
+    parser.add_argument(
+        "--source",
+        choices=("scenes", "patterns"),
+        default="scenes",
+        help="scenes: captioned landscapes; patterns: varied pixel art (tilemaps, sprites, UI, "
+        "dithering) with one plain caption each, for the image tokenizer",
+    )
+    parser.add_argument(
+        "--captions-per-image", type=int, default=3, help="captions per image (scenes)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
 
 
@@ -35,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise PixelsceneError("--workers must be at least 1")
     if args.seed < 0:
         raise PixelsceneError("--seed must be non-negative")
+    if args.source == "patterns" and args.split != "train":
+        raise PixelsceneError("--split picks scene attributes; patterns have none")
     if args.out_dir.exists() and not args.out_dir.is_dir():
         raise PixelsceneError(f"{args.out_dir} exists and is not a folder")
     from tqdm import tqdm
@@ -51,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
             captions=args.captions_per_image,
             workers=args.workers,
             progress=bar.update,
+            source=args.source,
         )
     elapsed = time.perf_counter() - start
+    what = args.split if args.source == "scenes" else "pattern"
     log.info(
         "wrote %d %s images to %s in %.1fs (%.1f images/s)",
-        args.count, args.split, args.out_dir, elapsed, args.count / elapsed,
+        args.count, what, args.out_dir, elapsed, args.count / elapsed,
     )  # fmt: skip
     return 0

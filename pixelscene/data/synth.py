@@ -1,7 +1,9 @@
 """The synthetic dataset: coherent scene attributes, the held-out split, and dataset writing.
 
 Every image gets its own generator `np.random.default_rng([seed, index, stream])`, so the
-bytes of image `index` depend only on (seed, index), whatever the worker count.
+bytes of image `index` depend only on (seed, index), whatever the worker count. A dataset's
+source is either the captioned scenes or the pattern images (`patterns.py`: tiles, sprites,
+UI and dithering, for training the image tokenizer on pixel art in general).
 """
 
 from __future__ import annotations
@@ -19,9 +21,20 @@ from PIL import Image
 
 from pixelscene.data.attributes import ATTRIBUTES
 from pixelscene.data.captions import caption_for
+from pixelscene.data.patterns import pattern_with_info
 from pixelscene.data.render import H, W, render_scene
 
 SPLITS = ("train", "test", "all")
+SOURCES = ("scenes", "patterns")
+RECORDS = {"scenes": "attributes.jsonl", "patterns": "patterns.jsonl"}
+PATTERN_WORDS = {
+    "map": "tilemap and sprites",
+    "side": "side view with parallax bands and platforms",
+    "menu": "UI windows",
+    "sheet": "sprite sheet",
+    "title": "title screen",
+    "collage": "tiles, sprites and UI",
+}
 HELDOUT_PERCENT = 12.5
 PNG_OPTIONS = {"format": "PNG", "optimize": False, "compress_level": 6}
 
@@ -130,32 +143,49 @@ def make_example(seed: int, index: int, split: str = "train", captions: int = 3)
     rgb, info = render_scene(attrs, np.random.default_rng([seed, index, 1]))
     crng = np.random.default_rng([seed, index, 2])
     caps = [caption_for(attrs, crng) for _ in range(captions)]
-    buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, **PNG_OPTIONS)
     name = f"{index:06d}.png"
     record = {"image": name, **attrs, "split": "test" if is_heldout(attrs) else "train"}
     record.update(colors=info["colors"], horizon=info["horizon"], seed=seed)
-    return buf.getvalue(), record, caps
+    return _png(rgb), record, caps
+
+
+def make_pattern_example(seed: int, index: int):
+    """Render pattern image `index`: (png bytes, record, [one plain descriptive caption])."""
+    rgb, info = pattern_with_info(np.random.default_rng([seed, index, 3]))
+    record = {"image": f"{index:06d}.png", "source": "patterns", **info, "seed": seed}
+    words = PATTERN_WORDS[info["layout"]]
+    caption = f"pixel-art {words}, {info['scale']}x, {info['colors']} colours"
+    return _png(rgb), record, [caption]
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, **PNG_OPTIONS)
+    return buf.getvalue()
 
 
 def _render_range(job: tuple) -> list[tuple[dict, list[str]]]:
-    out_dir, seed, start, stop, split, captions = job
+    out_dir, seed, start, stop, split, captions, source = job
     out = []
     for i in range(start, stop):
-        png, record, caps = make_example(seed, i, split, captions)
+        if source == "patterns":
+            png, record, caps = make_pattern_example(seed, i)
+        else:
+            png, record, caps = make_example(seed, i, split, captions)
         (Path(out_dir) / "images" / record["image"]).write_bytes(png)
         out.append((record, caps))
     return out
 
 
 def iter_synth(
-    out_dir, count: int, seed: int, split: str = "train", captions: int = 3, workers: int = 1
-) -> Iterator[tuple[dict, list[str]]]:
-    """Write the images of a dataset, yielding (attributes, captions) in index order."""
+    out_dir, count: int, seed: int, split: str = "train", captions: int = 3, workers: int = 1,
+    source: str = "scenes",
+) -> Iterator[tuple[dict, list[str]]]:  # fmt: skip
+    """Write the images of a dataset, yielding (record, captions) in index order."""
     (Path(out_dir) / "images").mkdir(parents=True, exist_ok=True)
     chunk = 32
     jobs = [
-        (str(out_dir), seed, s, min(s + chunk, count), split, captions)
+        (str(out_dir), seed, s, min(s + chunk, count), split, captions, source)
         for s in range(0, count, chunk)
     ]
     if workers <= 1:
@@ -187,16 +217,19 @@ def heldout_images(data_dir: str | Path) -> tuple[int, int] | None:
 
 def write_dataset(
     out_dir, count: int, seed: int, split: str = "train", captions: int = 3, workers: int = 1,
-    progress=None,
+    progress=None, source: str = "scenes",
 ) -> None:  # fmt: skip
-    """Write images/, captions.jsonl and attributes.jsonl under out_dir."""
+    """Write images/, captions.jsonl and the records under out_dir: attributes.jsonl for
+    scenes, patterns.jsonl (layout, scale, colours) and one caption each for patterns."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (
         open(out / "captions.jsonl", "w", encoding="utf-8", newline="\n") as fc,
-        open(out / "attributes.jsonl", "w", encoding="utf-8", newline="\n") as fa,
+        open(out / RECORDS[source], "w", encoding="utf-8", newline="\n") as fa,
     ):
-        for record, caps in iter_synth(out, count, seed, split, captions, workers):
+        for record, caps in iter_synth(out, count, seed, split, captions, workers, source):
             fa.write(json.dumps(record, sort_keys=False) + "\n")
             for c in caps:
                 fc.write(json.dumps({"image": record["image"], "caption": c}) + "\n")
