@@ -125,11 +125,15 @@ def check_api_key() -> None:
         )  # fmt: skip
 
 
+def bearer_token() -> str:
+    """The token of `Authorization: Bearer <token>` ("" if none); the scheme in any case."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def key_matches(keys: list[str]) -> bool:
     """Whether the request's bearer token is one of `keys` (constant time in which matched)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    supplied = token.strip().encode() if scheme.lower() == "bearer" else b""
+    supplied = bearer_token().encode()
     matched = False
     for key in keys:  # no early exit: the time taken does not depend on which key matched
         matched |= hmac.compare_digest(supplied, key.encode())
@@ -144,8 +148,10 @@ def is_trusted() -> bool:
 
 
 def client_scope() -> str:
-    """Who is calling, for scoping idempotency keys: a hash of the API key, or 'local'."""
-    header = request.headers.get("Authorization", "")
-    if not state().settings.api_keys or not header:
+    """Who is calling, for scoping idempotency keys: a hash of the API key, or 'local'.
+
+    The key alone, never the header's spelling: `bearer k` and `Bearer  k` are one client.
+    """
+    if not state().settings.api_keys:
         return "local"
-    return hashlib.sha256(header.encode()).hexdigest()[:16]
+    return hashlib.sha256(bearer_token().encode()).hexdigest()[:16]

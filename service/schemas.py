@@ -174,6 +174,16 @@ def ecma_pattern(pattern: str) -> str:
     return pattern
 
 
+def is_unicode(text: str) -> bool:
+    """Whether `text` has no lone surrogates: JSON's \\uXXXX escapes let them through, but
+    no UTF-8 consumer (the tokenizer, a file, a webhook body) can take one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_value(schema: Mapping[str, Any], value: Any) -> str | None:
     """The first problem with one value, or None."""
     kind = schema.get("type")
@@ -195,6 +205,8 @@ def check_value(schema: Mapping[str, Any], value: Any) -> str | None:
         if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
             return f"must be < {schema['exclusiveMaximum']}"
     if isinstance(value, str):
+        if not is_unicode(value):
+            return "must be valid Unicode text (a lone surrogate such as \\ud800 is not)"
         if "minLength" in schema and len(value) < schema["minLength"]:
             return (
                 "must not be empty"

@@ -19,7 +19,10 @@ def json_body() -> Any:
     """The request's JSON; 415 unless the body is declared JSON, 400 unless it parses."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # json's decoder recurses once per nested array or object
+        raise ApiError(400, "invalid_json", "the body's JSON is nested too deeply") from None
     if body is None:
         raise ApiError(400, "invalid_json", "the body is not valid JSON")
     return body

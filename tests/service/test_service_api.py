@@ -122,6 +122,30 @@ def test_not_json_is_415_and_broken_json_is_400(client):
     assert resp.status_code == 400
 
 
+def test_deeply_nested_json_is_400_not_a_logged_500(client, caplog):
+    for depth in (1000, 30_000):  # 60 KB: under the 64 KB body limit
+        resp = client.post(
+            "/v1/generations", data="[" * depth + "]" * depth, content_type="application/json"
+        )
+        assert resp.status_code == 400, depth
+        assert resp.get_json()["error"]["code"] == "invalid_json"
+    assert "unhandled error" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_lone_surrogate_is_refused_at_submit(client, fake_redis):
+    # JSON may escape a lone surrogate; no UTF-8 text (the model's, a file's) can hold it.
+    body = '{"prompt": "castle \\ud800 dusk", "webhook": "http://example.com/\\udfff"}'
+    resp = client.post("/v1/generations", data=body, content_type="application/json")
+    assert resp.status_code == 400
+    fields = resp.get_json()["error"]["details"]["fields"]
+    assert set(fields) == {"prompt", "webhook"} and "Unicode" in fields["prompt"]
+    assert fake_redis.llen("rq:queue:generate") == 0
+    ok = '{"prompt": "castle \\ud83c\\udff0 dusk"}'  # a surrogate pair is one character
+    assert (
+        client.post("/v1/generations", data=ok, content_type="application/json").status_code == 202
+    )
+
+
 def test_body_too_large_is_413(make_app):
     client = make_app(max_content_length=1024).test_client()
     resp = client.post("/v1/generations", json={"prompt": "x" * 4000})
@@ -185,6 +209,19 @@ def test_api_keys_are_required_when_configured(make_app):
     assert submit(client, headers={"Authorization": "Bearer k-two"}).status_code == 202
     assert client.get("/v1/health").status_code == 200  # open for load balancers
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_idempotency_scope_is_the_key_not_the_header_spelling(make_app, fake_redis):
+    client = make_app(api_keys=["k-one", "k-two"]).test_client()
+    spellings = ("Bearer k-one", "bearer k-one", "BEARER  k-one ")
+    ids = set()
+    for auth in spellings:
+        resp = submit(client, headers={"Authorization": auth, "Idempotency-Key": "order-7"})
+        assert resp.status_code == 202, (auth, resp.get_json())
+        ids.add(resp.get_json()["id"])
+    assert len(ids) == 1 and fake_redis.llen("rq:queue:generate") == 1
+    other = submit(client, headers={"Authorization": "Bearer k-two", "Idempotency-Key": "order-7"})
+    assert other.status_code == 202 and other.get_json()["id"] not in ids
 
 
 def test_without_keys_only_localhost_is_served(client):
