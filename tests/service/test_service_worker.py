@@ -584,3 +584,20 @@ def test_unreadable_webhook_ca_file_stops_a_worker_not_a_delivery(tmp_path, over
             webhooks.check_tls(settings)  # at the worker's start
         ok, what = webhooks.deliver(settings, "https://hooks.test/hook", {}, address="127.0.0.1")
         assert not ok and what  # a failed attempt, not an exception out of the dispatcher
+
+
+def test_warm_shutdown_does_not_wait_for_the_pubsub_threads_sleep(fake_redis, overrides):
+    """Once unsubscribed, RQ's pubsub thread sleeps up to 60 s, and redis-py's stop() waits for
+    it: a worker stopping with `up` (or systemd) would take a minute."""
+    settings = Settings.load(overrides, environ={})
+    worker = PixelsceneWorker(
+        [Queue("generate", connection=fake_redis)], connection=fake_redis, settings=settings
+    )
+    worker.subscribe()
+    assert worker.pubsub is not None
+    wait_for(lambda: worker.pubsub.subscribed, 5)
+    worker.pubsub.unsubscribe()
+    wait_for(lambda: not worker.pubsub.subscribed, 5)  # the thread read the reply: now it sleeps
+    started = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - started < 10
