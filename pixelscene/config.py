@@ -108,6 +108,9 @@ class TokenizerConfig:
     # logistics per channel); "softmax": 64 independent logits per channel.
     head: str = "mixture"
     mixture_components: int = 4
+    # > 0: the image's palette (up to this many colours) travels with the codes and every
+    # pixel chooses one of its entries (`pixelscene.imagetok.palette`); `head` is unused.
+    palette_size: int = 0
     image_size: list[int] = field(default_factory=lambda: [200, 320])
     pad_rows: list[int] = field(default_factory=lambda: [4, 4])
 
@@ -132,6 +135,8 @@ class TokenizerConfig:
         if self.head not in ("mixture", "softmax"):
             raise ConfigError(f"{prefix}.head must be 'mixture' or 'softmax'")
         _positive(self, prefix, ["mixture_components"])
+        if not 0 <= self.palette_size <= 256:
+            raise ConfigError(f"{prefix}.palette_size must be in 0..256")
         if not self.fsq_levels or any(n < 2 for n in self.fsq_levels):
             raise ConfigError(f"{prefix}.fsq_levels must be a non-empty list of ints >= 2")
         if len(self.image_size) != 2 or min(self.image_size) <= 0:

@@ -16,6 +16,7 @@ from pixelscene.errors import PixelsceneError
 from pixelscene.image_tokenizers import load_tokenizer
 from pixelscene.imagetok import FSQ, ImageTokenizer, color_levels, load_image_tokenizer
 from pixelscene.imagetok.heads import MixtureHead, SoftmaxHead
+from pixelscene.imagetok.palette import EMPTY, image_palette, levels_of
 from pixelscene.train.imagetok import train_tokenizer
 
 
@@ -179,3 +180,50 @@ def test_config_rejects_a_patch_that_does_not_tile():
 
 def test_heads_are_modules_with_parameters():
     assert isinstance(MixtureHead(4, 64, 3), nn.Module)
+
+
+def test_image_palette_keeps_the_most_frequent_colours_by_luminance():
+    levels = np.zeros((4, 8, 3), dtype=np.uint8)
+    levels[:, :4] = (63, 63, 63)  # 16 white
+    levels[:2, 4:] = (63, 0, 0)  # 8 red
+    levels[2:, 4:7] = (0, 0, 10)  # 6 dark blue
+    levels[3, 7] = (0, 0, 11)  # 1 almost the same blue: dropped at size 3
+    levels[2, 7] = (0, 63, 0)  # 1 green: dropped at size 3
+    palette, index = image_palette(levels, 3)
+    assert palette.tolist() == [[0, 0, 10], [63, 0, 0], [63, 63, 63]]
+    assert index[0, 0] == 2 and index[0, 5] == 1 and index[3, 5] == 0
+    assert index[3, 7] == 0  # painted as its nearest kept colour
+    full, idx = image_palette(levels, 8)
+    assert (full[5:] == EMPTY).all() and len({tuple(c) for c in full[:5].tolist()}) == 5
+    assert np.array_equal(full[idx], levels.astype(np.int32))
+
+
+def test_palette_tokens_round_trip_and_paint_only_palette_colours():
+    cfg = micro_tokenizer(palette_size=16)
+    model = ImageTokenizer(cfg)
+    mx.eval(model.parameters())
+    rng = np.random.default_rng(0)
+    colours = DAC_LEVELS[rng.integers(0, 64, size=(6, 3))]
+    img = colours[rng.integers(0, 6, size=(200, 320))].astype(np.uint8)
+    tokens = model.encode(mx.array(to_float(img[None])))
+    h, w = cfg.grid_size
+    assert tokens.shape == (1, 3 * 16 + h * w)
+    assert model.vocab_size == cfg.codebook_size + 65
+    palette, codes = model.split(tokens)
+    assert mx.array_equal(model.join(palette, codes), tokens).item()
+    kept = {tuple(c) for c in np.array(palette[0]).tolist() if c[0] >= 0}
+    assert kept == {tuple(c) for c in levels_of(colours).tolist()}
+    painted = np.array(model.decode_levels(tokens))[0].reshape(-1, 3)
+    assert {tuple(c) for c in painted.tolist()} <= kept
+
+
+def test_palette_training_runs_and_learns(data, tmp_path):
+    cfg = micro_config(steps=30, learning_rate=1e-2, eval_every=30)
+    cfg.tokenizer = micro_tokenizer(palette_size=8)
+    out = tmp_path / "pal"
+    train_tokenizer(cfg.validate(), [data], out, eval_dir=data, progress_bar=False)
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert np.mean([r["exact"] for r in rows[-5:]]) > np.mean([r["exact"] for r in rows[:3]])
+    ev = json.loads((out / "eval.jsonl").read_text().splitlines()[-1])
+    assert ev["off_grid_pixels"] == 0 and 0 < ev["codebook_usage"] <= 1
+    assert load_tokenizer(out).cfg.palette_size == 8

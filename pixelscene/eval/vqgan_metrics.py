@@ -152,7 +152,10 @@ class ReconstructionMeter:
             add[f"pixel_accuracy_mode{k}"].append(pixel_accuracy(original, patch_mode(original, k)))
         add["distinct_colours"].append(distinct_colours(recon))
         self.off_grid += off_grid_pixels(recon)
-        self.counts += np.bincount(np.asarray(codes).reshape(-1), minlength=len(self.counts))
+        # tokens past the codebook (a palette's, `pixelscene.imagetok`) are not codes
+        flat = np.asarray(codes).reshape(-1)
+        flat = flat[flat < len(self.counts)]
+        self.counts += np.bincount(flat, minlength=len(self.counts))
         if sprites is None:
             self.all_masked = False
             return

@@ -78,3 +78,36 @@ class MixtureHead(nn.Module):
         best = mx.argmax(logit, axis=-1)[..., None, None]  # (..., 1, 1)
         chosen = mx.take_along_axis(centre, best, axis=-2)[..., 0, :]
         return mx.clip(mx.round(chosen), 0, self.levels - 1).astype(mx.int32)
+
+
+class PaletteHead(nn.Module):
+    """Each pixel chooses one entry of its image's palette: logits are the dot products of
+    the pixel's features with an embedding of each entry's colour (empty slots masked)."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.embed_in = nn.Linear(3, features)
+        self.embed_out = nn.Linear(features, features)
+
+    def entries(self, palette: mx.array) -> tuple[mx.array, mx.array]:
+        """(B, P, 3) int levels, -1 empty -> (embeddings (B, P, F), valid (B, P))."""
+        valid = palette[..., 0] >= 0
+        x = palette.astype(mx.float32) * (2.0 / 63.0) - 1.0
+        return self.embed_out(nn.silu(self.embed_in(x))), valid
+
+    def __call__(self, f: mx.array, palette: mx.array) -> mx.array:
+        """(B, H, W, F) features, (B, P, 3) palette -> (B, H, W, P) logits."""
+        g, valid = self.entries(palette)
+        B, H, W, F = f.shape
+        logits = (f.reshape(B, H * W, F) @ g.transpose(0, 2, 1)).reshape(B, H, W, -1)
+        return mx.where(valid[:, None, None, :], logits, -1e9)
+
+    def nll(self, logits: mx.array, target: mx.array) -> mx.array:
+        return nn.losses.cross_entropy(logits, target).mean()
+
+    def paint(self, logits: mx.array, palette: mx.array) -> mx.array:
+        """-> int32 levels (B, H, W, 3) of the most likely entry."""
+        best = mx.argmax(logits, axis=-1)  # (B, H, W)
+        B, H, W = best.shape
+        flat = mx.take_along_axis(palette, best.reshape(B, H * W, 1), axis=1)
+        return mx.maximum(flat, 0).reshape(B, H, W, 3).astype(mx.int32)

@@ -28,6 +28,7 @@ from pixelscene.data.datasets import ImageDataset, to_float, to_uint8
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan
 from pixelscene.imagetok.model import ImageTokenizer, color_levels
+from pixelscene.imagetok.palette import image_palette, levels_of
 from pixelscene.train import common
 from pixelscene.train.vqgan import TrainResult, readable_images, save_grid
 
@@ -41,10 +42,24 @@ class CropPool:
     """Every readable image of several folders in memory, padded as the model pads them;
     a batch is `batch` random crops, each from a folder drawn by weight."""
 
-    def __init__(self, dirs: list[str | Path], weights: list[float], pad_rows: list[int]):
+    def __init__(
+        self,
+        dirs: list[str | Path],
+        weights: list[float],
+        pad_rows: list[int],
+        palette_size: int = 0,
+    ):
         if len(weights) != len(dirs) or min(weights) <= 0:
             raise PixelsceneError("--data-weights: one positive weight per --data folder")
         self.pools = [self._load(d, pad_rows) for d in dirs]
+        # with a palette: each image's palette and every (padded) pixel's index into it
+        self.palettes: list[np.ndarray] = []
+        self.indices: list[np.ndarray] = []
+        for pool in self.pools if palette_size else []:
+            with ThreadPoolExecutor(2) as ex:
+                pairs = list(ex.map(lambda im: image_palette(levels_of(im), palette_size), pool))
+            self.palettes.append(np.stack([p for p, _ in pairs]))
+            self.indices.append(np.stack([i for _, i in pairs]))
         w = np.asarray(weights, dtype=np.float64)
         self.weights = w / w.sum()
 
@@ -66,9 +81,10 @@ class CropPool:
         log.info("%s: %d images", data_dir, len(images))
         return np.pad(np.stack(images), [(0, 0), tuple(pad_rows), (0, 0), (0, 0)], mode="edge")
 
-    def batch(self, size: int, crop: int, rng: np.random.Generator) -> np.ndarray:
+    def batch(self, size: int, crop: int, rng: np.random.Generator):
+        """(crops (B, S, S, 3) uint8, palettes (B, P, 3) or None, indices (B, S, S) or None)."""
         sources = rng.choice(len(self.pools), size=size, p=self.weights)
-        out = []
+        out, palettes, indices = [], [], []
         for s in sources:
             pool = self.pools[s]
             _, H, W, _ = pool.shape
@@ -77,7 +93,12 @@ class CropPool:
             i = rng.integers(len(pool))
             y, x = rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)
             out.append(pool[i, y : y + crop, x : x + crop])
-        return np.stack(out)
+            if self.palettes:
+                palettes.append(self.palettes[s][i])
+                indices.append(self.indices[s][i, y : y + crop, x : x + crop])
+        if not self.palettes:
+            return np.stack(out), None, None
+        return np.stack(out), np.stack(palettes), np.stack(indices)
 
 
 class TokenizerTrainer:
@@ -146,12 +167,19 @@ class TokenizerTrainer:
         levels = self.cfg.tokenizer.color_levels
         state = [model.state, opt.state, mx.random.state]
 
-        def loss_fn(model: ImageTokenizer, x: mx.array, idx: mx.array):
-            # The loss reads a random subset of the pixels (`loss_pixels`): the 64-way
-            # softmax of every pixel and channel costs more on a CPU than the network.
+        def loss_fn(model: ImageTokenizer, x, idx, palette=None, index=None):
+            # The loss reads a random subset of the pixels (`loss_pixels`): the softmax of
+            # every pixel costs more on a CPU than the network.
+            head = model.decoder.head
+            if palette is not None:
+                logits = model(x, palette, index)  # (B, S, S, P)
+                logits = logits.reshape(-1, logits.shape[-1])[idx]
+                target = index.reshape(-1)[idx]
+                ce = head.nll(logits, target)
+                exact = (mx.argmax(logits, axis=-1) == target).mean()
+                return ce, mx.stop_gradient(exact)
             target = color_levels(x, levels).reshape(-1, 3)[idx]  # (N, 3)
             features = model.decoder.features(model.quantize(x))
-            head = model.decoder.head
             params = head(features.reshape(-1, features.shape[-1])[idx])
             ce = head.nll(params, target)
             exact = (head.paint(params) == target).all(axis=-1).mean()
@@ -160,22 +188,26 @@ class TokenizerTrainer:
         grad_fn = nn.value_and_grad(model, loss_fn)
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(x: mx.array, idx: mx.array) -> mx.array:
-            (ce, exact), grads = grad_fn(model, x, idx)
+        def step(x: mx.array, idx: mx.array, *palette_and_index: mx.array) -> mx.array:
+            (ce, exact), grads = grad_fn(model, x, idx, *palette_and_index)
             grads, norm = optim.clip_grad_norm(grads, clip)
             opt.update(model, grads)
             return mx.stack([ce, exact, norm])
 
         self._step_fn = step
 
-    def train_step(self, x: mx.array, rng: np.random.Generator) -> dict[str, float]:
-        """One step on crops (B, S, S, 3) in [-1, 1]; rng picks the pixels the loss reads."""
+    def train_step(
+        self, x: mx.array, rng: np.random.Generator, palette=None, index=None
+    ) -> dict[str, float]:
+        """One step on crops (B, S, S, 3) in [-1, 1] (with their images' palettes and the
+        crops' palette indices when the model has a palette); rng picks the loss's pixels."""
         if self._step_fn is None:
             self._build_step()
         n = x.shape[0] * x.shape[1] * x.shape[2]
         k = max(1, int(round(n * self.tc.loss_pixels)))
         idx = np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
-        out = self._step_fn(x, mx.array(idx.astype(np.int32)))
+        extra = [] if palette is None else [mx.array(palette), mx.array(index.astype(np.int32))]
+        out = self._step_fn(x, mx.array(idx.astype(np.int32)), *extra)
         mx.eval(out)
         self.step += 1
         return dict(zip(["ce", "exact", "grad_norm"], np.array(out).tolist(), strict=True))
@@ -227,7 +259,12 @@ def train_tokenizer(
     if resume:
         trainer.load()
     trainer.budget = common.TimeBudget(max_minutes, trainer.wall_s)
-    pool = CropPool(list(data_dirs), data_weights or [1.0] * len(data_dirs), cfg.tokenizer.pad_rows)
+    pool = CropPool(
+        list(data_dirs),
+        data_weights or [1.0] * len(data_dirs),
+        cfg.tokenizer.pad_rows,
+        cfg.tokenizer.palette_size,
+    )
     eval_set = ImageDataset(eval_dir if eval_dir else data_dirs[0])
     if not eval_dir:
         log.warning("no --eval-data: evaluating on training images")
@@ -262,8 +299,8 @@ def train_tokenizer(
                     break
                 t0 = time.perf_counter()
                 rng = np.random.default_rng([seed, 0, trainer.step])
-                crops = pool.batch(tc.batch_size, tc.crop_size, rng)
-                values = trainer.train_step(mx.array(to_float(crops)), rng)
+                crops, palettes, indices = pool.batch(tc.batch_size, tc.crop_size, rng)
+                values = trainer.train_step(mx.array(to_float(crops)), rng, palettes, indices)
                 dt = time.perf_counter() - t0
                 trainer.elapsed += dt
                 step_times.append(dt)
