@@ -48,6 +48,8 @@ def measure(preset: str, batch: int, repeats: int) -> dict[str, float]:
     from pixelscene.train.vqgan import VQGANTrainer
 
     cfg = load_config(preset)
+    if cfg.image_tokenizer == "categorical":
+        return measure_tokenizer(cfg, batch, repeats)
     cfg.train_vqgan.batch_size = batch
     trainer = VQGANTrainer(cfg, os.devnull)
     model = trainer.model
@@ -68,6 +70,41 @@ def measure(preset: str, batch: int, repeats: int) -> dict[str, float]:
         "decode_ms_per_image": 1000 * dec / batch,
         "train_images_per_s": batch / train,
         "train_gan_images_per_s": batch / train_gan,
+        "crop_size": s,
+    }
+
+
+def measure_tokenizer(cfg, batch: int, repeats: int) -> dict[str, float]:
+    """The same figures for the categorical image tokenizer (`pixelscene.imagetok`): images
+    whose colours come from a 32-colour palette, painted from their own codes."""
+    import mlx.core as mx
+    import numpy as np
+
+    from pixelscene.data.datasets import to_float
+    from pixelscene.data.vga import DAC_LEVELS
+    from pixelscene.train.imagetok import TokenizerTrainer
+
+    cfg.train_tokenizer.batch_size = batch
+    trainer = TokenizerTrainer(cfg, os.devnull)
+    model = trainer.model
+    h, w = cfg.tokenizer.image_size
+    rng = np.random.default_rng(0)
+    palette = DAC_LEVELS[rng.integers(0, 64, size=(32, 3))]
+    pixels = palette[rng.integers(0, 32, size=(batch, h, w))].astype(np.uint8)
+    images = mx.array(to_float(pixels))
+    codes = model.encode(images)
+    enc = _time(lambda: mx.eval(model.encode(images)), repeats)
+    dec = _time(lambda: mx.eval(model.decode(codes)), repeats)
+    s = cfg.train_tokenizer.crop_size
+    crops = mx.array(to_float(pixels[:, :s, :s]))
+    pal = index = None
+    if cfg.tokenizer.palette_size:
+        pal, index = (np.array(a) for a in model.palettes(crops))
+    train = _time(lambda: trainer.train_step(crops, np.random.default_rng(1), pal, index), repeats)
+    return {
+        "encode_ms_per_image": 1000 * enc / batch,
+        "decode_ms_per_image": 1000 * dec / batch,
+        "train_images_per_s": batch / train,
         "crop_size": s,
     }
 
