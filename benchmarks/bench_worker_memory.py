@@ -38,7 +38,7 @@ def main() -> None:
     import redis
     from rq import Queue
 
-    from workers.queues import enqueue_job
+    from workers.jobstore.queues import enqueue_job
     from workers.redis_server import RedisServer
     from workers.registry import ModelRegistry
     from workers.settings import Settings

@@ -1,13 +1,17 @@
 """`pixelscene ...`: a thin argparse front end over command modules.
 
 Each leaf command is a module with `add_arguments(parser)` and `run(args) -> int`; modules
-keep their top-level imports light so `pixelscene --help` stays fast.
+keep their top-level imports light so `pixelscene --help` stays fast. The library's own
+commands are listed here; packages installed beside it (the REST API, the queue workers)
+add theirs as entry points in the `pixelscene.commands` group, each a module that also
+has `HELP`, its one-line help.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import os
 import sys
@@ -15,7 +19,7 @@ from pathlib import Path
 
 from pixelscene.errors import PixelsceneError
 
-# (command path, module, help). Service commands live beside the service and workers.
+# (command path, module, help) of the library's own commands.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("synth",), "pixelscene.commands.synth", "render a captioned synthetic pixel-art dataset"),
     (("train", "vqgan"), "pixelscene.commands.train_vqgan", "train the VQGAN"),
@@ -38,11 +42,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("decode",), "pixelscene.commands.decode", "decode a saved code grid into a PNG"),
     (("bench", "vqgan"), "pixelscene.commands.bench_vqgan", "benchmark VQGAN speed"),
     (("bench", "sampling"), "pixelscene.commands.bench_sampling", "benchmark the sampler"),
-    (("serve",), "service.commands.serve", "run the REST API"),
-    (("worker",), "workers.commands.worker", "run a queue worker"),
-    (("up",), "service.commands.up", "embedded Redis + API + one worker, one command"),
-    (("gc",), "workers.commands.gc", "delete job objects past their retention"),
 ]
+ENTRY_POINT_GROUP = "pixelscene.commands"
 
 OPENBLAS_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3",
@@ -73,24 +74,34 @@ def maybe_reexec_with_openblas(argv: list[str]) -> None:
         return
 
 
+def commands() -> list[tuple[tuple[str, ...], str, str | None]]:
+    """The library's commands, then those registered under `ENTRY_POINT_GROUP` (help None:
+    the module's `HELP`)."""
+    registered = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return [*COMMANDS, *(((ep.name,), ep.module, None) for ep in registered)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixelscene", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
         (): parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     }
-    for path, module_name, help_text in COMMANDS:
+    for path, module_name, help_text in commands():
         for depth in range(1, len(path)):
             prefix = path[:depth]
             if prefix not in groups:
                 sub = groups[path[: depth - 1]].add_parser(prefix[-1], help=f"{prefix[-1]} ...")
                 groups[prefix] = sub.add_subparsers(metavar="WHAT", required=True)
+        try:
+            module, unavailable = importlib.import_module(module_name), None
+        except ImportError as e:
+            module, unavailable = None, str(e)
+        help_text = help_text or getattr(module, "HELP", None)
         leaf = groups[path[:-1]].add_parser(path[-1], help=help_text, description=help_text)
         leaf.set_defaults(_module=module_name)
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            leaf.set_defaults(_unavailable=str(e))
+        if module is None:
+            leaf.set_defaults(_unavailable=unavailable)
             continue
         module.add_arguments(leaf)
     return parser

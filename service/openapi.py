@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from service.api.jobs import LIST_PARAMETERS
-from service.app import state
+from service.state import state
 
 bp = Blueprint("openapi", __name__)
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from workers.settings import Settings
+from workers.jobstore.settings import JobSettings
 
 PROMPT_MAX = 500
 SEED_LIMIT = 2**31
@@ -33,7 +33,7 @@ class ValidationError(ValueError):
         self.fields = fields
 
 
-def generation_schema(settings: Settings) -> dict[str, Any]:
+def generation_schema(settings: JobSettings) -> dict[str, Any]:
     """`POST /v1/generations`: the models and named palettes are this deployment's."""
     palette_names = sorted(settings.palettes)
     palette: dict[str, Any] = {
@@ -78,7 +78,7 @@ def generation_schema(settings: Settings) -> dict[str, Any]:
     }
 
 
-def training_schema(settings: Settings) -> dict[str, Any]:
+def training_schema(settings: JobSettings) -> dict[str, Any]:
     """`POST /v1/trainings`: run `pixelscene train <stage>` on a dataset folder."""
     return {
         "type": "object",

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pixelscene.cli import COMMANDS, build_parser, find_openblas
+from pixelscene.cli import build_parser, commands, find_openblas
 
 
 def run_cli(*args, env=None):
@@ -24,7 +24,7 @@ def run_cli(*args, env=None):
 
 def test_every_command_module_loads_and_has_help():
     parser = build_parser()
-    for path, module, _ in COMMANDS:
+    for path, module, _ in commands():
         args = None
         # parse "--help" of each leaf without exiting the test process
         with pytest.raises(SystemExit) as e:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import redis
 
+from workers.jobstore.records import Keys
 from workers.registry import ModelRegistry, import_loader
 from workers.settings import Settings
-from workers.store import Keys
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """RQ job functions: thin. Get the model from the registry, call pixelscene, write objects.
 
-Each function takes only the job id; the request lives in the job record (workers.store),
+Each function takes only the job id; the request lives in the job record (jobstore.records),
 which is also where status, progress and the result go.
 """
 
@@ -18,9 +18,10 @@ from rq.timeouts import JobTimeoutException
 
 from pixelscene.errors import ModelLoadError, PixelsceneError
 from pixelscene.model_io import atomic_write_bytes
-from workers import context, webhooks
-from workers.objects import codes_path, image_path, job_dir, write_json_atomic
-from workers.store import (
+from workers import context
+from workers.jobstore import hooks
+from workers.jobstore.objects import codes_path, image_path, job_dir, write_json_atomic
+from workers.jobstore.records import (
     cancel_requested,
     get_job,
     now,
@@ -86,7 +87,7 @@ def _finish(ctx: context.WorkerContext, job_id: str, status: str, **fields: Any)
         rec = get_job(ctx.redis, ctx.keys, job_id)
         url = (rec or {}).get("request", {}).get("webhook")
         if url:
-            webhooks.schedule(ctx.redis, ctx.keys, job_id, url)
+            hooks.schedule(ctx.redis, ctx.keys, job_id, url)
     return moved
 
 
@@ -329,4 +330,4 @@ def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any
     )  # fmt: skip
     url = rec.get("request", {}).get("webhook")
     if moved and url:
-        webhooks.schedule(connection, keys, job.id, url)
+        hooks.schedule(connection, keys, job.id, url)

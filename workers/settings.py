@@ -1,61 +1,29 @@
-"""Service and worker settings: defaults, then `PIXELSCENE_*` environment variables, then overrides.
+"""Worker settings: the shared `JobSettings`, plus what running jobs and sending webhooks need.
 
-The API and the workers read the same settings so that a farm is configured once (an
-environment file per machine). Every field below maps to `PIXELSCENE_<FIELD IN CAPITALS>`:
-
-    PIXELSCENE_REDIS_URL=redis://10.0.0.5:6379/0
-    PIXELSCENE_MODELS=tiny=,base=/srv/models/base      name=folder ("" = the bundled model)
-    PIXELSCENE_API_KEYS=key1,key2
+Defaults, then `PIXELSCENE_*` environment variables, then overrides (see
+`workers.jobstore.settings`); the API's own settings are in `service.settings`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from pixelscene.errors import PixelsceneError
+from workers.jobstore.settings import ENV_PREFIX, JobSettings, SettingsError, require_positive
 
-ENV_PREFIX = "PIXELSCENE_"
-
-
-class SettingsError(PixelsceneError):
-    """A setting has the wrong type or value; the message names the variable."""
+__all__ = ["Settings", "SettingsError"]
 
 
 @dataclass
-class Settings:
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    objects_dir: str = "objects"
+class Settings(JobSettings):
     datasets_dir: str = "data"  # training jobs name a dataset folder under here
-    # Model name -> model folder; "" means the model bundled with the package.
-    models: dict[str, str] = field(default_factory=lambda: {"tiny": ""})
-    default_model: str = "tiny"
-    # Palette name -> .gpl/.pal/.hex file on the workers; clients pick palettes by name only.
-    palettes: dict[str, str] = field(default_factory=dict)
-    api_keys: list[str] = field(default_factory=list)
     public_url: str = ""  # base URL for links in webhook payloads; "" = relative links
-    max_queue: int = 200  # queued generate jobs above which POST answers 429
-    max_content_length: int = 64 * 1024
-    job_timeout: int = 900
-    train_timeout: int = 2 * 86400
-    result_ttl: int = 7 * 86400
-    failure_ttl: int = 7 * 86400
-    max_retries: int = 2  # re-runs of a job whose worker died
-    idempotency_ttl: int = 86400
     retention_days: float = 7.0
-    webhook_secret: str = ""
     webhook_max_attempts: int = 5
     webhook_backoff: float = 2.0  # seconds before the first retry; doubles each time
     webhook_timeout: float = 5.0
-    # Webhooks to private and loopback addresses (a studio's own machines). Link-local
-    # (cloud metadata), multicast and unspecified addresses are always refused.
-    webhook_private_networks: bool = True
     # PEM file of CA certificates HTTPS webhooks are checked against, in addition to the
     # system's (a studio's own CA for its internal receivers); "" = the system's only. Read
-    # by workers only (`workers.webhooks.check_tls` at start).
+    # at the worker's start (`workers.webhooks.check_tls`).
     webhook_ca_file: str = ""
     heartbeat_ttl: int = 30  # a running job whose worker is silent this long is abandoned
     reap_interval: float = 5.0
@@ -68,70 +36,9 @@ class Settings:
     engine: str = "auto"
     progress_interval: float = 0.25
     batch_size: int = 8
-    key_prefix: str = "pixelscene"
-
-    @classmethod
-    def load(
-        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
-    ) -> Settings:
-        """Defaults, then `PIXELSCENE_*` variables, then `overrides` (keys in any case)."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for name, f in fields.items():
-            raw = environ.get(ENV_PREFIX + name.upper())
-            if raw is not None:
-                values[name] = _parse(ENV_PREFIX + name.upper(), raw, f.type)
-        for key, value in (overrides or {}).items():
-            name = key.lower()
-            if name in fields:
-                values[name] = (
-                    _parse(key, value, fields[name].type) if isinstance(value, str) else value
-                )
-        settings = cls(**values)
-        settings.validate()
-        return settings
 
     def validate(self) -> None:
-        if self.default_model not in self.models:
-            raise SettingsError(
-                f"{ENV_PREFIX}DEFAULT_MODEL={self.default_model!r} is not one of "
-                f"{ENV_PREFIX}MODELS ({', '.join(self.models) or 'none'})"
-            )
-        for name in ("max_queue", "job_timeout", "result_ttl", "failure_ttl", "heartbeat_ttl"):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
-        if self.max_retries < 0 or self.webhook_max_attempts < 1:
-            raise SettingsError(
-                f"{ENV_PREFIX}MAX_RETRIES must be >= 0, {ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS >= 1"
-            )
-
-
-def _parse(name: str, raw: str, type_name: Any) -> Any:
-    type_name = str(type_name)
-    try:
-        if type_name == "bool":
-            value = raw.strip().lower()
-            if value in ("1", "true", "yes", "on"):
-                return True
-            if value in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if type_name == "int":
-            return int(raw)
-        if type_name == "float":
-            return float(raw)
-        if type_name.startswith("list"):
-            return [item.strip() for item in raw.split(",") if item.strip()]
-        if type_name.startswith("dict"):
-            pairs = [item for item in raw.split(",") if item.strip()]
-            out = {}
-            for pair in pairs:
-                key, sep, value = pair.partition("=")
-                if not sep or not key.strip():
-                    raise ValueError(f"expected name=value, got {pair!r}")
-                out[key.strip()] = value.strip()
-            return out
-    except ValueError as e:
-        raise SettingsError(f"{name}={raw!r}: {e}") from None
-    return raw
+        super().validate()
+        require_positive(self, "heartbeat_ttl")
+        if self.webhook_max_attempts < 1:
+            raise SettingsError(f"{ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS must be >= 1")

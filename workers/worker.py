@@ -27,9 +27,9 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
 from workers import context, webhooks
+from workers.jobstore.records import Keys
 from workers.registry import ModelRegistry, import_loader
 from workers.settings import Settings
-from workers.store import Keys
 
 log = logging.getLogger(__name__)
 

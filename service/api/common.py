@@ -8,9 +8,9 @@ from typing import Any
 from flask import request
 from rq import Worker
 
-from service.app import state
 from service.errors import ApiError
-from workers.store import get_job, valid_job_id
+from service.state import state
+from workers.jobstore.records import get_job, valid_job_id
 
 DEFAULT_JOB_SECONDS = 10.0
 

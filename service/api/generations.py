@@ -11,13 +11,14 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from service.api.common import eta_seconds, json_body, queue_figures, retry_after
-from service.app import client_scope, state
+from service.auth import client_scope
 from service.errors import ApiError
 from service.schemas import SEED_LIMIT, ValidationError, validate
-from workers import webhooks
-from workers.queues import GENERATE, TRAIN, enqueue_job
-from workers.store import get_job
-from workers.views import job_links
+from service.state import state
+from workers.jobstore.hooks import refused_literal
+from workers.jobstore.queues import GENERATE, TRAIN, enqueue_job
+from workers.jobstore.records import get_job
+from workers.jobstore.views import job_links
 
 bp = Blueprint("generations", __name__)
 IDEMPOTENCY_KEY_MAX = 255
@@ -43,7 +44,7 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
             {"webhook": "webhooks are disabled on this server (no PIXELSCENE_WEBHOOK_SECRET)"}
         )
     if params.get("webhook"):
-        refused = webhooks.refused_literal(params["webhook"], st.settings.webhook_private_networks)
+        refused = refused_literal(params["webhook"], st.settings.webhook_private_networks)
         if refused:
             raise ValidationError({"webhook": f"refused: {refused}"})
     if kind == TRAIN and params["stage"] in ("transformer", "decoder") and not params.get("vqgan"):

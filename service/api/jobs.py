@@ -9,12 +9,12 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from service.api.common import load_job, queue_position
-from service.app import state
 from service.errors import ApiError
 from service.schemas import ValidationError, check_value
-from workers import webhooks
-from workers.objects import codes_path, image_path
-from workers.store import (
+from service.state import state
+from workers.jobstore import hooks
+from workers.jobstore.objects import codes_path, image_path
+from workers.jobstore.records import (
     STATUSES,
     TERMINAL,
     decode_record,
@@ -23,7 +23,7 @@ from workers.store import (
     transition,
     valid_job_id,
 )
-from workers.views import job_view
+from workers.jobstore.views import job_view
 
 bp = Blueprint("jobs", __name__)
 
@@ -147,7 +147,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
         except (NoSuchJobError, InvalidJobOperation):
             pass  # a worker took it meanwhile: it sees the canceled record and skips it
         if (rec.get("request") or {}).get("webhook"):
-            webhooks.schedule(st.redis, st.keys, job_id, rec["request"]["webhook"])
+            hooks.schedule(st.redis, st.keys, job_id, rec["request"]["webhook"])
         return jsonify(job_view(load_job(job_id))), 200
     return jsonify(job_view(load_job(job_id))), 202
 

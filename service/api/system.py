@@ -12,8 +12,9 @@ from flask import Blueprint, Response, jsonify
 from rq import Worker
 from rq.registry import StartedJobRegistry
 
-from service.app import is_trusted, state
-from workers.queues import QUEUES, get_queue
+from service.auth import is_trusted
+from service.state import state
+from workers.jobstore.queues import QUEUES, get_queue
 
 bp = Blueprint("system", __name__)
 _versions: dict[tuple[str, float], str] = {}

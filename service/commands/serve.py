@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+HELP = "run the REST API"
 log = logging.getLogger("service")
 
 
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pixelscene.errors import PixelsceneError
     from service import create_app
-    from service.app import is_loopback
+    from service.auth import is_loopback
 
     overrides = {}
     if args.redis:

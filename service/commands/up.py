@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from workers.procs import die_with_parent
 
+HELP = "embedded Redis + API + one worker, one command"
 log = logging.getLogger("pixelscene.up")
 
 
@@ -46,13 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pixelscene.errors import PixelsceneError
-    from service.app import is_loopback
+    from service.auth import is_loopback
+    from service.settings import ServiceSettings
     from workers.redis_server import RedisServer
-    from workers.settings import Settings
+    from workers.settings import Settings as WorkerSettings
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = Settings.load()
+    settings = ServiceSettings.load()
+    WorkerSettings.load()  # a bad worker setting stops `up` here, before any process starts
     if not settings.api_keys:
         if not is_loopback(args.host):
             raise PixelsceneError(

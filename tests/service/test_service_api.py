@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from service.schemas import PROMPT_MAX, generation_schema, validate
-from workers.settings import Settings
+from service.settings import ServiceSettings
 
 
 def submit(client, body=None, **kw):
@@ -278,7 +278,7 @@ def test_health_reports_queues(client):
 def test_health_shows_worker_details_only_to_callers_with_a_key(make_app, fake_redis):
     from rq import Worker
 
-    from workers.queues import get_queue
+    from workers.jobstore.queues import get_queue
 
     worker = Worker([get_queue("generate", fake_redis)], connection=fake_redis, name="host-a.42")
     worker.register_birth()
@@ -355,7 +355,7 @@ def test_openapi_uses_the_validation_schemas(app, client):
 
 
 def test_schema_validate_fills_defaults():
-    schema = generation_schema(Settings.load(environ={}))
+    schema = generation_schema(ServiceSettings.load(environ={}))
     assert validate(schema, {"prompt": "a"}) == {
         "prompt": "a",
         "n": 1,

@@ -19,10 +19,11 @@ from service_fakes import FakePixelScene, wait_for
 
 from pixelscene.errors import ModelLoadError, PixelsceneError
 from workers import jobs, webhooks
-from workers.objects import ObjectPathError, collect_garbage, job_dir
+from workers.jobstore import hooks
+from workers.jobstore.objects import ObjectPathError, collect_garbage, job_dir
+from workers.jobstore.records import Keys, get_job
 from workers.registry import ModelRegistry
 from workers.settings import Settings
-from workers.store import Keys, get_job
 from workers.worker import PixelsceneWorker, reap_abandoned
 
 
@@ -197,7 +198,7 @@ def test_training_vqgan_load_error_names_the_model(client, run_worker, overrides
 
 
 def test_objects_use_the_shared_atomic_writer(tmp_path, monkeypatch):
-    from workers import objects
+    from workers.jobstore import objects
 
     written = []
     monkeypatch.setattr(objects, "atomic_write_bytes", lambda p, d: written.append((p, d)))
@@ -342,7 +343,7 @@ def test_webhook_claimed_by_a_dead_worker_is_sent_after_its_lease(
     settings = Settings.load(overrides, environ={})
     keys = Keys()
     job_id = submit(client)
-    webhooks.schedule(fake_redis, keys, job_id, hook_server)
+    hooks.schedule(fake_redis, keys, job_id, hook_server)
     (raw,) = fake_redis.zrange(keys.webhooks, 0, -1)
     delivery_id = json.loads(raw)["id"]
     # a dispatcher claimed it and died before sending: the delivery stays queued
@@ -370,14 +371,14 @@ def test_webhook_claimed_by_a_dead_worker_is_sent_after_its_lease(
     ],
 )
 def test_webhook_addresses(url, private_ok, refused):
-    why = webhooks.refused_address(url, private_ok)
+    why = hooks.refused_address(url, private_ok)
     assert (why is None) if refused is None else (refused in why)
 
 
 def test_refused_webhook_is_not_sent_or_retried(client, fake_redis, overrides):
     settings = Settings.load(overrides, environ={})
     job_id = submit(client)
-    webhooks.schedule(fake_redis, Keys(), job_id, "http://169.254.169.254/latest/meta-data/")
+    hooks.schedule(fake_redis, Keys(), job_id, "http://169.254.169.254/latest/meta-data/")
     assert webhooks.process_due(fake_redis, settings) == 1
     assert get_job(fake_redis, Keys(), job_id)["webhook"].startswith("refused (")
     assert fake_redis.zcard(Keys().webhooks) == 0
@@ -403,7 +404,7 @@ def test_webhook_goes_to_the_address_that_was_checked(
     port = hook_server.rsplit(":", 1)[1].split("/")[0]
     settings = Settings.load(overrides, environ={})
     job_id = submit(client)
-    webhooks.schedule(fake_redis, Keys(), job_id, f"http://hooks.test:{port}/hook?x=1")
+    hooks.schedule(fake_redis, Keys(), job_id, f"http://hooks.test:{port}/hook?x=1")
     assert webhooks.process_due(fake_redis, settings) == 1
     assert len(Hook.received) == 1 and Hook.hosts == [f"hooks.test:{port}"]
     assert get_job(fake_redis, Keys(), job_id)["webhook"].startswith("delivered")
@@ -412,7 +413,7 @@ def test_webhook_goes_to_the_address_that_was_checked(
 def test_webhook_gives_up_after_max_attempts(client, fake_redis, overrides):
     settings = Settings.load({**overrides, "webhook_max_attempts": 2}, environ={})
     job_id = submit(client)
-    webhooks.schedule(fake_redis, Keys(), job_id, "http://127.0.0.1:9/unreachable")
+    hooks.schedule(fake_redis, Keys(), job_id, "http://127.0.0.1:9/unreachable")
 
     def given_up():
         webhooks.process_due(fake_redis, settings)
@@ -506,14 +507,16 @@ def test_settings_from_environment():
         "PIXELSCENE_API_KEYS": "a, b",
         "PIXELSCENE_MAX_QUEUE": "7",
     }
-    s = Settings.load({"max_queue": 9}, environ=env)
-    assert s.models == {"tiny": "", "base": "/srv/base"} and s.api_keys == ["a", "b"]
-    assert s.max_queue == 9  # overrides beat the environment
-    assert Settings.load(environ=env).max_queue == 7
+    from service.settings import ServiceSettings
     from workers.settings import SettingsError
 
+    s = ServiceSettings.load({"max_queue": 9}, environ=env)
+    assert s.models == {"tiny": "", "base": "/srv/base"} and s.api_keys == ["a", "b"]
+    assert s.max_queue == 9  # overrides beat the environment
+    assert ServiceSettings.load(environ=env).max_queue == 7
+    assert Settings.load(environ=env).models == s.models  # one environment configures both
     with pytest.raises(SettingsError, match="PIXELSCENE_MAX_QUEUE"):
-        Settings.load(environ={"PIXELSCENE_MAX_QUEUE": "many"})
+        ServiceSettings.load(environ={"PIXELSCENE_MAX_QUEUE": "many"})
     assert Settings.load(environ={}).webhook_private_networks is True
     off = {"PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS": "No"}
     assert Settings.load(environ=off).webhook_private_networks is False

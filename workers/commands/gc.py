@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "delete job objects past their retention"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pixelscene.errors import PixelsceneError
-    from workers.objects import collect_garbage
+    from workers.jobstore.objects import collect_garbage
     from workers.settings import Settings
 
     settings = Settings.load({"objects_dir": args.objects_dir} if args.objects_dir else None)

@@ -6,6 +6,8 @@ import argparse
 
 from pixelscene.errors import PixelsceneError
 
+HELP = "run a queue worker"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -21,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workers.queues import QUEUES
+    from workers.jobstore.queues import QUEUES
     from workers.settings import Settings
     from workers.worker import run_worker
 

@@ -7,8 +7,8 @@ from typing import Any
 import redis
 from rq import Callback, Queue, Retry
 
-from workers.settings import Settings
-from workers.store import Keys, create_job
+from workers.jobstore.records import Keys, create_job
+from workers.jobstore.settings import JobSettings
 
 GENERATE = "generate"
 TRAIN = "train"
@@ -24,7 +24,7 @@ def get_queue(name: str, connection: redis.Redis) -> Queue:
 
 def enqueue_job(
     r: redis.Redis,
-    settings: Settings,
+    settings: JobSettings,
     kind: str,
     job_id: str,
     request: dict[str, Any],

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelscene.model_io import atomic_write_bytes
-from workers.store import valid_job_id
+from workers.jobstore.records import valid_job_id
 
 
 class ObjectPathError(ValueError):

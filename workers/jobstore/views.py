@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.store import iso
+from workers.jobstore.records import iso
 
 
 def job_links(job_id: str, base_url: str = "") -> dict[str, str]:
@@ -22,7 +22,7 @@ def codes_url(job_id: str, index: int, base_url: str = "") -> str:
 def job_view(
     rec: dict[str, Any], base_url: str = "", position: int | None = None
 ) -> dict[str, Any]:
-    """A record (store.get_job) as the public job document."""
+    """A record (records.get_job) as the public job document."""
     job_id = rec["id"]
     status = rec["status"]
     output = rec.get("output")
