@@ -59,19 +59,6 @@ def model_files(cfg: Config) -> list[str]:
     return files
 
 
-def build_transformer(cfg: Config):
-    """An ImageTransformer shaped by the config (conditioning width from its text encoder)."""
-    from pixelscene.transformer.model import ImageTransformer
-
-    text_dim = None
-    if cfg.transformer.text_encoder == "minilm":
-        from pixelscene.transformer.minilm import MINILM_DIM
-
-        text_dim = MINILM_DIM
-    rows, cols = cfg.vqgan.grid_size
-    return ImageTransformer(cfg.transformer, cfg.vqgan.codebook_size, rows * cols, text_dim)
-
-
 class PixelScene:
     """A model folder loaded once: VQGAN + transformer + text encoder/tokenizer + config."""
 
@@ -108,6 +95,7 @@ class PixelScene:
             engine: the sampling engine, "auto" (cpu on MLX's CPU device, mlx on a GPU),
                 "cpu" or "mlx"; chosen here, once.
         """
+        from pixelscene.transformer.model import build_transformer
         from pixelscene.vqgan import VQGAN
 
         path = model_io.resolve_model_dir(model_dir)

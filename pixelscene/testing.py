@@ -1,13 +1,25 @@
-"""Helpers for tests: a small random-weight model folder that loads and generates fast."""
+"""Helpers for tests: the micro configs of every model part and trainer (one place, so a
+new config field has one default to update), and a small random-weight model folder that
+loads and generates fast."""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 
-from pixelscene.config import Config, TransformerConfig, load_config
+from pixelscene.config import (
+    Config,
+    TokenizerConfig,
+    TokenizerTrainConfig,
+    TransformerConfig,
+    VQGANConfig,
+    VQGANTrainConfig,
+    load_config,
+)
 
 MICRO_CONFIG = {
     "name": "micro",
@@ -56,6 +68,107 @@ def micro_transformer_config(**overrides) -> TransformerConfig:
     return TransformerConfig(**{**base, **overrides})
 
 
+def micro_vqgan_config(**overrides) -> VQGANConfig:
+    """A 4-level 8-channel VQGAN on 4x4 patches (codebook 64 x 8), for unit tests."""
+    base = dict(
+        hidden_channels=8,
+        channel_multipliers=[1, 1, 2, 2],
+        num_res_blocks=1,
+        codebook_size=64,
+        codebook_dim=8,
+        patch_size=4,
+    )
+    return VQGANConfig(**{**base, **overrides})
+
+
+def micro_vqgan_run(**train) -> Config:
+    """The micro VQGAN (codebook 32, a 2-layer discriminator) and a 6-step training run on
+    2 crops of 32x32 that starts its GAN at step 4 and evaluates 2 images."""
+    vq = micro_vqgan_config(codebook_size=32, disc_channels=8, disc_layers=2)
+    defaults = dict(
+        batch_size=2,
+        crop_size=32,
+        steps=6,
+        warmup_steps=2,
+        learning_rate=3e-3,
+        disc_start=4,
+        eval_images=2,
+        log_every=1,
+        sample_every=100,
+        eval_every=100,
+        checkpoint_every=100,
+    )
+    train_cfg = VQGANTrainConfig(**{**defaults, **train})
+    return Config(name="micro", vqgan=vq, train_vqgan=train_cfg).validate()
+
+
+def micro_tokenizer_config(**overrides) -> TokenizerConfig:
+    """A 16-dim categorical tokenizer with one block each side and a 60-code FSQ grid."""
+    base = dict(dim=16, encoder_blocks=1, decoder_blocks=1, pixel_features=8, fsq_levels=[5, 4, 3])
+    return TokenizerConfig(**{**base, **overrides})
+
+
+def micro_tokenizer_run(**train) -> Config:
+    """The micro tokenizer and a 6-step training run on 2 crops of 32x32."""
+    defaults = dict(batch_size=2, crop_size=32, steps=6, warmup_steps=2, learning_rate=3e-3)
+    defaults.update(eval_images=2, log_every=1, eval_every=100, checkpoint_every=100)
+    return Config(
+        name="micro",
+        image_tokenizer="categorical",
+        tokenizer=micro_tokenizer_config(),
+        train_tokenizer=TokenizerTrainConfig(**{**defaults, **train}),
+    ).validate()
+
+
+_MICRO_TRANSFORMER_RUN: dict[str, Any] = {
+    "name": "micro",
+    "transformer": {
+        "embed_dim": 32,
+        "num_heads": 2,
+        "num_layers": 2,
+        "text_embed_dim": 32,
+        "text_num_heads": 2,
+        "text_num_layers": 1,
+        "max_text_len": 12,
+        "text_vocab_size": 64,
+        "dropout": 0.1,
+    },
+    "train_transformer": {
+        "batch_size": 4,
+        "steps": 8,
+        "warmup_steps": 2,
+        "eval_every": 4,
+        "checkpoint_every": 3,
+        "log_every": 2,
+    },
+}
+
+
+def micro_transformer_run(**train) -> dict[str, Any]:
+    """A preset (as a fresh dict, for a YAML file) of a micro transformer and an 8-step run
+    of batch 4 on a VQGAN's code grids; `train` overrides its train_transformer section."""
+    preset = copy.deepcopy(_MICRO_TRANSFORMER_RUN)
+    preset["train_transformer"].update(train)
+    return preset
+
+
+def micro_decoder_settings(**overrides):
+    """A 6-step decoder fine-tune of batch 2 that checkpoints every 2 steps."""
+    from pixelscene.train.decoder import DecoderTuneSettings
+
+    base = dict(
+        steps=6,
+        batch_size=2,
+        learning_rate=3e-3,
+        warmup_steps=1,
+        eval_images=2,
+        eval_every=100,
+        checkpoint_every=2,
+        log_every=1,
+    )
+    return DecoderTuneSettings(**{**base, **overrides})
+
+
 CAPTIONS = [
     "a castle at sunset",
     "a lonely lighthouse on a rocky coast at night, light rain",
@@ -84,7 +197,7 @@ def make_random_model_dir(
             call writes the same files (and the same model version).
     """
     from pixelscene import model_io
-    from pixelscene.pipeline import build_transformer
+    from pixelscene.transformer.model import build_transformer
     from pixelscene.vqgan import VQGAN
 
     if config_name_or_config is None:

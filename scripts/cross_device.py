@@ -37,7 +37,8 @@ def _load(model_dir: str | None):
     """The model folder as a `PixelScene` without its text encoder (the caption states come
     from the reference)."""
     from pixelscene import model_io
-    from pixelscene.pipeline import PixelScene, build_transformer
+    from pixelscene.pipeline import PixelScene
+    from pixelscene.transformer.model import build_transformer
     from pixelscene.vqgan import VQGAN
 
     path = model_io.resolve_model_dir(model_dir)

@@ -184,8 +184,9 @@ def test_cli_eval_adherence_json(model_dir, probe_dir, capsys, monkeypatch):
 
 
 def test_probe_accuracy_measured_on_given_scenes(model_dir, probe_dir, tmp_path, capsys):
+    from pixelscene.data.attribute_data import load_attribute_data
     from pixelscene.data.synth import write_dataset
-    from pixelscene.eval.probe import accuracy, load_attribute_data, load_probe
+    from pixelscene.eval.probe import accuracy, load_probe
 
     write_dataset(tmp_path / "test", 6, seed=2, split="test")
     rc = cli.main(

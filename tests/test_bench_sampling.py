@@ -68,7 +68,7 @@ def test_the_profile_is_asked_for(tmp_path):
 def test_step_times_has_one_duration_per_position(engine):
     import mlx.core as mx
 
-    from pixelscene.pipeline import build_transformer
+    from pixelscene.transformer.model import build_transformer
 
     mx.random.seed(0)
     model = build_transformer(micro_config())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelscene.config import Config, TokenizerConfig, TokenizerTrainConfig
+from pixelscene.config import Config
 from pixelscene.data.datasets import to_float
 from pixelscene.data.vga import DAC_LEVELS
 from pixelscene.errors import PixelsceneError
@@ -17,24 +17,8 @@ from pixelscene.image_tokenizers import load_tokenizer
 from pixelscene.imagetok import FSQ, ImageTokenizer, color_levels, load_image_tokenizer
 from pixelscene.imagetok.heads import MixtureHead, SoftmaxHead
 from pixelscene.imagetok.palette import EMPTY, image_palette, levels_of
+from pixelscene.testing import micro_tokenizer_config, micro_tokenizer_run
 from pixelscene.train.imagetok import train_tokenizer
-
-
-def micro_tokenizer(**kw) -> TokenizerConfig:
-    base = dict(dim=16, encoder_blocks=1, decoder_blocks=1, pixel_features=8, fsq_levels=[5, 4, 3])
-    return TokenizerConfig(**{**base, **kw})
-
-
-def micro_config(**train) -> Config:
-    tc = dict(batch_size=2, crop_size=32, steps=6, warmup_steps=2, learning_rate=3e-3)
-    tc.update(eval_images=2, log_every=1, eval_every=100, checkpoint_every=100)
-    tc.update(train)
-    return Config(
-        name="micro",
-        image_tokenizer="categorical",
-        tokenizer=micro_tokenizer(),
-        train_tokenizer=TokenizerTrainConfig(**tc),
-    ).validate()
 
 
 def pixel_art(folder, count, seed=0):
@@ -77,7 +61,7 @@ def test_fsq_passes_gradients_straight_through():
 
 @pytest.mark.parametrize("head", ["mixture", "softmax"])
 def test_decode_paints_only_dac_colours(head):
-    cfg = micro_tokenizer(head=head)
+    cfg = micro_tokenizer_config(head=head)
     model = ImageTokenizer(cfg)
     mx.eval(model.parameters())
     images = mx.random.uniform(-1, 1, (2, 200, 320, 3))
@@ -90,7 +74,7 @@ def test_decode_paints_only_dac_colours(head):
 
 
 def test_several_codes_per_position():
-    model = ImageTokenizer(micro_tokenizer(patch_size=16, codes_per_position=3))
+    model = ImageTokenizer(micro_tokenizer_config(patch_size=16, codes_per_position=3))
     codes = model.encode(mx.zeros((1, 200, 320, 3)))
     assert codes.shape == (1, 13, 20, 3)
     assert model.decode(codes).shape == (1, 200, 320, 3)
@@ -133,7 +117,7 @@ def test_softmax_head_paints_the_argmax():
 
 def test_training_learns_and_writes_a_loadable_model(data, tmp_path):
     out = tmp_path / "model"
-    cfg = micro_config(steps=40, learning_rate=1e-2, eval_every=40, checkpoint_every=20)
+    cfg = micro_tokenizer_run(steps=40, learning_rate=1e-2, eval_every=40, checkpoint_every=20)
     result = train_tokenizer(cfg, [data], out, eval_dir=data, progress_bar=False)
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert result.step == 40 and not result.interrupted
@@ -152,11 +136,13 @@ def test_training_learns_and_writes_a_loadable_model(data, tmp_path):
 
 def test_resume_continues_exactly(data, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train_tokenizer(micro_config(steps=8), [data], straight, progress_bar=False)
-    first = train_tokenizer(micro_config(steps=8), [data], split, stop_after=5, progress_bar=False)
+    train_tokenizer(micro_tokenizer_run(steps=8), [data], straight, progress_bar=False)
+    first = train_tokenizer(
+        micro_tokenizer_run(steps=8), [data], split, stop_after=5, progress_bar=False
+    )
     assert first.interrupted and first.step == 5
     with pytest.raises(PixelsceneError, match="--resume"):
-        train_tokenizer(micro_config(), [data], split, progress_bar=False)
+        train_tokenizer(micro_tokenizer_run(), [data], split, progress_bar=False)
     train_tokenizer(None, [data], split, resume=True, progress_bar=False)
     rows = [
         {r["step"]: r for r in map(json.loads, (d / "train.jsonl").read_text().splitlines())}
@@ -169,7 +155,11 @@ def test_resume_continues_exactly(data, tmp_path):
 def test_mixing_folders_needs_one_weight_each(data, tmp_path):
     with pytest.raises(PixelsceneError, match="data-weights"):
         train_tokenizer(
-            micro_config(), [data, data], tmp_path / "m", data_weights=[1.0], progress_bar=False
+            micro_tokenizer_run(),
+            [data, data],
+            tmp_path / "m",
+            data_weights=[1.0],
+            progress_bar=False,
         )
 
 
@@ -199,7 +189,7 @@ def test_image_palette_keeps_the_most_frequent_colours_by_luminance():
 
 
 def test_palette_tokens_round_trip_and_paint_only_palette_colours():
-    cfg = micro_tokenizer(palette_size=16)
+    cfg = micro_tokenizer_config(palette_size=16)
     model = ImageTokenizer(cfg)
     mx.eval(model.parameters())
     rng = np.random.default_rng(0)
@@ -218,8 +208,8 @@ def test_palette_tokens_round_trip_and_paint_only_palette_colours():
 
 
 def test_palette_training_runs_and_learns(data, tmp_path):
-    cfg = micro_config(steps=30, learning_rate=1e-2, eval_every=30)
-    cfg.tokenizer = micro_tokenizer(palette_size=8)
+    cfg = micro_tokenizer_run(steps=30, learning_rate=1e-2, eval_every=30)
+    cfg.tokenizer = micro_tokenizer_config(palette_size=8)
     out = tmp_path / "pal"
     train_tokenizer(cfg.validate(), [data], out, eval_dir=data, progress_bar=False)
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]

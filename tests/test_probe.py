@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pixelscene.data.attribute_data import load_attribute_data, pool_images
 from pixelscene.data.attributes import ATTRIBUTES
 from pixelscene.errors import DataError, ModelLoadError
 from pixelscene.eval import probe as probe_mod
-from pixelscene.eval.probe import AttributeProbe, AttributeProbeV1
+from pixelscene.eval.probe import AttributeProbe
+from pixelscene.train.probe import _bilinear_up, augment, train_and_save
 
 NAMES = list(ATTRIBUTES)
 
@@ -49,23 +51,23 @@ def test_probe_shapes_and_pooling():
     out = probe(x)
     assert {k: v.shape for k, v in out.items()} == {k: (3, len(v)) for k, v in ATTRIBUTES.items()}
     imgs = np.arange(2 * 200 * 320 * 3, dtype=np.float32).reshape(2, 200, 320, 3)
-    pooled = probe_mod.pool_images(imgs)
+    pooled = pool_images(imgs)
     assert pooled.shape == (2, 100, 160, 3)
     np.testing.assert_allclose(pooled[1, 3, 5], imgs[1, 6:8, 10:12].mean(axis=(0, 1)))
-    assert probe_mod.pool_images(imgs, 4).shape == (2, 50, 80, 3)
+    assert pool_images(imgs, 4).shape == (2, 50, 80, 3)
 
 
 def test_augment_flips_blurs_and_stays_in_range():
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, size=(16, 100, 160, 3)).astype(np.float32)
-    out = probe_mod.augment(x.copy(), np.random.default_rng(1), degrade=1.0)
+    out = augment(x.copy(), np.random.default_rng(1), degrade=1.0)
     assert out.shape == x.shape and out.dtype == np.float32
     assert out.min() >= -1.0 and out.max() <= 1.0
     # Every image was blurred: neighbouring pixels differ far less than in white noise.
     assert np.abs(np.diff(out, axis=2)).mean() < 0.5 * np.abs(np.diff(x, axis=2)).mean()
-    crisp = probe_mod.augment(x.copy(), np.random.default_rng(1), degrade=0.0)
+    crisp = augment(x.copy(), np.random.default_rng(1), degrade=0.0)
     assert np.abs(np.diff(crisp, axis=2)).mean() > 0.7 * np.abs(np.diff(x, axis=2)).mean()
-    up = probe_mod._bilinear_up(np.ones((1, 5, 8, 3), np.float32), 4)
+    up = _bilinear_up(np.ones((1, 5, 8, 3), np.float32), 4)
     np.testing.assert_allclose(up, np.ones((1, 20, 32, 3)))
 
 
@@ -77,12 +79,12 @@ def test_bad_attribute_data_names_file_and_line(tmp_path):
     lines[1] = json.dumps(row)
     (d / "attributes.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"attributes.jsonl:2: unknown weather 'hail'"):
-        probe_mod.load_attribute_data(d)
+        load_attribute_data(d)
     (d / "attributes.jsonl").write_text(lines[0] + "\n{not json\n")
     with pytest.raises(DataError, match=r"attributes.jsonl:2: malformed JSON"):
-        probe_mod.load_attribute_data(d)
+        load_attribute_data(d)
     with pytest.raises(DataError, match="attributes file not found"):
-        probe_mod.load_attribute_data(tmp_path / "nowhere")
+        load_attribute_data(tmp_path / "nowhere")
 
 
 def test_missing_probe_is_a_clear_error(tmp_path):
@@ -95,7 +97,7 @@ def test_probe_learns_and_round_trips(tmp_path):
     held = write_fake_dataset(tmp_path / "eval", 32, 2)
     out = tmp_path / "probe"
     cache = tmp_path / "cache"
-    info = probe_mod.train_and_save(
+    result = train_and_save(
         train,
         held,
         out,
@@ -106,7 +108,10 @@ def test_probe_learns_and_round_trips(tmp_path):
         channels=[8, 16, 32],
         degrade=0.0,
         cache_dir=cache,
+        progress_bar=False,
     )
+    assert result.step == 6 * (192 // 16) and not result.interrupted
+    info = {k: v for k, v in result.last_eval.items() if k not in ("step", "elapsed_s")}
     # The colour bands make every attribute easy: the probe must read them far above chance.
     chance = {k: 1 / len(v) for k, v in ATTRIBUTES.items()}
     for k in ATTRIBUTES:
@@ -115,16 +120,17 @@ def test_probe_learns_and_round_trips(tmp_path):
     assert info["eval_images"] == 32 and info["train_images"] == 192
     saved = json.loads((out / "probe.json").read_text())
     assert saved["eval_accuracy"] == info["eval_accuracy"]
+    assert {k: saved[k] for k in info} == info  # probe.json holds the figures measured
     assert saved["format"] == 2 and saved["pool"] == 2 and saved["input_size"] == [100, 160]
     assert all(v.dtype == mx.float16 for v in mx.load(str(out / "probe.safetensors")).values())
     # The decoded, pooled arrays were cached and load back equal.
     assert len(list(cache.glob("*.npz"))) == 2
-    again = probe_mod.load_attribute_data(held, cache_dir=cache)
-    np.testing.assert_array_equal(again[0], probe_mod.load_attribute_data(held)[0])
+    again = load_attribute_data(held, cache_dir=cache)
+    np.testing.assert_array_equal(again[0], load_attribute_data(held)[0])
     assert saved["attributes"] == {k: list(v) for k, v in ATTRIBUTES.items()}
 
     probe, loaded_info = probe_mod.load_probe(out)
-    pooled, labels = probe_mod.load_attribute_data(held)
+    pooled, labels = load_attribute_data(held)
     assert probe_mod.accuracy(probe, pooled, labels) == pytest.approx(info["eval_accuracy"])
     # predict_attributes reads uint8 images and names values.
     pixels = np.stack([np.array(Image.open(held / "images" / f"{i:06d}.png")) for i in range(4)])
@@ -133,20 +139,11 @@ def test_probe_learns_and_round_trips(tmp_path):
     assert all(p[k] in ATTRIBUTES[k] for p in preds for k in p)
 
 
-def test_format_1_probe_still_loads(tmp_path):
-    old = AttributeProbeV1(channels=(4, 8, 8), hidden=16)
-    mx.eval(old.parameters())
-    out = tmp_path / "old"
-    out.mkdir()
-    probe_mod.save_weights(out / "probe.safetensors", old)
-    doc = {"format": 1, "pool": 4, "attributes": old.attribute_values, **old.config}
-    doc.pop("pool")
-    (out / "probe.json").write_text(json.dumps({"pool": 4, **doc}))
-    probe, info = probe_mod.load_probe(out)
-    assert isinstance(probe, AttributeProbeV1) and probe.pool == 4 and info["format"] == 1
-    pixels = np.zeros((2, 200, 320, 3), np.uint8)
-    preds = probe_mod.predict_attributes(probe, pixels)
-    assert len(preds) == 2 and all(p[k] in ATTRIBUTES[k] for p in preds for k in p)
-    (out / "probe.json").write_text(json.dumps({**doc, "format": 9}))
-    with pytest.raises(ModelLoadError, match="unknown format 9"):
-        probe_mod.load_probe(out)
+def test_a_probe_of_another_format_is_refused(tmp_path):
+    p = AttributeProbe(channels=(4, 8, 8), hidden=16)
+    probe_mod.save_probe(tmp_path, p, {})
+    doc = json.loads((tmp_path / "probe.json").read_text())
+    for fmt in (1, 9):  # format 1 (a 4x pooled, one-convolution probe) is no longer read
+        (tmp_path / "probe.json").write_text(json.dumps({**doc, "format": fmt}))
+        with pytest.raises(ModelLoadError, match=f"unknown format {fmt}"):
+            probe_mod.load_probe(tmp_path)

@@ -11,7 +11,8 @@ from pixelscene.data.datasets import to_float
 from pixelscene.data.token_cache import vqgan_fingerprint
 from pixelscene.errors import PixelsceneError
 from pixelscene.testing import make_random_model_dir
-from pixelscene.train.decoder import DecoderTuneSettings, finetune_decoder
+from pixelscene.testing import micro_decoder_settings as settings
+from pixelscene.train.decoder import finetune_decoder
 from pixelscene.vqgan import load_vqgan
 
 
@@ -29,21 +30,6 @@ def setup(tmp_path_factory):
             Image.fromarray(img).save(data / "images" / f"{i:06d}.png")
             f.write(json.dumps({"image": f"{i:06d}.png", "caption": "hills"}) + "\n")
     return model, data
-
-
-def settings(**kw):
-    base = dict(
-        steps=6,
-        batch_size=2,
-        learning_rate=3e-3,
-        warmup_steps=1,
-        eval_images=2,
-        eval_every=100,
-        checkpoint_every=2,
-        log_every=1,
-    )
-    base.update(kw)
-    return DecoderTuneSettings(**base)
 
 
 def rows(path):

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from pixelscene.config import load_config
+from pixelscene.data.captioned_codes import batch_at, captioned_codes
 from pixelscene.data.datasets import CaptionDataset
 from pixelscene.data.token_cache import (
     TokenCache,
@@ -16,40 +17,17 @@ from pixelscene.data.token_cache import (
 )
 from pixelscene.errors import ModelLoadError, PixelsceneError
 from pixelscene.model_io import load_model_config, load_weights, save_model_config
+from pixelscene.testing import micro_transformer_run
 from pixelscene.train.transformer import (
     CHECKPOINT_DIR,
     EVAL_LOG,
-    batch_at,
-    captioned_codes,
+    TRAIN_LOG,
     noisy_states,
     position_weights,
     sequence_loss,
     train_transformer,
 )
 from pixelscene.transformer import ImageTransformer, Tokenizer
-
-MICRO = {
-    "name": "micro",
-    "transformer": {
-        "embed_dim": 32,
-        "num_heads": 2,
-        "num_layers": 2,
-        "text_embed_dim": 32,
-        "text_num_heads": 2,
-        "text_num_layers": 1,
-        "max_text_len": 12,
-        "text_vocab_size": 64,
-        "dropout": 0.1,
-    },
-    "train_transformer": {
-        "batch_size": 4,
-        "steps": 8,
-        "warmup_steps": 2,
-        "eval_every": 4,
-        "checkpoint_every": 3,
-        "log_every": 2,
-    },
-}
 
 
 def make_dataset(root, n, fingerprint, seed=0):
@@ -91,7 +69,7 @@ def setup(tmp_path):
     make_dataset(tmp_path / "train", 24, fp)
     make_dataset(tmp_path / "held", 6, fp, seed=1)
     cfg = tmp_path / "micro.yaml"
-    cfg.write_text(yaml.safe_dump(MICRO))
+    cfg.write_text(yaml.safe_dump(micro_transformer_run()))
     return tmp_path, vq, cfg
 
 
@@ -139,12 +117,16 @@ def test_train_writes_model_folder(setup):
     tmp_path, vq, cfg = setup
     result = run(tmp_path, vq, cfg, "out")
     out = tmp_path / "out"
-    assert result.step == 8 and np.isfinite(result.train_loss) and result.eval_loss is not None
+    assert result.step == 8 and np.isfinite(result.last_train["loss_ema"])
+    assert result.last_eval["eval_loss"] is not None
     assert {"transformer.safetensors", "tokenizer.json", "config.json", "vqgan.safetensors"} <= {
         p.name for p in out.iterdir()
     }
     rows = [json.loads(r) for r in (out / EVAL_LOG).read_text().splitlines()]
     assert [r["step"] for r in rows] == [4, 8] and all("eval_loss" in r for r in rows)
+    train_rows = [json.loads(r) for r in (out / TRAIN_LOG).read_text().splitlines()]
+    assert [r["step"] for r in train_rows] == [1, 2, 4, 6, 8]
+    assert train_rows[-1]["loss_ema"] == result.last_train["loss_ema"]
     conf = load_model_config(out)
     assert conf.transformer.embed_dim == 32 and conf.vqgan.grid_size == (13, 20)
     model = ImageTransformer(conf.transformer, 512, 260)
@@ -159,26 +141,32 @@ def test_resume_is_exact(setup):
     first = run(tmp_path, vq, cfg, "resumed", stop_after=4)
     assert first.interrupted and first.step == 4
     run(tmp_path, vq, cfg, "resumed", resume=True)
-    a = mx.load(str(tmp_path / "straight" / CHECKPOINT_DIR / "model.safetensors"))
-    b = mx.load(str(tmp_path / "resumed" / CHECKPOINT_DIR / "model.safetensors"))
-    assert a.keys() == b.keys()
-    assert all(mx.array_equal(a[k], b[k]).item() for k in a)
+    with pytest.raises(PixelsceneError, match="--resume"):
+        run(tmp_path, vq, cfg, "resumed")  # a new run never overwrites a checkpoint
+    for name in ("transformer.safetensors", "transformer.opt.safetensors"):
+        a = mx.load(str(tmp_path / "straight" / CHECKPOINT_DIR / name))
+        b = mx.load(str(tmp_path / "resumed" / CHECKPOINT_DIR / name))
+        assert a.keys() == b.keys()
+        assert all(mx.array_equal(a[k], b[k]).item() for k in a), name
+    for log in (EVAL_LOG, TRAIN_LOG):
+        a = (tmp_path / "straight" / log).read_text().splitlines()
+        b = (tmp_path / "resumed" / log).read_text().splitlines()
+        assert [json.loads(r)["step"] for r in a] == [json.loads(r)["step"] for r in b], log
     rows = (tmp_path / "resumed" / EVAL_LOG).read_text().splitlines()
-    assert [json.loads(r)["step"] for r in rows] == [4, 8]
+    assert [json.loads(r)["eval_loss"] for r in rows] == [
+        json.loads(r)["eval_loss"]
+        for r in (tmp_path / "straight" / EVAL_LOG).read_text().splitlines()
+    ]
 
 
 def test_learns_caption_conditioning(setup):
     tmp_path, vq, cfg = setup
-    data = dict(
-        MICRO,
-        train_transformer=dict(
-            MICRO["train_transformer"], steps=60, learning_rate=0.01, eval_every=60
-        ),
+    cfg.write_text(
+        yaml.safe_dump(micro_transformer_run(steps=60, learning_rate=0.01, eval_every=60))
     )
-    cfg.write_text(yaml.safe_dump(data))
     result = run(tmp_path, vq, cfg, "learn")
     # codes are 0-3 for day and 100-103 for night: conditioned, ~log(4) = 1.39 nats
-    assert result.eval_loss < 2.0
+    assert result.last_eval["eval_loss"] < 2.0
 
 
 def test_trains_on_cached_minilm_states(setup):
@@ -193,11 +181,11 @@ def test_trains_on_cached_minilm_states(setup):
     except ModelLoadError as e:
         pytest.skip(str(e))
     tmp_path, vq, cfg = setup
-    micro = dict(MICRO["transformer"], text_encoder="minilm", pooled_text=True)
-    train = dict(MICRO["train_transformer"], steps=60, learning_rate=0.01, eval_every=60)
-    cfg.write_text(yaml.safe_dump(dict(MICRO, transformer=micro, train_transformer=train)))
+    preset = micro_transformer_run(steps=60, learning_rate=0.01, eval_every=60)
+    preset["transformer"].update(text_encoder="minilm", pooled_text=True)
+    cfg.write_text(yaml.safe_dump(preset))
     result = run(tmp_path, vq, cfg, "minilm")
-    assert result.eval_loss < 2.0  # conditioned: ~log(4) = 1.39 nats, unconditioned ~4
+    assert result.last_eval["eval_loss"] < 2.0  # conditioned: ~log(4) = 1.39 nats, unconditioned ~4
     assert any((tmp_path / "train").glob("minilm_states_L12/states.npy"))
     conf = load_model_config(tmp_path / "minilm")
     assert conf.transformer.text_encoder == "minilm"
@@ -216,7 +204,7 @@ def test_first_row_weight_weighs_the_first_row_and_keeps_the_mean():
     mx.random.seed(0)
     from pixelscene.config import TransformerConfig
 
-    cfg = TransformerConfig(**MICRO["transformer"], pooled_text=True)
+    cfg = TransformerConfig(**micro_transformer_run()["transformer"], pooled_text=True)
     model = ImageTransformer(cfg, 512, 260)
     codes = mx.random.randint(0, 512, (2, 260))
     ids = mx.array(np.random.default_rng(0).integers(1, 64, (2, 12)).astype(np.int32))
@@ -229,10 +217,9 @@ def test_first_row_weight_weighs_the_first_row_and_keeps_the_mean():
 
 def test_trains_with_a_first_row_weight(setup):
     tmp_path, vq, cfg = setup
-    train = dict(MICRO["train_transformer"], first_row_weight=8.0)
-    cfg.write_text(yaml.safe_dump(dict(MICRO, train_transformer=train)))
+    cfg.write_text(yaml.safe_dump(micro_transformer_run(first_row_weight=8.0)))
     result = run(tmp_path, vq, cfg, "weighted")
-    assert result.step == 8 and np.isfinite(result.train_loss)
+    assert result.step == 8 and np.isfinite(result.last_train["loss"])
     assert load_model_config(tmp_path / "weighted").train_transformer.first_row_weight == 8.0
 
 
@@ -260,9 +247,10 @@ def synth_setup(tmp_path):
     names = sorted(p.name for p in (data / "images").iterdir())
     codes = np.random.default_rng(0).integers(0, 512, (len(names), 13, 20)).astype(np.int16)
     save_token_cache(data / "tokens.npz", TokenCache(codes, names, vqgan_fingerprint(vq)))
-    train = dict(MICRO["train_transformer"], steps=2, warmup_steps=1, checkpoint_every=1)
     cfg = tmp_path / "micro.yaml"
-    cfg.write_text(yaml.safe_dump(dict(MICRO, train_transformer=train)))
+    cfg.write_text(
+        yaml.safe_dump(micro_transformer_run(steps=2, warmup_steps=1, checkpoint_every=1))
+    )
     return data, vq, cfg
 
 
@@ -272,7 +260,7 @@ def test_training_with_sprite_weights(synth_setup, tmp_path):
     micro["train_transformer"]["sprite_weight"] = 4.0
     cfg.write_text(yaml.safe_dump(micro))
     result = train_transformer(cfg, data, vq, tmp_path / "out", progress=False)
-    assert result.step == 2 and np.isfinite(result.train_loss)
+    assert result.step == 2 and np.isfinite(result.last_train["loss"])
     assert (data / "sprites_13x20.npz").is_file()  # coverage computed and cached
 
 
@@ -287,7 +275,7 @@ def test_init_from_starts_a_new_run_from_a_model_folder(synth_setup, tmp_path):
     )  # fmt: skip
     assert result.step == 1
     start = mx.load(str(tmp_path / "first" / "transformer.safetensors"))
-    after = mx.load(str(tmp_path / "second" / CHECKPOINT_DIR / "model.safetensors"))
+    after = mx.load(str(tmp_path / "second" / CHECKPOINT_DIR / "transformer.safetensors"))
     assert start.keys() == after.keys()
     assert all(mx.array_equal(start[k].astype(mx.float32), after[k]).item() for k in start)
     tokenizers = [(tmp_path / d / "tokenizer.json").read_text() for d in ("first", "second")]
@@ -327,7 +315,7 @@ def test_training_on_held_out_combinations_is_flagged(synth_setup, tmp_path, cap
 def test_time_budget_counts_across_resumes(setup):
     tmp_path, vq, cfg = setup
     first = run(tmp_path, vq, cfg, "budget", stop_after=3)
-    state = json.loads((tmp_path / "budget" / CHECKPOINT_DIR / "state.json").read_text())
+    state = json.loads((tmp_path / "budget" / CHECKPOINT_DIR / "meta.json").read_text())
     assert first.step == 3 and state["wall_s"] > 0
     again = run(tmp_path, vq, cfg, "budget", resume=True, max_minutes=state["wall_s"] / 120)
     assert again.budget_reached and not again.interrupted and again.step == 3

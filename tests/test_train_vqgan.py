@@ -6,38 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelscene.config import Config, VQGANConfig, VQGANTrainConfig
 from pixelscene.errors import PixelsceneError
+from pixelscene.testing import micro_vqgan_run
 from pixelscene.train.vqgan import random_crops, train_vqgan
 from pixelscene.vqgan import load_vqgan
-
-
-def micro_config(**train) -> Config:
-    vq = VQGANConfig(
-        hidden_channels=8,
-        channel_multipliers=[1, 1, 2, 2],
-        num_res_blocks=1,
-        codebook_size=32,
-        codebook_dim=8,
-        disc_channels=8,
-        disc_layers=2,
-        patch_size=4,
-    )
-    defaults = dict(
-        batch_size=2,
-        crop_size=32,
-        steps=6,
-        warmup_steps=2,
-        learning_rate=3e-3,
-        disc_start=4,
-        eval_images=2,
-        log_every=1,
-        sample_every=100,
-        eval_every=100,
-        checkpoint_every=100,
-    )
-    defaults.update(train)
-    return Config(name="micro", vqgan=vq, train_vqgan=VQGANTrainConfig(**defaults)).validate()
 
 
 def blocky_images(folder, count, seed=0):
@@ -80,7 +52,7 @@ def test_training_reduces_loss_and_writes_a_model(tmp_path):
     for i, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200), (220, 220, 60)]):
         Image.new("RGB", (320, 200), colour).save(data / f"{i:06d}.png")
     out = tmp_path / "model"
-    cfg = micro_config(
+    cfg = micro_vqgan_run(
         steps=40,
         batch_size=4,
         disc_start=37,
@@ -107,11 +79,11 @@ def test_resume_continues_exactly(data, tmp_path):
     straight = tmp_path / "straight"
     split = tmp_path / "split"
     # crosses disc_start and a checkpoint between the two halves
-    train_vqgan(micro_config(steps=8), data, straight, progress_bar=False)
-    first = train_vqgan(micro_config(steps=8), data, split, stop_after=5, progress_bar=False)
+    train_vqgan(micro_vqgan_run(steps=8), data, straight, progress_bar=False)
+    first = train_vqgan(micro_vqgan_run(steps=8), data, split, stop_after=5, progress_bar=False)
     assert first.interrupted and first.step == 5
     with pytest.raises(PixelsceneError, match="--resume"):
-        train_vqgan(micro_config(), data, split, progress_bar=False)
+        train_vqgan(micro_vqgan_run(), data, split, progress_bar=False)
     train_vqgan(None, data, split, resume=True, progress_bar=False)
     a = {r["step"]: r for r in train_losses(straight)}
     b = {r["step"]: r for r in train_losses(split)}
@@ -128,7 +100,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_goes_on(data, tmp_path):
 
     from pixelscene import model_io
 
-    cfg = micro_config(steps=100000, log_every=1)
+    cfg = micro_vqgan_run(steps=100000, log_every=1)
     model_io.save_model_config(tmp_path / "cfg", cfg)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "pixelscene", "train", "vqgan", "--data", str(data)]
@@ -161,7 +133,7 @@ def test_codebook_starts_on_encoder_outputs_and_dead_codes_restart(data):
     from pixelscene.train.vqgan import RESTART_WINDOW, VQGANTrainer
     from pixelscene.vqgan.quantizer import l2_normalize
 
-    trainer = VQGANTrainer(micro_config(steps=1000), "/nonexistent")
+    trainer = VQGANTrainer(micro_vqgan_run(steps=1000), "/nonexistent")
     ds = ImageDataset(data)
     images = np.stack([ds.load_uint8(i) for i in range(2)])
     trainer.init_codebook(images)
@@ -200,7 +172,7 @@ def test_adaptive_gan_weight_is_the_gradient_norm_ratio(data):
     from pixelscene.data.datasets import ImageDataset, to_float
     from pixelscene.train.vqgan import VQGANTrainer
 
-    trainer = VQGANTrainer(micro_config(disc_weight=0.3), "/nonexistent")
+    trainer = VQGANTrainer(micro_vqgan_run(disc_weight=0.3), "/nonexistent")
     x = mx.array(to_float(ImageDataset(data).load_uint8(0)[None, :32, :32]))
     model = trainer.model
     w_name = "decoder.conv_out.weight"
@@ -223,17 +195,17 @@ def test_adaptive_gan_weight_is_the_gradient_norm_ratio(data):
 def test_unreadable_images_are_skipped_in_evaluation_too(tmp_path, caplog):
     folder = blocky_images(tmp_path / "d" / "images", 3)
     (folder / "000000.png").write_bytes(b"not a png")  # the first evaluation image
-    result = train_vqgan(micro_config(steps=2), folder, tmp_path / "m", progress_bar=False)
+    result = train_vqgan(micro_vqgan_run(steps=2), folder, tmp_path / "m", progress_bar=False)
     assert result.step == 2 and result.last_eval["images"] == 2
     assert "000000.png" in caplog.text
     (tmp_path / "file").write_text("x")
     with pytest.raises(PixelsceneError, match="exists and is not a folder"):
-        train_vqgan(micro_config(steps=2), folder, tmp_path / "file", progress_bar=False)
+        train_vqgan(micro_vqgan_run(steps=2), folder, tmp_path / "file", progress_bar=False)
 
 
 def test_time_budget_counts_across_resumes(data, tmp_path):
     out = tmp_path / "run"
-    first = train_vqgan(micro_config(steps=8), data, out, stop_after=3, progress_bar=False)
+    first = train_vqgan(micro_vqgan_run(steps=8), data, out, stop_after=3, progress_bar=False)
     spent = json.loads((out / "checkpoint" / "meta.json").read_text())["wall_s"]
     assert first.step == 3 and spent > 0
     # a budget already spent by the first session: the resumed run trains no further step,
@@ -245,4 +217,4 @@ def test_time_budget_counts_across_resumes(data, tmp_path):
     done = train_vqgan(None, data, out, resume=True, max_minutes=60, progress_bar=False)
     assert done.step == 8 and not done.budget_reached
     with pytest.raises(PixelsceneError, match="--max-minutes must be > 0"):
-        train_vqgan(micro_config(), data, tmp_path / "x", max_minutes=0, progress_bar=False)
+        train_vqgan(micro_vqgan_run(), data, tmp_path / "x", max_minutes=0, progress_bar=False)

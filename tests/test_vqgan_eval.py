@@ -8,11 +8,12 @@ import pytest
 from PIL import Image
 
 from pixelscene import cli, model_io
-from pixelscene.config import Config, VQGANConfig
+from pixelscene.config import Config
 from pixelscene.data.vga import DAC_LEVELS
 from pixelscene.errors import ModelLoadError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan, patch_mean, patch_mode, psnr
 from pixelscene.image_tokenizers import load_tokenizer
+from pixelscene.testing import micro_vqgan_config
 from pixelscene.vqgan import VQGAN
 
 
@@ -115,17 +116,7 @@ def test_sprite_figures_over_the_masked_pixels_only():
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("model")
-    cfg = Config(
-        name="micro",
-        vqgan=VQGANConfig(
-            hidden_channels=8,
-            channel_multipliers=[1, 1, 2, 2],
-            num_res_blocks=1,
-            codebook_size=64,
-            codebook_dim=8,
-            patch_size=4,
-        ),
-    ).validate()
+    cfg = Config(name="micro", vqgan=micro_vqgan_config()).validate()
     model_io.save_model_config(d, cfg)
     model_io.save_weights(d / "vqgan.safetensors", VQGAN(cfg.vqgan))
     return d

@@ -5,7 +5,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from pixelscene.config import VQGANConfig
+from pixelscene.testing import micro_vqgan_config
 from pixelscene.vqgan import (
     Decoder,
     Downsample,
@@ -59,12 +59,8 @@ def test_space_to_depth_is_lossless_and_local(r):
 
 @pytest.mark.parametrize("patch_size", [1, 4])
 def test_encoder_downsamples_16x(patch_size):
-    cfg = VQGANConfig(
-        hidden_channels=8,
-        channel_multipliers=[1, 2, 2, 4],
-        num_res_blocks=1,
-        codebook_dim=16,
-        patch_size=patch_size,
+    cfg = micro_vqgan_config(
+        channel_multipliers=[1, 2, 2, 4], codebook_dim=16, patch_size=patch_size
     )
     z = Encoder(cfg)(mx.random.normal((2, 208, 320, 3)))
     assert z.shape == (2, 13, 20, 16) and z.dtype == mx.float32
@@ -72,12 +68,8 @@ def test_encoder_downsamples_16x(patch_size):
 
 @pytest.mark.parametrize("patch_size", [1, 4])
 def test_decoder_upsamples_16x(patch_size):
-    cfg = VQGANConfig(
-        hidden_channels=8,
-        channel_multipliers=[1, 2, 2, 4],
-        num_res_blocks=1,
-        codebook_dim=16,
-        patch_size=patch_size,
+    cfg = micro_vqgan_config(
+        channel_multipliers=[1, 2, 2, 4], codebook_dim=16, patch_size=patch_size
     )
     x = Decoder(cfg)(mx.random.normal((2, 13, 20, 16)))
     assert x.shape == (2, 208, 320, 3) and x.dtype == mx.float32

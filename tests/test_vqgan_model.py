@@ -5,22 +5,10 @@ import numpy as np
 import pytest
 
 from pixelscene import model_io
-from pixelscene.config import Config, VQGANConfig
+from pixelscene.config import Config
 from pixelscene.errors import ModelLoadError
+from pixelscene.testing import micro_vqgan_config as micro
 from pixelscene.vqgan import VQGAN, load_vqgan
-
-
-def micro(**kw) -> VQGANConfig:
-    base = dict(
-        hidden_channels=8,
-        channel_multipliers=[1, 1, 2, 2],
-        num_res_blocks=1,
-        codebook_size=64,
-        codebook_dim=8,
-        patch_size=4,
-    )
-    base.update(kw)
-    return VQGANConfig(**base)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,12 @@
-"""Argument types shared by the commands: argparse reports their errors as usage errors."""
+"""What the commands share: argument types (argparse reports their errors as usage errors),
+and the train commands' run flags and their one-line report."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
+from typing import Any
 
 
 def _items(text: str, parse: Callable[[str], object], what: str) -> list:
@@ -33,3 +36,64 @@ def positive_int_list(text: str) -> list[int]:
 def name_list(text: str) -> list[str]:
     """Comma-separated names, at least one."""
     return _items(text, str, "names")
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    out_help: str = "model folder to write (checkpoint/ inside)",
+    steps_help: str = "total steps (overrides the config; extends on resume)",
+    eval_help: str = "held-out dataset folder for evaluation",
+    eval_required: bool = False,
+    resumable: bool = True,
+) -> None:
+    """The flags of every `pixelscene train ...`: --out, --eval-data, --seed, --no-progress,
+    --max-minutes, and where the run can resume --steps and --resume."""
+    parser.add_argument("--out", required=True, help=out_help)
+    if resumable:
+        parser.add_argument("--steps", type=int, help=steps_help)
+        parser.add_argument(
+            "--resume", action="store_true", help="continue the checkpoint in --out exactly"
+        )
+    parser.add_argument("--eval-data", required=eval_required, help=eval_help)
+    parser.add_argument("--seed", type=int, default=0, help="data and init seed (new runs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop, evaluate and export once the run (resumes included) has trained M minutes",
+    )
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The trainer keywords of `add_run_arguments`'s flags (the resumable ones included if
+    the command has them); --steps must be positive."""
+    from pixelscene.errors import PixelsceneError
+
+    options: dict[str, Any] = {
+        "eval_dir": args.eval_data,
+        "seed": args.seed,
+        "progress_bar": False if args.no_progress else None,
+        "max_minutes": args.max_minutes,
+    }
+    if hasattr(args, "resume"):
+        if args.steps is not None and args.steps <= 0:
+            raise PixelsceneError("--steps must be positive")
+        options.update(steps=args.steps, resume=args.resume)
+    return options
+
+
+def report(result: Any) -> int:
+    """Print a trainer's TrainResult as one JSON line; exit status 130 when interrupted (a
+    spent --max-minutes budget is a normal end: 0)."""
+    summary = {
+        "step": result.step,
+        "interrupted": result.interrupted,
+        "seconds_per_step": round(result.seconds_per_step, 4),
+        "train": result.last_train,
+        "eval": result.last_eval,
+        "budget_reached": result.budget_reached,
+    }
+    print(json.dumps(summary))
+    return 130 if result.interrupted else 0

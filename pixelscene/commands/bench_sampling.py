@@ -127,10 +127,10 @@ def bench_preset(
 
     from pixelscene.config import load_config
     from pixelscene.model_io import round_to_float16
-    from pixelscene.pipeline import build_transformer
     from pixelscene.sampling import WINDOW_CHUNK, resolve_engine, sample_codes
     from pixelscene.sampling.profile import batch_profile
     from pixelscene.transformer import Tokenizer
+    from pixelscene.transformer.model import build_transformer
 
     cfg = load_config(name)
     mx.random.seed(0)

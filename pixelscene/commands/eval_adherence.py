@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from pixelscene.data.attribute_data import load_attribute_data
     from pixelscene.eval.adherence import evaluate, format_report
-    from pixelscene.eval.probe import accuracy, load_attribute_data, load_probe
+    from pixelscene.eval.probe import accuracy, load_probe
     from pixelscene.pipeline import PixelScene
 
     if args.prompts < 1 or args.batch < 1 or args.grid_prompts < 0:

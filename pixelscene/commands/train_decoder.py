@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pixelscene.commands.arguments import add_run_arguments, report, run_options
 from pixelscene.train.decoder import DecoderTuneSettings
 
 _DEFAULTS = DecoderTuneSettings()
@@ -15,10 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data", required=True, help="captioned dataset folder (its token cache is built once)"
-    )
-    parser.add_argument("--out", required=True, help="new model folder (checkpoint/ inside)")
-    parser.add_argument(
-        "--steps", type=int, help=f"total steps (default {_DEFAULTS.steps}; extends on resume)"
     )
     parser.add_argument(
         "--batch-size", type=int, default=_DEFAULTS.batch_size, help="whole images per step"
@@ -44,28 +41,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_DEFAULTS.disc_start,
         help="steps before the GAN term starts",
     )
-    parser.add_argument("--eval-data", help="held-out dataset folder for evaluation")
     parser.add_argument(
         "--eval-every", type=int, default=_DEFAULTS.eval_every, help="steps between evaluations"
     )
-    parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint exactly")
-    parser.add_argument("--seed", type=int, default=0, help="data order seed (new runs)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        metavar="M",
-        help="stop, checkpoint and export once the run (resumes included) has trained M minutes",
+    add_run_arguments(
+        parser,
+        out_help="new model folder (checkpoint/ inside)",
+        steps_help=f"total steps (default {_DEFAULTS.steps}; extends on resume)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelscene.commands.train_vqgan import report
-    from pixelscene.errors import PixelsceneError
     from pixelscene.train.decoder import finetune_decoder
 
-    if args.steps is not None and args.steps <= 0:
-        raise PixelsceneError("--steps must be positive")
+    options = run_options(args)
     settings = DecoderTuneSettings(
         steps=args.steps or _DEFAULTS.steps,
         batch_size=args.batch_size,
@@ -77,15 +66,5 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         eval_every=args.eval_every,
     )
-    result = finetune_decoder(
-        args.model,
-        args.data,
-        args.out,
-        settings,
-        resume=args.resume,
-        steps=args.steps,
-        eval_dir=args.eval_data,
-        progress_bar=False if args.no_progress else None,
-        max_minutes=args.max_minutes,
-    )
-    return report(result)
+    options.pop("seed")  # in the settings
+    return report(finetune_decoder(args.model, args.data, args.out, settings, **options))

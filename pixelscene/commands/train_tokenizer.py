@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelscene.commands.train_vqgan import add_run_arguments, report
+from pixelscene.commands.arguments import add_run_arguments, report, run_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pixelscene.errors import PixelsceneError
     from pixelscene.train.imagetok import train_tokenizer
 
-    if args.steps is not None and args.steps <= 0:
-        raise PixelsceneError("--steps must be positive")
+    options = run_options(args)
     weights = None
     if args.data_weights:
         try:
@@ -35,16 +34,4 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise PixelsceneError(f"--data-weights: not numbers: {args.data_weights}") from None
     cfg = None if args.resume else load_config(args.config)
-    result = train_tokenizer(
-        cfg,
-        args.data,
-        args.out,
-        data_weights=weights,
-        steps=args.steps,
-        resume=args.resume,
-        eval_dir=args.eval_data,
-        seed=args.seed,
-        progress_bar=False if args.no_progress else None,
-        max_minutes=args.max_minutes,
-    )
-    return report(result)
+    return report(train_tokenizer(cfg, args.data, args.out, data_weights=weights, **options))

@@ -1,9 +1,10 @@
-"""Helpers shared by the training loops: checkpoints, learning-rate schedules, interrupts,
-progress bars.
+"""Helpers shared by the trainers: checkpoints, the learning-rate schedule, interrupts, time
+budgets, progress bars, logs and sample grids. The loop that uses them is `train.loop`.
 
 A checkpoint is a folder written atomically (a temporary sibling renamed into place):
 
-    CKPT/meta.json                 step, config and any JSON-able trainer state
+    CKPT/meta.json                 step, seed, elapsed_s, wall_s, config and any JSON-able
+                                   trainer state
     CKPT/<name>.safetensors        one per module (weights, float32)
     CKPT/<name>.opt.safetensors    one per optimizer (its full state, incl. its step)
     CKPT/arrays.safetensors        extra arrays (code-usage counters, ...)
@@ -32,9 +33,12 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from pixelscene.errors import PixelsceneError
+from pixelscene.config import Config
+from pixelscene.data.datasets import ImageDataset, to_float, to_uint8
+from pixelscene.errors import DataError, PixelsceneError
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,37 @@ def read_checkpoint_meta(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"no readable checkpoint at {ckpt_dir} ({e})") from None
 
 
+def resume_meta(ckpt_dir: str | os.PathLike, resume: bool) -> dict[str, Any] | None:
+    """meta.json of the checkpoint a resumed run continues; None for a new run, which must
+    not overwrite a checkpoint."""
+    ckpt_dir = Path(ckpt_dir)
+    if resume:
+        return read_checkpoint_meta(ckpt_dir)
+    if (ckpt_dir / "meta.json").exists():
+        raise PixelsceneError(f"{ckpt_dir} exists: pass --resume to continue it, or another --out")
+    return None
+
+
+def run_config(
+    ckpt_dir: str | os.PathLike,
+    cfg: Config | None,
+    seed: int,
+    *,
+    resume: bool,
+    max_minutes: float | None,
+) -> tuple[Config, int]:
+    """The config and seed of a run: a resumed run's come from its checkpoint (the
+    architecture is never taken from the command line); a new run needs a config. Checks
+    the time budget first, before any work."""
+    TimeBudget.check(max_minutes)
+    meta = resume_meta(ckpt_dir, resume)
+    if meta is not None:
+        return Config.from_dict(meta["config"]), int(meta["seed"])
+    if cfg is None:
+        raise PixelsceneError("a config is needed to start a new run")
+    return cfg, seed
+
+
 def load_checkpoint(
     ckpt_dir: str | os.PathLike,
     *,
@@ -128,16 +163,28 @@ def load_checkpoint(
     return meta, arrays
 
 
-def warmup_cosine(base_lr: float, warmup: int, total: int, final_frac: float = 0.1) -> Callable:
-    """Linear warm-up to base_lr over `warmup` steps, then cosine decay to final_frac * base_lr."""
-    warmup = max(1, min(warmup, total - 1))
-    return optim.join_schedules(
-        [
-            optim.linear_schedule(base_lr / warmup, base_lr, warmup),
-            optim.cosine_decay(base_lr, max(1, total - warmup), base_lr * final_frac),
-        ],
-        [warmup],
-    )
+def warmup_cosine(
+    base_lr: float,
+    warmup: int,
+    total: int,
+    final_frac: float = 0.1,
+    start_lr: float | None = None,
+) -> Callable:
+    """The learning-rate schedule of every trainer: linear warm-up from `start_lr` to
+    `base_lr` over `warmup` steps, then cosine decay to `final_frac * base_lr` at `total`.
+
+    `start_lr` None starts at `base_lr / warmup` (one step's share), so the warm-up is at
+    least one step; with a given `start_lr` a warm-up of 0 steps is plain cosine decay.
+    """
+    if start_lr is None:
+        warmup = max(1, min(warmup, total - 1))
+        start_lr = base_lr / warmup
+    else:
+        warmup = min(warmup, max(total - 1, 0))
+    decay = optim.cosine_decay(base_lr, max(1, total - warmup), base_lr * final_frac)
+    if warmup == 0:
+        return decay
+    return optim.join_schedules([optim.linear_schedule(start_lr, base_lr, warmup), decay], [warmup])
 
 
 def schedule_value(schedule: Callable | float, step: int) -> float:
@@ -245,3 +292,49 @@ def format_losses(values: dict[str, float]) -> dict[str, str]:
         k: (f"{v:.4f}" if abs(v) < 100 and not math.isnan(v) else f"{v:.3g}")
         for k, v in values.items()
     }
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Forget the rows of a log written after `step` (a resumed run redoes those steps)."""
+    if path.is_file():
+        rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+def save_reconstructions(path: Path, model: Any, images: list[np.ndarray]) -> None:
+    """A PNG of up to four images (uint8) above the model's reconstructions of them."""
+    from PIL import Image
+
+    originals = np.stack(images[:4])
+    recons = to_uint8(np.array(model.reconstruct(mx.array(to_float(originals)))))
+    rows = [np.concatenate(list(originals), axis=1), np.concatenate(list(recons), axis=1)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def load_uint8(ds: ImageDataset, idx: int) -> np.ndarray | None:
+    """An image of a dataset, or None (reported in the dataset's problems) if unreadable."""
+    try:
+        return ds.load_uint8(idx)
+    except DataError as e:
+        ds._problem(str(e))
+        return None
+
+
+def readable_images(ds: ImageDataset, count: int) -> list[np.ndarray]:
+    """The first `count` readable images of a dataset (unreadable ones reported, skipped)."""
+    images: list[np.ndarray] = []
+    for i in range(len(ds)):
+        if len(images) == count:
+            break
+        image = load_uint8(ds, i)
+        if image is not None:
+            images.append(image)
+    if not images:
+        raise DataError(f"{ds.image_dir}: no readable images to evaluate on")
+    return images

@@ -17,11 +17,9 @@ checkpoint holds the decoder, its optimizer state, the step and the settings.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -34,18 +32,18 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from pixelscene import model_io
-from pixelscene.data.datasets import CaptionDataset, epoch_order, read_image, to_float, to_uint8
+from pixelscene.data.datasets import CaptionDataset, epoch_order, read_image, to_float
 from pixelscene.data.token_cache import ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan
-from pixelscene.train import common
-from pixelscene.train.vqgan import TrainResult, _append_jsonl, save_grid
+from pixelscene.train import common, loop
+from pixelscene.train.loop import TrainResult
 from pixelscene.vqgan import VQGAN, PatchDiscriminator, load_vqgan
 from pixelscene.vqgan.layers import depth_to_space
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint"
+CHECKPOINT = loop.CHECKPOINT
 
 
 @dataclass
@@ -107,19 +105,32 @@ class CodeImageData:
         return self.codes[idx], np.stack(images)
 
 
-class DecoderTuner:
+class DecoderTuner(loop.Trainer):
     """The frozen VQGAN, its trainable decoder, the optimizer and the compiled step."""
 
-    def __init__(self, model: VQGAN, settings: DecoderTuneSettings, weights_file: Path):
+    desc = "decoder"
+    eval_at_start = True  # the starting point, for comparison
+
+    def __init__(
+        self,
+        model: VQGAN,
+        settings: DecoderTuneSettings,
+        weights_file: Path,
+        out_dir: str | Path,
+        data: CodeImageData,
+        eval_images: list[np.ndarray],
+        eval_split: str = "eval",
+    ):
+        super().__init__(out_dir, settings.seed)
         self.model = model
         self.settings = settings
+        self.items_per_step = settings.batch_size
         # The source file's tensors, written back unchanged (same bytes, same dtype) except
         # the decoder's, so the codes cannot drift by a rounding.
         self.stored = mx.load(str(weights_file))
-        self.step = 0
-        self.elapsed = 0.0  # seconds in training steps
-        self.wall_s = 0.0  # wall time of earlier sessions of this run, evaluations included
-        self.budget = common.TimeBudget()  # this session's, counting on from wall_s
+        self.data = data
+        self.eval_images = eval_images
+        self.eval_split = eval_split
         self.model.freeze()
         self.model.decoder.unfreeze()
         self.opt = optim.Adam(
@@ -129,8 +140,8 @@ class DecoderTuner:
             betas=[0.9, 0.99],
         )
         self.opt.init(self.model.decoder.trainable_parameters())
-        self.modules: dict[str, nn.Module] = {"decoder": self.model.decoder}
-        self.optimizers: dict[str, optim.Optimizer] = {"decoder": self.opt}
+        self.modules = {"decoder": self.model.decoder}
+        self.optimizers = {"decoder": self.opt}
         if settings.gan_weight > 0:
             mx.random.seed(settings.seed)  # the discriminator's initial weights
             vc = model.cfg
@@ -223,20 +234,29 @@ class DecoderTuner:
         names = ["loss", "l1", "l2", "g", "d", "gan_w"]
         return dict(zip(names, np.array(losses).tolist(), strict=False))
 
-    def save(self, out_dir: Path) -> None:
-        meta = {
-            "step": self.step,
-            "elapsed_s": self.elapsed,
-            "wall_s": self.budget.spent_s,
-            "settings": asdict(self.settings),
-        }
-        common.save_checkpoint(
-            out_dir / CHECKPOINT, modules=self.modules, optimizers=self.optimizers, meta=meta
-        )
-        self.export(out_dir / "vqgan.safetensors")
+    # ---- the loop's hooks --------------------------------------------------------------
+    def batch(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.data.batch(self.step, self.settings.batch_size, self.settings.seed)
 
-    def export(self, path: Path) -> None:
+    def update(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+        return self.train_step(*batch)
+
+    def evaluate(self) -> dict[str, Any]:
+        row = {**evaluate_vqgan(self.model, self.eval_images), "split": self.eval_split}
+        if self.step > 0:
+            path = self.out_dir / "samples" / f"decoder_{self.step:06d}.png"
+            common.save_reconstructions(path, self.model, self.eval_images)
+        return row
+
+    def state(self) -> dict[str, Any]:
+        return {"settings": asdict(self.settings)}
+
+    def restore(self, meta: dict[str, Any], arrays: dict[str, mx.array]) -> None:
+        self._steps = {}  # optimizer states were replaced: recompile
+
+    def export(self) -> None:
         """The source weights with the decoder's replaced, each in its stored dtype."""
+        path = self.out_dir / "vqgan.safetensors"
         weights = dict(self.stored)
         for name, value in tree_flatten(self.model.decoder.parameters()):
             key = f"decoder.{name}"
@@ -244,15 +264,6 @@ class DecoderTuner:
         tmp = path.with_name(f".{path.name}.tmp.safetensors")
         mx.save_safetensors(str(tmp), weights)
         os.replace(tmp, path)
-
-    def load(self, out_dir: Path) -> None:
-        meta, _ = common.load_checkpoint(
-            out_dir / CHECKPOINT, modules=self.modules, optimizers=self.optimizers
-        )
-        self.step = int(meta["step"])
-        self.elapsed = float(meta.get("elapsed_s", 0.0))
-        self.wall_s = float(meta.get("wall_s", self.elapsed))
-        self._steps = {}  # optimizer states were replaced: recompile
 
 
 def _copy_model_folder(src: Path, dst: Path) -> None:
@@ -286,14 +297,11 @@ def finetune_decoder(
     """
     out_dir = Path(out_dir)
     common.TimeBudget.check(max_minutes)  # before any work
-    ckpt = out_dir / CHECKPOINT
-    if resume:
-        meta = common.read_checkpoint_meta(ckpt)
+    meta = common.resume_meta(out_dir / CHECKPOINT, resume)
+    if meta is not None:
         settings = DecoderTuneSettings(**meta["settings"])
         source = out_dir
     else:
-        if (ckpt / "meta.json").exists():
-            raise PixelsceneError(f"{ckpt} exists: pass --resume to continue it, or another --out")
         settings = settings or DecoderTuneSettings()
         source = model_io.resolve_model_dir(model_dir)
         if source.resolve() == out_dir.resolve():
@@ -307,78 +315,14 @@ def finetune_decoder(
     data = CodeImageData(source, data_dir)
     if not resume:
         _copy_model_folder(source, out_dir)
-    tuner = DecoderTuner(model, settings, source / "vqgan.safetensors")
-    if resume:
-        tuner.load(out_dir)
-    tuner.budget = common.TimeBudget(max_minutes, tuner.wall_s)
-
     eval_set = CaptionDataset(eval_dir) if eval_dir else data.dataset
     if not eval_dir:
         log.warning("no --eval-data: evaluating on training images")
     eval_names = eval_set.images()[: settings.eval_images]
     eval_images = [read_image(eval_set.image_dir / n, eval_set.image_size) for n in eval_names]
-
-    def evaluate() -> dict[str, Any]:
-        row = {
-            "step": tuner.step,
-            **evaluate_vqgan(model, eval_images),
-            "elapsed_s": round(tuner.elapsed, 1),
-            "split": "eval" if eval_dir else "train",
-        }
-        _append_jsonl(out_dir / "eval.jsonl", row)
-        log.info("step %d eval: %s", tuner.step, json.dumps(row))
-        return row
-
-    def sample() -> None:
-        originals = np.stack(eval_images[:4])
-        recon = model.reconstruct(mx.array(to_float(originals)))
-        save_grid(
-            out_dir / "samples" / f"decoder_{tuner.step:06d}.png",
-            originals,
-            to_uint8(np.array(recon)),
-        )
-
-    if tuner.step == 0:
-        evaluate()  # the starting point, for comparison
-    throughput = common.Throughput()
-    bar = common.progress(
-        settings.steps, initial=tuner.step, desc="decoder", disable=progress_bar is False
+    split = "eval" if eval_dir else "train"
+    tuner = DecoderTuner(
+        model, settings, source / "vqgan.safetensors", out_dir, data, eval_images, split
     )
-    last_eval: dict[str, Any] | None = None
-    step_times: list[float] = []
-    interrupted = budget_reached = False
-    try:
-        with common.stop_on_signals() as stop:
-            while tuner.step < settings.steps:
-                if tuner.budget.reached():
-                    budget_reached = True
-                    break
-                codes, images = data.batch(tuner.step, settings.batch_size, settings.seed)
-                t0 = time.perf_counter()
-                values = tuner.train_step(codes, images)
-                dt = time.perf_counter() - t0
-                tuner.elapsed += dt
-                step_times.append(dt)
-                rate = throughput.add(settings.batch_size)
-                bar.update(1)
-                if tuner.step % settings.log_every == 0 or tuner.step == 1:
-                    bar.set_postfix({**common.format_losses(values), "img/s": f"{rate:.1f}"})
-                    _append_jsonl(
-                        out_dir / "train.jsonl", {"step": tuner.step, **values, "img_per_s": rate}
-                    )
-                if tuner.step % settings.eval_every == 0:
-                    last_eval = evaluate()
-                    sample()
-                if tuner.step % settings.checkpoint_every == 0:
-                    tuner.save(out_dir)
-                if stop or tuner.step == stop_after:
-                    interrupted = True
-                    break
-            if not interrupted and (last_eval is None or last_eval["step"] != tuner.step):
-                last_eval = evaluate()
-                sample()
-            tuner.save(out_dir)
-    finally:
-        bar.close()
-    sec = float(np.median(step_times)) if step_times else float("nan")
-    return TrainResult(tuner.step, interrupted, sec, last_eval, budget_reached)
+    tuner.start(resume, max_minutes)
+    return loop.run(tuner, settings, progress_bar=progress_bar, stop_after=stop_after)

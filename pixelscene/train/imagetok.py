@@ -9,9 +9,7 @@ holds any pixel art, not only what our renderer draws). Crop k of a run is a fun
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -24,17 +22,17 @@ import numpy as np
 
 from pixelscene import model_io
 from pixelscene.config import Config
-from pixelscene.data.datasets import ImageDataset, to_float, to_uint8
+from pixelscene.data.datasets import ImageDataset, to_float
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan
 from pixelscene.imagetok.model import ImageTokenizer, color_levels
 from pixelscene.imagetok.palette import image_palette, levels_of
-from pixelscene.train import common
-from pixelscene.train.vqgan import TrainResult, readable_images, save_grid
+from pixelscene.train import common, loop
+from pixelscene.train.loop import TrainResult
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint"
+CHECKPOINT = loop.CHECKPOINT
 WEIGHTS = "tokenizer.safetensors"
 
 
@@ -66,16 +64,9 @@ class CropPool:
     @staticmethod
     def _load(data_dir: str | Path, pad_rows: list[int]) -> np.ndarray:
         ds = ImageDataset(data_dir)
-
-        def load(i: int) -> np.ndarray | None:
-            try:
-                return ds.load_uint8(i)
-            except DataError as e:
-                ds._problem(str(e))
-                return None
-
         with ThreadPoolExecutor(4) as pool:
-            images = [im for im in pool.map(load, range(len(ds))) if im is not None]
+            loaded = pool.map(lambda i: common.load_uint8(ds, i), range(len(ds)))
+            images = [im for im in loaded if im is not None]
         if not images:
             raise DataError(f"{data_dir}: no readable images to train on")
         log.info("%s: %d images", data_dir, len(images))
@@ -101,18 +92,26 @@ class CropPool:
         return np.stack(out), np.stack(palettes), np.stack(indices)
 
 
-class TokenizerTrainer:
+class TokenizerTrainer(loop.Trainer):
     """Owns the model, optimizer and compiled step of one training run."""
 
-    def __init__(self, cfg: Config, out_dir: str | Path, seed: int = 0):
+    desc = "tokenizer"
+    unit = "crops"
+
+    def __init__(
+        self,
+        cfg: Config,
+        out_dir: str | Path,
+        seed: int = 0,
+        pool: CropPool | None = None,
+        eval_images: list[np.ndarray] | None = None,
+    ):
+        super().__init__(out_dir, seed)
         self.cfg = cfg
         self.tc = cfg.train_tokenizer
-        self.out_dir = Path(out_dir)
-        self.seed = seed
-        self.step = 0
-        self.elapsed = 0.0
-        self.wall_s = 0.0
-        self.budget = common.TimeBudget()
+        self.items_per_step = self.tc.batch_size  # crops
+        self.pool = pool
+        self.eval_images = eval_images or []
         mx.random.seed(seed)
         self.model = ImageTokenizer(cfg.tokenizer)
         mx.eval(self.model.parameters())
@@ -121,46 +120,21 @@ class TokenizerTrainer:
             learning_rate=schedule, betas=[0.9, 0.99], weight_decay=self.tc.weight_decay
         )
         self.opt.init(self.model.trainable_parameters())
+        self.modules = {"tokenizer": self.model}
+        self.optimizers = {"tokenizer": self.opt}
         self._step_fn = None
 
-    def save(self) -> None:
-        meta = {
-            "step": self.step,
-            "seed": self.seed,
-            "elapsed_s": self.elapsed,
-            "wall_s": self.budget.spent_s,
-            "config": self.cfg.to_dict(),
-        }
-        common.save_checkpoint(
-            self.out_dir / CHECKPOINT,
-            modules={"tokenizer": self.model},
-            optimizers={"tokenizer": self.opt},
-            meta=meta,
-        )
-        self.reseed()
-        self.export()
+    def state(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict()}
 
-    def reseed(self) -> None:
-        mx.random.seed(int(np.random.default_rng([self.seed, 3, self.step]).integers(2**31)))
+    def restore(self, meta: dict[str, Any], arrays: dict[str, mx.array]) -> None:
+        self._step_fn = None  # optimizer states were replaced: recompile
 
     def export(self, dtype: mx.Dtype = mx.float16) -> None:
         """OUT/config.json + tokenizer.safetensors (float16): a usable model folder."""
         cfg = Config.from_dict({**self.cfg.to_dict(), "image_tokenizer": "categorical"})
         model_io.save_model_config(self.out_dir, cfg)
         model_io.save_weights(self.out_dir / WEIGHTS, self.model, dtype=dtype)
-
-    def load(self) -> None:
-        meta, _ = common.load_checkpoint(
-            self.out_dir / CHECKPOINT,
-            modules={"tokenizer": self.model},
-            optimizers={"tokenizer": self.opt},
-        )
-        self.step = int(meta["step"])
-        self.seed = int(meta["seed"])
-        self.elapsed = float(meta.get("elapsed_s", 0.0))
-        self.wall_s = float(meta.get("wall_s", self.elapsed))
-        self.reseed()
-        self._step_fn = None
 
     def _build_step(self) -> None:
         model, opt, clip = self.model, self.opt, self.tc.grad_clip
@@ -212,10 +186,22 @@ class TokenizerTrainer:
         self.step += 1
         return dict(zip(["ce", "exact", "grad_norm"], np.array(out).tolist(), strict=True))
 
+    # ---- the loop's hooks --------------------------------------------------------------
+    def batch(self) -> tuple:
+        """Crop k of a run (and the loss's pixels) are a function of (seed, k)."""
+        rng = np.random.default_rng([self.seed, 0, self.step])
+        crops, palettes, indices = self.pool.batch(self.tc.batch_size, self.tc.crop_size, rng)
+        return crops, palettes, indices, rng
 
-def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    def update(self, batch: tuple) -> dict[str, float]:
+        crops, palettes, indices, rng = batch
+        return self.train_step(mx.array(to_float(crops)), rng, palettes, indices)
+
+    def evaluate(self) -> dict[str, Any]:
+        result = evaluate_vqgan(self.model, self.eval_images)
+        path = self.out_dir / "samples" / f"step_{self.step:06d}.png"
+        common.save_reconstructions(path, self.model, self.eval_images)
+        return result
 
 
 def train_tokenizer(
@@ -236,15 +222,7 @@ def train_tokenizer(
     tokenizer --help`. Resuming takes the config from the checkpoint; `steps` may extend it."""
     out_dir = Path(out_dir)
     ckpt = out_dir / CHECKPOINT
-    common.TimeBudget.check(max_minutes)
-    if resume:
-        meta = common.read_checkpoint_meta(ckpt)
-        cfg = Config.from_dict(meta["config"])
-        seed = int(meta["seed"])
-    elif (ckpt / "meta.json").exists():
-        raise PixelsceneError(f"{ckpt} exists: pass --resume to continue it, or another --out")
-    if cfg is None:
-        raise PixelsceneError("a config is needed to start a new run")
+    cfg, seed = common.run_config(ckpt, cfg, seed, resume=resume, max_minutes=max_minutes)
     if steps is not None:
         cfg.train_tokenizer.steps = steps
     tc = cfg.train_tokenizer
@@ -256,10 +234,8 @@ def train_tokenizer(
 
     common.prepare_out_dir(out_dir)
     trainer = TokenizerTrainer(cfg, out_dir, seed=seed)
-    if resume:
-        trainer.load()
-    trainer.budget = common.TimeBudget(max_minutes, trainer.wall_s)
-    pool = CropPool(
+    trainer.start(resume, max_minutes)
+    trainer.pool = CropPool(
         list(data_dirs),
         data_weights or [1.0] * len(data_dirs),
         cfg.tokenizer.pad_rows,
@@ -268,61 +244,5 @@ def train_tokenizer(
     eval_set = ImageDataset(eval_dir if eval_dir else data_dirs[0])
     if not eval_dir:
         log.warning("no --eval-data: evaluating on training images")
-    eval_images = readable_images(eval_set, tc.eval_images)
-
-    def evaluate() -> dict[str, Any]:
-        result = evaluate_vqgan(trainer.model, eval_images)
-        row = {"step": trainer.step, **result, "elapsed_s": round(trainer.elapsed, 1)}
-        _append_jsonl(out_dir / "eval.jsonl", row)
-        log.info("step %d eval: %s", trainer.step, json.dumps(row))
-        originals = np.stack(eval_images[:4])
-        recon = trainer.model.reconstruct(mx.array(to_float(originals)))
-        save_grid(
-            out_dir / "samples" / f"step_{trainer.step:06d}.png",
-            originals,
-            to_uint8(np.array(recon)),
-        )
-        return row
-
-    throughput = common.Throughput()
-    bar = common.progress(
-        tc.steps, initial=trainer.step, desc="tokenizer", disable=progress_bar is False
-    )
-    last_eval: dict[str, Any] | None = None
-    step_times: list[float] = []
-    interrupted = budget_reached = False
-    try:
-        with common.stop_on_signals() as stop:
-            while trainer.step < tc.steps:
-                if trainer.budget.reached():
-                    budget_reached = True
-                    break
-                t0 = time.perf_counter()
-                rng = np.random.default_rng([seed, 0, trainer.step])
-                crops, palettes, indices = pool.batch(tc.batch_size, tc.crop_size, rng)
-                values = trainer.train_step(mx.array(to_float(crops)), rng, palettes, indices)
-                dt = time.perf_counter() - t0
-                trainer.elapsed += dt
-                step_times.append(dt)
-                rate = throughput.add(tc.batch_size)
-                bar.update(1)
-                if trainer.step % tc.log_every == 0 or trainer.step == 1:
-                    bar.set_postfix({**common.format_losses(values), "crops/s": f"{rate:.1f}"})
-                    _append_jsonl(
-                        out_dir / "train.jsonl",
-                        {"step": trainer.step, **values, "crops_per_s": rate},
-                    )
-                if trainer.step % tc.eval_every == 0:
-                    last_eval = evaluate()
-                if trainer.step % tc.checkpoint_every == 0:
-                    trainer.save()
-                if stop or trainer.step == stop_after:
-                    interrupted = True
-                    break
-            if not interrupted and (last_eval is None or last_eval["step"] != trainer.step):
-                last_eval = evaluate()
-            trainer.save()
-    finally:
-        bar.close()
-    sec = float(np.median(step_times)) if step_times else float("nan")
-    return TrainResult(trainer.step, interrupted, sec, last_eval, budget_reached)
+    trainer.eval_images = common.readable_images(eval_set, tc.eval_images)
+    return loop.run(trainer, tc, progress_bar=progress_bar, stop_after=stop_after)

@@ -1,124 +1,46 @@
 """Train the text-conditioned transformer on a token cache of VQGAN codes.
 
-Habits shared with the VQGAN trainer: a compiled step whose state is the model, optimizer and
-random state; AdamW with linear warmup then cosine decay; a tqdm bar with loss and tokens/s;
-held-out loss every `eval_every` steps appended to MODEL_DIR/eval_transformer.jsonl;
-checkpoints with optimizer state; exact resume (the data order and the random key of every
-step are functions of (seed, step)); Ctrl-C or SIGTERM saves a checkpoint before stopping.
+A trainer of the common shape (`train.loop`): AdamW on the shared warm-up + cosine schedule,
+a compiled step whose state is the model, optimizer and random state, held-out loss every
+`eval_every` steps in OUT/eval_transformer.jsonl, checkpoints in OUT/checkpoint_transformer/
+(the common format; the caption vocabulary rides in its meta.json), and exact resume: the
+data of every step and its random key are functions of (seed, step).
 
-Output goes into the VQGAN's model folder: transformer.safetensors (float16), tokenizer.json,
-and the transformer sections of config.json.
+Output goes into the VQGAN's model folder (so the names say "transformer" beside the VQGAN's
+own checkpoint and logs): transformer.safetensors (float16), tokenizer.json, and the
+transformer sections of config.json. With held-out data the model written is the one with
+the best held-out loss so far.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
-import time
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
 
-from pixelscene.config import Config, TransformerConfig, load_config
-from pixelscene.data.datasets import CaptionDataset, epoch_order
-from pixelscene.data.text_states import minilm_caption_inputs
-from pixelscene.data.token_cache import TokenCache, ensure_token_cache
+from pixelscene.config import Config, load_config
+from pixelscene.data.captioned_codes import CaptionedCodes, batch_rows, captioned_codes
+from pixelscene.data.datasets import CaptionDataset
+from pixelscene.data.token_cache import ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.model_io import load_model_config, load_weights, save_model_config, save_weights
-from pixelscene.pipeline import build_transformer
-from pixelscene.train.common import TimeBudget, prepare_out_dir, stop_on_signals
-from pixelscene.transformer.model import ImageTransformer
+from pixelscene.train import common, loop
+from pixelscene.train.loop import TrainResult
+from pixelscene.transformer.model import ImageTransformer, build_transformer
 from pixelscene.transformer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint_transformer"
+TRAIN_LOG = "train_transformer.jsonl"
 EVAL_LOG = "eval_transformer.jsonl"
-
-
-@dataclass
-class CaptionedCodes:
-    """Codes (N, S) int32 with each image's tokenized captions (C, L) and their ranges."""
-
-    codes: np.ndarray
-    ids: np.ndarray
-    mask: np.ndarray
-    start: np.ndarray  # (N,) first caption row of each image
-    count: np.ndarray  # (N,) captions of each image
-    names: list[str] = field(default_factory=list)  # (N,) image file names
-    sprites: np.ndarray | None = None  # (N, S) sprite coverage of each code (`sprite_weight`)
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-
-def captioned_codes(
-    cache: TokenCache,
-    dataset: CaptionDataset,
-    tok: Tokenizer,
-    cfg: TransformerConfig | None = None,
-    progress: bool = True,
-) -> CaptionedCodes:
-    """Pair every cached image that has captions with all of its captions.
-
-    With text_encoder "minilm", `ids` holds the captions' precomputed MiniLM states (read by
-    row, see `StateRows`) instead of token ids; they are cached beside the token cache.
-    """
-    index = cache.index()
-    by_image = dataset.captions_by_image()
-    missing = [n for n in by_image if n not in index]
-    if missing:
-        raise DataError(f"token cache lacks {len(missing)} captioned images, e.g. {missing[0]}")
-    names = list(by_image)
-    captions = [c for n in names for c in by_image[n]]
-    count = np.array([len(by_image[n]) for n in names], dtype=np.int64)
-    start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-    codes = cache.codes[[index[n] for n in names]].reshape(len(names), -1).astype(np.int32)
-    if cfg is not None and cfg.text_encoder == "minilm":
-        ids, mask = minilm_caption_inputs(
-            captions, dataset.captions_file.parent, cfg.max_text_len, progress=progress
-        )
-    else:
-        ids, mask = tok.encode_batch(captions)
-    return CaptionedCodes(codes, ids, mask, start, count, names)
-
-
-def batch_at(data: CaptionedCodes, batch_size: int, seed: int, step: int):
-    """The batch of a given step: a pure function of (seed, step), so resume is exact."""
-    idx, rows = batch_rows(data, batch_size, seed, step)
-    return data.codes[idx], data.ids[rows], data.mask[rows]
-
-
-def batch_rows(data: CaptionedCodes, batch_size: int, seed: int, step: int):
-    """`batch_at`'s images (B,) and the caption row picked for each (B,)."""
-    per_epoch = max(1, len(data) // batch_size)
-    epoch, j = divmod(step, per_epoch)
-    order = epoch_order(len(data), seed, epoch)
-    idx = order[j * batch_size : (j + 1) * batch_size]
-    if len(idx) < batch_size:  # dataset smaller than a batch: wrap around
-        idx = np.resize(order, batch_size)
-    pick = np.random.default_rng([seed, epoch, 7]).integers(0, 1 << 30, len(data))
-    rows = data.start[idx] + pick[idx] % data.count[idx]
-    return idx, rows
-
-
-def lr_schedule(cfg) -> optim.schedulers:
-    warmup = min(cfg.warmup_steps, max(cfg.steps - 1, 0))
-    cosine = optim.cosine_decay(
-        cfg.learning_rate, max(cfg.steps - warmup, 1), cfg.learning_rate * 0.05
-    )
-    if warmup == 0:
-        return cosine
-    return optim.join_schedules(
-        [optim.linear_schedule(0.0, cfg.learning_rate, warmup), cosine], [warmup]
-    )
 
 
 def position_weights(seq_len: int, row_len: int, first_row_weight: float) -> mx.array:
@@ -165,18 +87,9 @@ def sequence_loss(
     return (nn.losses.cross_entropy(logits, codes, reduction="none") * weights).mean()
 
 
-@dataclass
-class TrainResult:
-    step: int
-    train_loss: float
-    eval_loss: float | None
-    tokens_per_s: float
-    interrupted: bool = False
-    history: list[dict] = field(default_factory=list)
-    budget_reached: bool = False  # stopped by --max-minutes (exported, resumable)
-
-
-def evaluate(model: ImageTransformer, data: CaptionedCodes, batch_size: int = 64, limit: int = 256):
+def held_out_loss(
+    model: ImageTransformer, data: CaptionedCodes, batch_size: int = 64, limit: int = 256
+) -> float:
     """Held-out loss with each image's first caption, dropout off."""
     model.eval()
     n = min(len(data), limit)
@@ -192,27 +105,120 @@ def evaluate(model: ImageTransformer, data: CaptionedCodes, batch_size: int = 64
     return total / max(n, 1)
 
 
-def _save_checkpoint(ckpt: Path, model, optimizer, meta: dict, tok: Tokenizer) -> None:
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_weights(tmp / "model.safetensors", model)
-    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    tok.save(tmp / "tokenizer.json")
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    old = ckpt.with_name(ckpt.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if ckpt.exists():
-        ckpt.rename(old)
-    tmp.rename(ckpt)
-    shutil.rmtree(old, ignore_errors=True)
+class TransformerTrainer(loop.Trainer):
+    """The transformer, its optimizer and compiled step, the caption vocabulary and data."""
 
+    desc = "transformer"
+    unit = "tokens"
+    checkpoint = CHECKPOINT_DIR
+    train_log = TRAIN_LOG
+    eval_log = EVAL_LOG
 
-def _truncate_eval_log(path: Path, step: int) -> None:
-    """On resume, forget eval rows written after the checkpoint (they will be redone)."""
-    if path.is_file():
-        rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+    def __init__(
+        self,
+        cfg: Config,
+        out_dir: str | Path,
+        seed: int,
+        tok: Tokenizer,
+        train: CaptionedCodes,
+        held: CaptionedCodes | None = None,
+        init_from: str | Path | None = None,
+    ):
+        super().__init__(out_dir, seed)
+        self.cfg = cfg
+        self.tc = tc = cfg.train_transformer
+        self.tok = tok
+        self.train = train
+        self.held = held
+        mx.random.seed(seed)
+        self.model = build_transformer(cfg)  # the grid matches the token cache (checked)
+        if init_from is not None:
+            load_weights(Path(init_from) / "transformer.safetensors", self.model)
+            log.info("starting from the weights in %s", init_from)
+        schedule = common.warmup_cosine(
+            tc.learning_rate, tc.warmup_steps, tc.steps, final_frac=0.05, start_lr=0.0
+        )
+        self.opt = optim.AdamW(schedule, weight_decay=tc.weight_decay)
+        self.opt.init(self.model.trainable_parameters())
+        self.modules = {"transformer": self.model}
+        self.optimizers = {"transformer": self.opt}
+        H, W = cfg.vqgan.grid_size
+        self.items_per_step = tc.batch_size * H * W  # tokens
+        self.position = np.array(position_weights(H * W, W, tc.first_row_weight))
+        self.best = math.inf  # the best held-out loss so far (its model is the one written)
+        self.ema: float | None = None  # the training loss, smoothed
+        self._step_fn = None
+        self._state: list = []
+
+    def _build(self) -> None:
+        model, optimizer, tc = self.model, self.opt, self.tc
+        p_drop = self.cfg.transformer.cfg_dropout
+        text_noise, clip = tc.text_noise, tc.grad_clip
+        self._state = state = [model.state, optimizer.state, mx.random.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step_fn(codes, ids, mask, weights):
+            drop = mx.random.uniform(shape=(codes.shape[0],)) < p_drop
+            loss_and_grad = nn.value_and_grad(model, sequence_loss)
+            loss, grads = loss_and_grad(model, codes, ids, mask, drop, weights, text_noise)
+            if clip > 0:
+                grads, _ = optim.clip_grad_norm(grads, clip)
+            optimizer.update(model, grads)
+            return loss
+
+        self._step_fn = step_fn
+
+    # ---- the loop's hooks --------------------------------------------------------------
+    def batch(self) -> tuple[np.ndarray, ...]:
+        idx, rows = batch_rows(self.train, self.tc.batch_size, self.seed, self.step)
+        weights = self.position
+        if self.train.sprites is not None:
+            weights = sprite_weights(self.position, self.train.sprites[idx], self.tc.sprite_weight)
+        return self.train.codes[idx], self.train.ids[rows], self.train.mask[rows], weights
+
+    def update(self, batch: tuple[np.ndarray, ...]) -> dict[str, float]:
+        if self._step_fn is None:
+            self._build()
+        mx.random.seed(self.seed * 1_000_003 + self.step)
+        loss = self._step_fn(*(mx.array(b) for b in batch))
+        mx.eval(loss, self._state)
+        self.step += 1
+        value = loss.item()
+        self.ema = value if self.ema is None else 0.98 * self.ema + 0.02 * value
+        return {"loss": value, "loss_ema": self.ema}
+
+    def evaluate(self) -> dict[str, Any] | None:
+        if self.held is None:
+            return None
+        eval_loss = held_out_loss(self.model, self.held)
+        row = {
+            "train_loss": None if self.ema is None else round(self.ema, 5),
+            "eval_loss": round(eval_loss, 5),
+            "lr": float(self.opt.learning_rate.item()),
+        }
+        if eval_loss < self.best:
+            self.best = eval_loss
+            _write_model(self.out_dir, self.model, self.tok)
+        return row
+
+    def export(self) -> None:
+        """Without held-out data the model as it is; with it, the best one (`evaluate`)."""
+        if self.held is None or not (self.out_dir / "transformer.safetensors").exists():
+            _write_model(self.out_dir, self.model, self.tok)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "best_eval": self.best,
+            "train_loss": self.ema,
+            "caption_tokenizer": self.tok.to_dict(),
+            "config": self.cfg.to_dict(),
+        }
+
+    def restore(self, meta: dict[str, Any], arrays: dict[str, mx.array]) -> None:
+        self.best = meta.get("best_eval", math.inf)
+        self.ema = meta.get("train_loss")
+        self.opt.init(self.model.trainable_parameters())  # marks it initialized; keeps state
+        self._step_fn = None  # optimizer states were replaced: recompile
 
 
 def _write_model(out: Path, model, tok: Tokenizer) -> None:
@@ -272,21 +278,15 @@ def train_transformer(
     `max_minutes` of wall time over the whole run (resumes included) ends it early, with a
     checkpoint and the model written (`budget_reached`).
     """
-    from tqdm import tqdm
-
     out, vqgan_dir = Path(out_dir), Path(vqgan_dir)
-    ckpt = out / CHECKPOINT_DIR
-    TimeBudget.check(max_minutes)  # before any work
-    meta: dict = {}
+    common.TimeBudget.check(max_minutes)  # before any work
     if resume and init_from is not None:
         raise PixelsceneError("--resume continues a run; --init-from starts one: use one of them")
-    if resume:
-        if not (ckpt / "state.json").is_file():
-            raise PixelsceneError(f"--resume: no checkpoint in {ckpt}")
-        meta = json.loads((ckpt / "state.json").read_text())
+    meta = common.resume_meta(out / CHECKPOINT_DIR, resume)
+    if meta is not None:
         cfg = Config.from_dict(meta["config"])  # architecture comes from the checkpoint
-        seed = meta["seed"]
-        tok = Tokenizer.load(ckpt / "tokenizer.json")
+        seed = int(meta["seed"])
+        tok = Tokenizer.from_dict(meta["caption_tokenizer"])
     else:
         preset = config if isinstance(config, Config) else load_config(config)
         cfg = _output_config(preset, vqgan_dir, out)
@@ -327,114 +327,19 @@ def train_transformer(
         )
     log.info("training on %d images (%d captions)", len(train), len(train.ids))
 
-    mx.random.seed(seed)
-    model = build_transformer(cfg)  # the grid matches the token cache (checked above)
-    if init_from is not None and not resume:
-        load_weights(Path(init_from) / "transformer.safetensors", model)
-        log.info("starting from the weights in %s", init_from)
-    optimizer = optim.AdamW(lr_schedule(tcfg), weight_decay=tcfg.weight_decay)
-    optimizer.init(model.trainable_parameters())
-    start = 0
-    best = math.inf
+    trainer = TransformerTrainer(cfg, out, seed, tok, train, held, init_from)
+    trainer.start(resume, max_minutes)
     if resume:
-        model.load_weights(str(ckpt / "model.safetensors"), strict=True)
-        opt_state = tree_unflatten(list(mx.load(str(ckpt / "optimizer.safetensors")).items()))
-        optimizer.state = opt_state
-        optimizer.init(model.trainable_parameters())  # marks it initialized; keeps loaded state
-        start, best = meta["step"], meta.get("best_eval", math.inf)
-        _truncate_eval_log(out / EVAL_LOG, start)
-        log.info("resuming at step %d", start)
+        log.info("resuming at step %d", trainer.step)
     else:
-        prepare_out_dir(out)
+        common.prepare_out_dir(out)
         if not (out / "vqgan.safetensors").exists() and out.resolve() != vqgan_dir.resolve():
             shutil.copy2(vqgan_dir / "vqgan.safetensors", out / "vqgan.safetensors")
-        (out / EVAL_LOG).unlink(missing_ok=True)
     save_model_config(out, cfg)
-    mx.eval(model.parameters(), optimizer.state)
-    model.train()
-
-    p_drop = cfg.transformer.cfg_dropout
-    text_noise = tcfg.text_noise
-    position = np.array(position_weights(H * W, W, tcfg.first_row_weight))
-    clip = tcfg.grad_clip
-    state = [model.state, optimizer.state, mx.random.state]
-
-    @partial(mx.compile, inputs=state, outputs=state)
-    def step_fn(codes, ids, mask, weights):
-        drop = mx.random.uniform(shape=(codes.shape[0],)) < p_drop
-        loss_and_grad = nn.value_and_grad(model, sequence_loss)
-        loss, grads = loss_and_grad(model, codes, ids, mask, drop, weights, text_noise)
-        if clip > 0:
-            grads, _ = optim.clip_grad_norm(grads, clip)
-        optimizer.update(model, grads)
-        return loss
-
-    budget = TimeBudget(max_minutes, meta.get("wall_s", 0.0) if resume else 0.0)
-
-    def save(step: int, train_loss: float) -> None:
-        meta = {"step": step, "seed": seed, "best_eval": best, "train_loss": train_loss}
-        meta["wall_s"] = budget.spent_s
-        meta["config"] = cfg.to_dict()
-        _save_checkpoint(ckpt, model, optimizer, meta, tok)
-        if held is None:
-            _write_model(out, model, tok)
-
-    tokens_per_step = tcfg.batch_size * H * W
-    history: list[dict] = []
-    ema = meta.get("train_loss") if resume else None
-    eval_loss = None
-    t_rate, n_rate, rate = time.perf_counter(), 0, 0.0
-    step = start
-    bar = tqdm(total=tcfg.steps, initial=start, disable=not progress, desc="transformer")
-    with stop_on_signals() as request:
-        stopped = budget_reached = False
-        while step < tcfg.steps and not (stopped or request):
-            if budget.reached():
-                budget_reached = True
-                break
-            idx, rows = batch_rows(train, tcfg.batch_size, seed, step)
-            codes, ids, mask = train.codes[idx], train.ids[rows], train.mask[rows]
-            weights = position
-            if train.sprites is not None:
-                weights = sprite_weights(position, train.sprites[idx], tcfg.sprite_weight)
-            mx.random.seed(seed * 1_000_003 + step)
-            loss = step_fn(mx.array(codes), mx.array(ids), mx.array(mask), mx.array(weights))
-            mx.eval(loss, state)
-            step += 1
-            n_rate += 1
-            value = loss.item()
-            ema = value if ema is None else 0.98 * ema + 0.02 * value
-            if step % tcfg.log_every == 0 or step == tcfg.steps:
-                now = time.perf_counter()
-                rate = n_rate * tokens_per_step / (now - t_rate)
-                t_rate, n_rate = now, 0
-                bar.set_postfix(loss=f"{ema:.3f}", tok_s=f"{rate:,.0f}")
-            bar.update(1)
-            if held is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
-                eval_loss = evaluate(model, held)
-                row = {
-                    "step": step,
-                    "train_loss": round(ema, 5),
-                    "eval_loss": round(eval_loss, 5),
-                    "lr": float(optimizer.learning_rate.item()),
-                    "tokens_per_s": round(rate, 1),
-                }
-                history.append(row)
-                with (out / EVAL_LOG).open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                bar.write(f"step {step}: train {ema:.4f}  held-out {eval_loss:.4f}")
-                if eval_loss < best:
-                    best = eval_loss
-                    _write_model(out, model, tok)
-            if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
-                save(step, ema)
-            stopped = stop_after is not None and step >= stop_after
-        bar.close()
-        stopped = stopped or bool(request)
-        if (stopped or budget_reached) and step % tcfg.checkpoint_every and step != tcfg.steps:
-            save(step, ema if ema is not None else float("nan"))
-            if stopped:
-                log.warning("interrupted at step %d; resume with --resume", step)
-    if not (out / "transformer.safetensors").exists():
-        _write_model(out, model, tok)
-    return TrainResult(step, ema or float("nan"), eval_loss, rate, stopped, history, budget_reached)
+    mx.eval(trainer.model.parameters(), trainer.opt.state)
+    trainer.model.train()
+    bar = None if progress else False
+    result = loop.run(trainer, tcfg, progress_bar=bar, stop_after=stop_after)
+    if result.interrupted:
+        log.warning("interrupted at step %d; resume with --resume", result.step)
+    return result

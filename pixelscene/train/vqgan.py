@@ -11,10 +11,7 @@ batch k and its crops are a function of (seed, k), so resuming replays the same 
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,28 +23,20 @@ import numpy as np
 
 from pixelscene import model_io
 from pixelscene.config import Config
-from pixelscene.data.datasets import ImageDataset, batch_iterator, to_float, to_uint8
-from pixelscene.errors import DataError, PixelsceneError
+from pixelscene.data.datasets import ImageDataset, batch_iterator, to_float
+from pixelscene.errors import PixelsceneError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan
-from pixelscene.train import common
+from pixelscene.train import common, loop
+from pixelscene.train.loop import TrainResult
 from pixelscene.vqgan import VQGAN, PatchDiscriminator
 from pixelscene.vqgan.layers import depth_to_space
 from pixelscene.vqgan.quantizer import l2_normalize, usage_stats
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint"
+CHECKPOINT = loop.CHECKPOINT
 RESTART_WINDOW = 100  # steps over which code usage is counted for dead-code restarts
 RESTART_UNTIL = 0.9  # no restarts in the last 10% of training
-
-
-@dataclass
-class TrainResult:
-    step: int
-    interrupted: bool
-    seconds_per_step: float
-    last_eval: dict[str, Any] | None
-    budget_reached: bool = False  # stopped by --max-minutes (exported, resumable)
 
 
 def random_crops(
@@ -65,40 +54,28 @@ def random_crops(
     )
 
 
-def readable_images(ds: ImageDataset, count: int) -> list[np.ndarray]:
-    """The first `count` readable images of a dataset (unreadable ones reported, skipped)."""
-    images: list[np.ndarray] = []
-    for i in range(len(ds)):
-        if len(images) == count:
-            break
-        image = _load_uint8(ds, i)
-        if image is not None:
-            images.append(image)
-    if not images:
-        raise DataError(f"{ds.image_dir}: no readable images to evaluate on")
-    return images
+class VQGANTrainer(loop.Trainer):
+    """Owns the model, discriminator, optimizers and compiled steps of one training run.
 
+    `data` (the training images) and `eval_images` are needed by `run` only; the steps and
+    the codebook maintenance work without them.
+    """
 
-def _load_uint8(ds: ImageDataset, idx: int) -> np.ndarray | None:
-    try:
-        return ds.load_uint8(idx)
-    except DataError as e:
-        ds._problem(str(e))
-        return None
+    desc = "vqgan"
 
-
-class VQGANTrainer:
-    """Owns the model, discriminator, optimizers and compiled steps of one training run."""
-
-    def __init__(self, cfg: Config, out_dir: str | Path, seed: int = 0):
+    def __init__(
+        self,
+        cfg: Config,
+        out_dir: str | Path,
+        seed: int = 0,
+        data: ImageDataset | None = None,
+        eval_images: list[np.ndarray] | None = None,
+        eval_split: str = "eval",
+    ):
+        super().__init__(out_dir, seed)
         self.cfg = cfg
         self.tc = cfg.train_vqgan
-        self.out_dir = Path(out_dir)
-        self.seed = seed
-        self.step = 0
-        self.elapsed = 0.0  # seconds in training steps
-        self.wall_s = 0.0  # wall time of earlier sessions of this run, evaluations included
-        self.budget = common.TimeBudget()  # this session's, counting on from wall_s
+        self.items_per_step = self.tc.batch_size
         self.restarts = 0
         mx.random.seed(seed)
         vc = cfg.vqgan
@@ -114,57 +91,36 @@ class VQGANTrainer:
         self.opt_d = optim.Adam(learning_rate=self.tc.disc_learning_rate, betas=[0.5, 0.9])
         self.opt_g.init(self.model.trainable_parameters())
         self.opt_d.init(self.disc.trainable_parameters())
+        self.modules = {"vqgan": self.model, "discriminator": self.disc}
+        self.optimizers = {"vqgan": self.opt_g, "discriminator": self.opt_d}
         self.counts = np.zeros(vc.codebook_size, dtype=np.int64)
         self.window_usage = (0.0, 0.0)
         self._steps: dict[str, Any] = {}
+        self.data = data
+        self.eval_images = eval_images or []
+        self.eval_split = eval_split
+        self._batches = None
 
     # ---- checkpoints -------------------------------------------------------------------
-    def save(self) -> None:
-        """Checkpoint (fp32, optimizer, RNG, counters) and export the model folder."""
-        meta = {
-            "step": self.step,
-            "seed": self.seed,
-            "elapsed_s": self.elapsed,
-            "wall_s": self.budget.spent_s,
+    def state(self) -> dict[str, Any]:
+        return {
             "restarts": self.restarts,
             "data": {"seed": self.seed, "next_batch": self.step},
             "config": self.cfg.to_dict(),
         }
-        arrays = {"code_counts": mx.array(self.counts.astype(np.int32))}
-        common.save_checkpoint(
-            self.out_dir / CHECKPOINT,
-            modules={"vqgan": self.model, "discriminator": self.disc},
-            optimizers={"vqgan": self.opt_g, "discriminator": self.opt_d},
-            meta=meta,
-            arrays=arrays,
-        )
-        self.reseed()
-        self.export()
 
-    def reseed(self) -> None:
-        """MLX's random state cannot be restored, so it restarts from (seed, step) at every
-        checkpoint, in a straight run and in a resumed one alike."""
-        mx.random.seed(int(np.random.default_rng([self.seed, 3, self.step]).integers(2**31)))
+    def arrays(self) -> dict[str, mx.array]:
+        return {"code_counts": mx.array(self.counts.astype(np.int32))}
+
+    def restore(self, meta: dict[str, Any], arrays: dict[str, mx.array]) -> None:
+        self.restarts = int(meta.get("restarts", 0))
+        self.counts = np.array(arrays["code_counts"]).astype(np.int64)
+        self._steps = {}  # optimizer states were replaced: recompile
 
     def export(self, dtype: mx.Dtype = mx.float16) -> None:
         """MODEL_DIR/config.json + vqgan.safetensors (float16 by default): a usable model."""
         model_io.save_model_config(self.out_dir, self.cfg)
         model_io.save_weights(self.out_dir / "vqgan.safetensors", self.model, dtype=dtype)
-
-    def load(self) -> None:
-        meta, arrays = common.load_checkpoint(
-            self.out_dir / CHECKPOINT,
-            modules={"vqgan": self.model, "discriminator": self.disc},
-            optimizers={"vqgan": self.opt_g, "discriminator": self.opt_d},
-        )
-        self.step = int(meta["step"])
-        self.seed = int(meta["seed"])
-        self.elapsed = float(meta.get("elapsed_s", 0.0))
-        self.wall_s = float(meta.get("wall_s", self.elapsed))
-        self.restarts = int(meta.get("restarts", 0))
-        self.reseed()
-        self.counts = np.array(arrays["code_counts"]).astype(np.int64)
-        self._steps = {}  # optimizer states were replaced: recompile
 
     # ---- losses and compiled steps -----------------------------------------------------
     def _rec_loss(self, recon: mx.array, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
@@ -274,19 +230,49 @@ class VQGANTrainer:
         self.restarts += n
         return n
 
+    # ---- the loop's hooks --------------------------------------------------------------
+    def batch(self) -> np.ndarray:
+        if self._batches is None:  # batch k is a function of (seed, k): resumes replay it
+            self._batches = batch_iterator(
+                self.data,
+                self.tc.batch_size,
+                seed=self.seed,
+                start_batch=self.step,
+                load=common.load_uint8,
+            )
+        return next(self._batches)
 
-def save_grid(path: Path, originals: np.ndarray, recons: np.ndarray) -> None:
-    """A PNG with each original above its reconstruction, images side by side."""
-    from PIL import Image
+    def update(self, images: np.ndarray) -> dict[str, float]:
+        """A step on random crops of the images; counts code usage, restarts dead codes."""
+        rng = np.random.default_rng([self.seed, 0, self.step])
+        crops = random_crops(images, self.tc.crop_size, self.cfg.vqgan.pad_rows, rng)
+        values, indices, z = self.train_step(mx.array(to_float(crops)))
+        self.counts += np.bincount(indices.reshape(-1), minlength=len(self.counts))
+        self.maybe_restart_codes(z)
+        return values
 
-    rows = [np.concatenate(list(originals), axis=1), np.concatenate(list(recons), axis=1)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    def status(self) -> dict[str, str]:
+        return {"use": f"{self.window_usage[0]:.2f}"}
 
+    def after_step(self) -> None:
+        if self.step % self.tc.sample_every == 0:
+            path = self.out_dir / "samples" / f"step_{self.step:06d}.png"
+            common.save_reconstructions(path, self.model, self.eval_images)
 
-def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    def evaluate(self) -> dict[str, Any]:
+        usage, ppl = self.window_usage
+        return {
+            **evaluate_vqgan(self.model, self.eval_images),
+            "train_usage": usage,
+            "train_perplexity": ppl,
+            "split": self.eval_split,
+        }
+
+    def close(self) -> None:
+        if self._batches is not None:
+            self._batches.close()
+        if self.data is not None and self.data.problems:
+            log.warning("training data: %s", self.data.summary())
 
 
 def train_vqgan(
@@ -311,114 +297,21 @@ def train_vqgan(
     """
     out_dir = Path(out_dir)
     ckpt = out_dir / CHECKPOINT
-    common.TimeBudget.check(max_minutes)  # before any work
-    if resume:
-        meta = common.read_checkpoint_meta(ckpt)
-        cfg = Config.from_dict(meta["config"])
-        seed = int(meta["seed"])
-    elif (ckpt / "meta.json").exists():
-        raise PixelsceneError(f"{ckpt} exists: pass --resume to continue it, or another --out")
-    if cfg is None:
-        raise PixelsceneError("a config is needed to start a new run")
+    cfg, seed = common.run_config(ckpt, cfg, seed, resume=resume, max_minutes=max_minutes)
     if steps is not None:
         cfg.train_vqgan.steps = steps
     tc = cfg.train_vqgan
 
     common.prepare_out_dir(out_dir)
-    trainer = VQGANTrainer(cfg, out_dir, seed=seed)
-    if resume:
-        trainer.load()
-    trainer.budget = common.TimeBudget(max_minutes, trainer.wall_s)
     dataset = ImageDataset(data_dir)
     eval_set = ImageDataset(eval_dir) if eval_dir else dataset
     if not eval_dir:
         log.warning("no --eval-data: evaluating on training images")
-    eval_images = readable_images(eval_set, tc.eval_images)
-
-    batches = batch_iterator(
-        dataset, tc.batch_size, seed=seed, start_batch=trainer.step, load=_load_uint8
-    )
+    eval_images = common.readable_images(eval_set, tc.eval_images)
+    split = "eval" if eval_dir else "train"
+    trainer = VQGANTrainer(cfg, out_dir, seed, dataset, eval_images, split)
+    trainer.start(resume, max_minutes)
     if trainer.step == 0:
-        first = next(batch_iterator(dataset, tc.batch_size, seed=seed + 1, load=_load_uint8))
+        first = next(batch_iterator(dataset, tc.batch_size, seed=seed + 1, load=common.load_uint8))
         trainer.init_codebook(first)
-
-    def evaluate() -> dict[str, Any]:
-        result = evaluate_vqgan(trainer.model, eval_images)
-        usage, ppl = trainer.window_usage
-        row = {
-            "step": trainer.step,
-            **result,
-            "train_usage": usage,
-            "train_perplexity": ppl,
-            "elapsed_s": round(trainer.elapsed, 1),
-            "split": "eval" if eval_dir else "train",
-        }
-        _append_jsonl(out_dir / "eval.jsonl", row)
-        log.info("step %d eval: %s", trainer.step, json.dumps(row))
-        return row
-
-    def sample() -> None:
-        originals = np.stack(eval_images[:4])
-        recon = trainer.model.reconstruct(mx.array(to_float(originals)))
-        save_grid(
-            out_dir / "samples" / f"step_{trainer.step:06d}.png",
-            originals,
-            to_uint8(np.array(recon)),
-        )
-
-    throughput = common.Throughput()
-    bar = common.progress(
-        tc.steps, initial=trainer.step, desc="vqgan", disable=progress_bar is False
-    )
-    last_eval: dict[str, Any] | None = None
-    step_times: list[float] = []
-    interrupted = budget_reached = False
-    try:
-        with common.stop_on_signals() as stop:
-            while trainer.step < tc.steps:
-                if trainer.budget.reached():
-                    budget_reached = True
-                    break
-                images = next(batches)
-                t0 = time.perf_counter()
-                rng = np.random.default_rng([seed, 0, trainer.step])
-                crops = random_crops(images, tc.crop_size, cfg.vqgan.pad_rows, rng)
-                values, indices, z = trainer.train_step(mx.array(to_float(crops)))
-                trainer.counts += np.bincount(indices.reshape(-1), minlength=len(trainer.counts))
-                trainer.maybe_restart_codes(z)
-                dt = time.perf_counter() - t0
-                trainer.elapsed += dt
-                step_times.append(dt)
-                rate = throughput.add(tc.batch_size)
-                bar.update(1)
-                if trainer.step % tc.log_every == 0 or trainer.step == 1:
-                    usage = trainer.window_usage[0]
-                    bar.set_postfix(
-                        {
-                            **common.format_losses(values),
-                            "use": f"{usage:.2f}",
-                            "img/s": f"{rate:.1f}",
-                        }
-                    )
-                    _append_jsonl(
-                        out_dir / "train.jsonl", {"step": trainer.step, **values, "img_per_s": rate}
-                    )
-                if trainer.step % tc.sample_every == 0:
-                    sample()
-                if trainer.step % tc.eval_every == 0:
-                    last_eval = evaluate()
-                if trainer.step % tc.checkpoint_every == 0:
-                    trainer.save()
-                if stop or trainer.step == stop_after:
-                    interrupted = True
-                    break
-            if not interrupted and (last_eval is None or last_eval["step"] != trainer.step):
-                last_eval = evaluate()
-            trainer.save()
-    finally:
-        bar.close()
-        batches.close()
-    if dataset.problems:
-        log.warning("training data: %s", dataset.summary())
-    sec = float(np.median(step_times)) if step_times else float("nan")
-    return TrainResult(trainer.step, interrupted, sec, last_eval, budget_reached)
+    return loop.run(trainer, tc, progress_bar=progress_bar, stop_after=stop_after)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import mlx.core as mx
 import mlx.nn as nn
 
-from pixelscene.config import TransformerConfig
+from pixelscene.config import Config, TransformerConfig
 from pixelscene.transformer.cache import KVCache
 from pixelscene.transformer.text_encoder import (
     MLP,
@@ -203,3 +203,15 @@ class ImageTransformer(nn.Module):
 
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.blocks]
+
+
+def build_transformer(cfg: Config) -> ImageTransformer:
+    """An ImageTransformer shaped by a model's config: the image tokenizer's codebook and
+    grid, and the conditioning width of its text encoder."""
+    text_dim = None
+    if cfg.transformer.text_encoder == "minilm":
+        from pixelscene.transformer.minilm import MINILM_DIM
+
+        text_dim = MINILM_DIM
+    rows, cols = cfg.vqgan.grid_size
+    return ImageTransformer(cfg.transformer, cfg.vqgan.codebook_size, rows * cols, text_dim)

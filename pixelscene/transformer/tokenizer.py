@@ -82,13 +82,17 @@ class Tokenizer:
         atomic_write_bytes(path, json.dumps(self.to_dict(), indent=1).encode("utf-8"))
 
     @classmethod
+    def from_dict(cls, data: dict) -> Tokenizer:
+        """The inverse of `to_dict`; ValueError, KeyError or TypeError if it is not one."""
+        if data.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unknown format {data.get('format')!r}")
+        return cls(data["words"], data["vocab_size"], data["max_length"], data["num_buckets"])
+
+    @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != FORMAT_VERSION:
-                raise ValueError(f"unknown format {data.get('format')!r}")
-            return cls(data["words"], data["vocab_size"], data["max_length"], data["num_buckets"])
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except OSError as e:
             raise ModelLoadError(f"cannot read tokenizer {path}: {e.strerror}") from None
         except (ValueError, KeyError, TypeError) as e:

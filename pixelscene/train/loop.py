@@ -1,0 +1,254 @@
+"""The one training loop, and the shape of a trainer that it runs.
+
+A trainer (a `Trainer` subclass) owns its model, optimizers and data, and supplies:
+
+    batch()          the current step's data, a function of (seed, step) so a resumed run
+                     replays what the uninterrupted one would have seen
+    update(batch)    one optimisation step (it advances `step`); returns the values to log
+    evaluate()       metrics for the eval log, or None
+    export()         the usable model files, written at every checkpoint and at the end
+    state(), arrays(), restore()
+                     what its checkpoint holds besides the common fields (train.common)
+
+`run` owns the rest: the step loop, the time budget, Ctrl-C/SIGTERM, the progress bar, the
+train and eval logs (JSON lines in the output folder), periodic evaluation and checkpoints,
+and the `TrainResult` every trainer returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+
+from pixelscene.train import common
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class TrainResult:
+    step: int
+    interrupted: bool  # stopped by a signal or `stop_after` (checkpoint saved, resumable)
+    seconds_per_step: float  # median over this session's steps
+    last_eval: dict[str, Any] | None
+    budget_reached: bool = False  # stopped by --max-minutes (evaluated, exported, resumable)
+    last_train: dict[str, float] | None = None  # the values logged for the last step
+
+
+class Trainer:
+    """Common state of a run (step, seed, time spent), its checkpoint and its hooks."""
+
+    desc = "train"  # the progress bar's label
+    unit = "img"  # what `items_per_step` counts: "img/s" on the bar, "img_per_s" in the log
+    items_per_step = 1
+    checkpoint: str | None = CHECKPOINT  # folder in out_dir; None: no checkpoints, no resume
+    train_log = "train.jsonl"
+    eval_log = "eval.jsonl"
+    eval_at_start = False  # evaluate before the first step of a new run (a baseline)
+
+    def __init__(self, out_dir: str | Path, seed: int = 0):
+        self.out_dir = Path(out_dir)
+        self.seed = seed
+        self.step = 0
+        self.elapsed = 0.0  # seconds in training steps
+        self.wall_s = 0.0  # wall time of earlier sessions of this run, evaluations included
+        self.budget = common.TimeBudget()  # this session's, counting on from wall_s
+        self.resumed = False
+        self.modules: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, optim.Optimizer] = {}
+
+    # ---- what each trainer supplies -----------------------------------------------------
+    def batch(self) -> Any:
+        return None
+
+    def update(self, batch: Any) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, Any] | None:
+        return None
+
+    def export(self) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able trainer state for meta.json, besides step, seed and times."""
+        return {}
+
+    def arrays(self) -> dict[str, mx.array]:
+        return {}
+
+    def restore(self, meta: dict[str, Any], arrays: dict[str, mx.array]) -> None:
+        """Take back `state()` and `arrays()` from a loaded checkpoint."""
+
+    def after_step(self) -> None:
+        """After the step is logged, before it is evaluated (sample grids, ...)."""
+
+    def status(self) -> dict[str, str]:
+        """Extra progress-bar fields."""
+        return {}
+
+    def close(self) -> None:
+        """At the end of the session, whatever way it ends."""
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def reseed(self) -> None:
+        """MLX's random state cannot be restored, so it restarts from (seed, step) at every
+        checkpoint, in a straight run and in a resumed one alike."""
+        mx.random.seed(int(np.random.default_rng([self.seed, 3, self.step]).integers(2**31)))
+
+    def save(self) -> None:
+        """Checkpoint (weights in float32, optimizer states, counters) and export."""
+        if self.checkpoint is not None:
+            meta = {
+                "step": self.step,
+                "seed": self.seed,
+                "elapsed_s": self.elapsed,
+                "wall_s": self.budget.spent_s,
+                **self.state(),
+            }
+            common.save_checkpoint(
+                self.out_dir / self.checkpoint,
+                modules=self.modules,
+                optimizers=self.optimizers,
+                meta=meta,
+                arrays=self.arrays(),
+            )
+        self.reseed()
+        self.export()
+
+    def load(self) -> None:
+        meta, arrays = common.load_checkpoint(
+            self.out_dir / self.checkpoint, modules=self.modules, optimizers=self.optimizers
+        )
+        self.step = int(meta["step"])
+        self.seed = int(meta.get("seed", self.seed))
+        self.elapsed = float(meta.get("elapsed_s", 0.0))
+        self.wall_s = float(meta.get("wall_s", self.elapsed))
+        self.resumed = True
+        self.restore(meta, arrays)
+        self.reseed()
+
+    def start(self, resume: bool, max_minutes: float | None) -> None:
+        """Load the checkpoint when resuming; the time budget counts on from its wall time."""
+        if resume:
+            self.load()
+        self.budget = common.TimeBudget(max_minutes, self.wall_s)
+
+
+@dataclass
+class Plan:
+    """When a run logs, evaluates and checkpoints; a trainer's config section (train_vqgan,
+    ...) serves as one, having these fields."""
+
+    steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int | None = None  # None: never (a trainer without checkpoints)
+
+
+def run(
+    trainer: Trainer,
+    plan: Plan | Any,
+    *,
+    progress_bar: bool | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train until `plan.steps` (or the time budget, a signal, `stop_after`), then evaluate
+    and save.
+
+    Every `log_every` steps (and the first) the step's values go to the train log and the
+    bar; every `eval_every` an evaluation goes to the eval log; every `checkpoint_every` a
+    checkpoint is saved. A signal or `stop_after` saves and returns `interrupted`; a spent
+    budget ends the run as reaching `steps` does, evaluated and saved (`budget_reached`).
+    `progress_bar` None shows the bar on a terminal only; False never.
+    """
+    _start_logs(trainer)
+    last_eval: dict[str, Any] | None = None
+
+    def evaluate() -> dict[str, Any] | None:
+        metrics = trainer.evaluate()
+        if metrics is None:
+            return None
+        row = {"step": trainer.step, **metrics, "elapsed_s": round(trainer.elapsed, 1)}
+        common.append_jsonl(trainer.out_dir / trainer.eval_log, row)
+        log.info("step %d eval: %s", trainer.step, json.dumps(row))
+        return row
+
+    if trainer.eval_at_start and trainer.step == 0:
+        last_eval = evaluate()
+    throughput = common.Throughput()
+    bar = common.progress(
+        plan.steps, initial=trainer.step, desc=trainer.desc, disable=progress_bar is False
+    )
+    last_train: dict[str, float] | None = None
+    step_times: list[float] = []
+    saved_at: int | None = None
+    interrupted = budget_reached = False
+    try:
+        with common.stop_on_signals() as stop:
+            while trainer.step < plan.steps:
+                if trainer.budget.reached():
+                    budget_reached = True
+                    break
+                batch = trainer.batch()
+                t0 = time.perf_counter()
+                last_train = trainer.update(batch)
+                dt = time.perf_counter() - t0
+                trainer.elapsed += dt
+                step_times.append(dt)
+                rate = throughput.add(trainer.items_per_step)
+                bar.update(1)
+                step = trainer.step
+                if step % plan.log_every == 0 or step == 1:
+                    bar.set_postfix(
+                        {
+                            **common.format_losses(last_train),
+                            **trainer.status(),
+                            f"{trainer.unit}/s": f"{rate:.1f}",
+                        }
+                    )
+                    common.append_jsonl(
+                        trainer.out_dir / trainer.train_log,
+                        {"step": step, **last_train, f"{trainer.unit}_per_s": rate},
+                    )
+                trainer.after_step()
+                if step % plan.eval_every == 0:
+                    last_eval = evaluate()
+                if plan.checkpoint_every and step % plan.checkpoint_every == 0:
+                    trainer.save()
+                    saved_at = step
+                if stop or step == stop_after:
+                    interrupted = True
+                    break
+            if not interrupted and (last_eval is None or last_eval["step"] != trainer.step):
+                last_eval = evaluate()
+                saved_at = None  # an evaluation may change what a checkpoint holds
+            if saved_at != trainer.step:
+                trainer.save()
+    finally:
+        bar.close()
+        trainer.close()
+    sec = float(np.median(step_times)) if step_times else float("nan")
+    return TrainResult(trainer.step, interrupted, sec, last_eval, budget_reached, last_train)
+
+
+def _start_logs(trainer: Trainer) -> None:
+    """A new run starts its logs afresh; a resumed one forgets the rows written after its
+    checkpoint (it redoes those steps)."""
+    for name in (trainer.train_log, trainer.eval_log):
+        path = trainer.out_dir / name
+        if trainer.resumed:
+            common.truncate_jsonl(path, trainer.step)
+        else:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,283 @@
+"""Train the attribute probe (`pixelscene.eval.probe`) on labelled synthetic scenes.
+
+A trainer of the common shape (`train.loop`) that cannot resume: it trains for whole epochs
+on pooled images in memory, with flips, colour jitter, noise and a VQGAN-like blur, then
+measures the probe as shipped (weights rounded to float16) on held-out scenes and writes the
+probe folder with those figures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+
+from pixelscene.data.attribute_data import IMAGE_HW, POOL, load_attribute_data
+from pixelscene.eval.probe import DEFAULT_CHANNELS, AttributeProbe, accuracy, save_probe
+from pixelscene.model_io import round_to_float16
+from pixelscene.train import common, loop
+from pixelscene.train.loop import TrainResult
+
+Labelled = tuple[np.ndarray, dict[str, np.ndarray]]  # pooled images, value index per attribute
+
+
+def vqgan_round_trip(model_dir: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
+    """A transform that passes images through a model's VQGAN (encode, decode)."""
+    from pixelscene.vqgan import load_vqgan
+
+    vqgan = load_vqgan(model_dir)
+
+    def transform(batch: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(batch), 16):
+            codes = vqgan.encode(mx.array(batch[start : start + 16]))
+            img = vqgan.decode(codes)
+            mx.eval(img)
+            out.append(np.array(img))
+        return np.concatenate(out)
+
+    return transform
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, degrade: float = 0.5) -> np.ndarray:
+    """Training augmentation for pooled float32 images (B, H, W, 3).
+
+    Random horizontal flips (attributes do not depend on left/right), colour jitter, mild
+    noise, and for a `degrade` fraction of images a blur like a VQGAN decoder's: average-pool
+    by 2 or 4 and upsample back (nearest or bilinear), since generated images are decoded
+    from a 13x20 code grid and look softer than the crisp renders.
+    """
+    B, H, W, C = x.shape
+    flip = rng.random(B) < 0.5
+    x[flip] = x[flip, :, ::-1]
+    kind = np.where(rng.random(B) < degrade, rng.integers(0, 4, size=B), -1)
+    for code in range(4):
+        idx = np.flatnonzero(kind == code)
+        k = 2 if code < 2 or H % 4 or W % 4 else 4
+        if len(idx) == 0 or H % k or W % k:
+            continue
+        small = x[idx].reshape(len(idx), H // k, k, W // k, k, C).mean(axis=(2, 4))
+        if code % 2:
+            x[idx] = _bilinear_up(small, k)
+        else:
+            x[idx] = small.repeat(k, axis=1).repeat(k, axis=2)
+    scale = rng.uniform(0.85, 1.15, size=(B, 1, 1, 1)).astype(np.float32)
+    shift = rng.uniform(-0.08, 0.08, size=(B, 1, 1, C)).astype(np.float32)
+    x = x * scale + shift
+    x += rng.normal(0.0, 0.03, size=x.shape).astype(np.float32)
+    return np.clip(x, -1.0, 1.0, out=x)
+
+
+def _bilinear_up(small: np.ndarray, k: int) -> np.ndarray:
+    """Upsample (B, h, w, C) by k with bilinear interpolation (pixel centres, edges clamped)."""
+    _, h, w, _ = small.shape
+
+    def axis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(n * k) + 0.5) / k - 0.5, 0, n - 1)
+        lo = np.floor(pos).astype(np.int64)
+        return lo, np.minimum(lo + 1, n - 1), (pos - lo).astype(np.float32)
+
+    r0, r1, fr = axis(h)
+    c0, c1, fc = axis(w)
+    fr, fc = fr[None, :, None, None], fc[None, None, :, None]
+    rows = small[:, r0] * (1 - fr) + small[:, r1] * fr
+    return rows[:, :, c0] * (1 - fc) + rows[:, :, c1] * fc
+
+
+class ProbeTrainer(loop.Trainer):
+    """A probe, its optimizer and compiled step, and the labelled scenes it learns and is
+    measured on. Batches come from one generator in order: the run cannot resume."""
+
+    desc = "probe"
+    checkpoint = None
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        train: Labelled,
+        held_out: Labelled,
+        *,
+        round_trip: Labelled | None = None,
+        info: dict[str, Any] | None = None,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+        seed: int,
+        channels: list[int] | None,
+        degrade: float,
+    ):
+        super().__init__(out_dir, seed)
+        self.started = time.perf_counter()
+        self.train, self.held_out, self.round_trip = train, held_out, round_trip
+        self.degrade = degrade
+        pooled, _ = train
+        n, H, W, _ = pooled.shape
+        mx.random.seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.probe = AttributeProbe(
+            channels=channels or DEFAULT_CHANNELS, input_size=(H, W), pool=IMAGE_HW[0] // H
+        )
+        mx.eval(self.probe.parameters())
+        self.batch_size = self.items_per_step = min(batch_size, n)
+        self.per_epoch = n // self.batch_size
+        self.steps = epochs * self.per_epoch
+        schedule = common.warmup_cosine(
+            learning_rate,
+            min(100, self.steps // 10),
+            self.steps,
+            final_frac=0.02,
+            start_lr=0.1 * learning_rate,
+        )
+        self.opt = optim.AdamW(learning_rate=schedule, weight_decay=1e-4)
+        self.modules, self.optimizers = {"probe": self.probe}, {"probe": self.opt}
+        self.names = list(self.probe.attribute_values)
+        self.order = np.arange(n)
+        self.info = dict(info or {})  # what probe.json records besides the architecture
+        self.measured = False
+        self._build()
+        self.probe.train()
+
+    def _build(self) -> None:
+        probe, optimizer, names = self.probe, self.opt, self.names
+
+        def loss_fn(model, x, ys):
+            logits = model(x)
+            return sum(
+                nn.losses.cross_entropy(logits[k], y, reduction="mean")
+                for k, y in zip(names, ys, strict=True)
+            )
+
+        self._state = state = [probe.state, optimizer.state, mx.random.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(x, ys):
+            loss, grads = nn.value_and_grad(probe, loss_fn)(probe, x, ys)
+            optimizer.update(probe, grads)
+            return loss
+
+        self._step = step
+
+    def batch(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        pooled, labels = self.train
+        b = self.step % self.per_epoch
+        if b == 0:  # a new epoch
+            self.order = self.rng.permutation(len(pooled))
+        idx = np.sort(self.order[b * self.batch_size : (b + 1) * self.batch_size])
+        x = augment(pooled[idx].astype(np.float32), self.rng, self.degrade)
+        return x, [labels[k][idx] for k in self.names]
+
+    def update(self, batch: tuple[np.ndarray, list[np.ndarray]]) -> dict[str, float]:
+        x, ys = batch
+        loss = self._step(mx.array(x), [mx.array(y) for y in ys])
+        mx.eval(self._state)
+        self.step += 1
+        return {"loss": float(loss)}
+
+    def evaluate(self) -> dict[str, Any]:
+        """Accuracy of the probe as shipped: weights rounded to float16 as save_probe writes
+        them. Only at the end of the run (it changes the weights)."""
+        train_s = time.perf_counter() - self.started
+        self.probe.eval()
+        round_to_float16(self.probe)
+        pooled, labels = self.train
+        self.info = {
+            "eval_accuracy": accuracy(self.probe, *self.held_out),
+            "train_accuracy": accuracy(
+                self.probe, pooled[:1000], {k: v[:1000] for k, v in labels.items()}
+            ),
+            "train_images": int(len(pooled)),
+            "eval_images": int(len(self.held_out[0])),
+            **self.info,
+            "train_seconds": round(train_s, 1),
+        }
+        if self.round_trip is not None:
+            self.info["eval_accuracy_vqgan_round_trip"] = accuracy(self.probe, *self.round_trip)
+            self.info["eval_images_vqgan_round_trip"] = len(self.round_trip[0])
+        self.measured = True
+        return self.info
+
+    def export(self) -> None:
+        if self.measured:  # an interrupted run writes nothing: a probe without figures
+            save_probe(self.out_dir, self.probe, self.info)
+
+
+def train_and_save(
+    data_dir: str | os.PathLike,
+    eval_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    epochs: int = 8,
+    batch_size: int = 64,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    limit: int | None = None,
+    eval_limit: int | None = None,
+    vqgan_dir: str | os.PathLike | None = None,
+    round_trip_limit: int = 200,
+    train_on_round_trip: bool = False,
+    channels: list[int] | None = None,
+    pool: int = POOL,
+    degrade: float = 0.5,
+    cache_dir: str | os.PathLike | None = None,
+    progress_bar: bool | None = None,
+    max_minutes: float | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Load data, train, measure on held-out real images (and their VQGAN round trip), save.
+
+    With `vqgan_dir`, the first `round_trip_limit` held-out images are also passed through that
+    VQGAN and measured (how the probe does on images that look generated); with
+    `train_on_round_trip` the training images' reconstructions are added to the training set
+    (slow: a VQGAN round trip per image). The result's `last_eval` holds the figures written
+    into probe.json.
+    """
+    common.TimeBudget.check(max_minutes)
+    out_dir = common.prepare_out_dir(out_dir)
+    t0 = time.perf_counter()
+    train = load_attribute_data(data_dir, limit, pool=pool, cache_dir=cache_dir)
+    held_out = load_attribute_data(eval_dir, eval_limit, pool=pool, cache_dir=cache_dir)
+    round_trip = vqgan_round_trip(vqgan_dir) if vqgan_dir is not None else None
+    if round_trip is not None and train_on_round_trip:
+        recon = load_attribute_data(data_dir, limit, transform=round_trip, pool=pool)
+        train = (
+            np.concatenate([train[0], recon[0]]),
+            {k: np.concatenate([train[1][k], recon[1][k]]) for k in train[1]},
+        )
+    load_s = time.perf_counter() - t0
+    info: dict[str, Any] = {
+        "train_data": str(data_dir),
+        "eval_data": str(eval_dir),
+        "epochs": epochs,
+        "seed": seed,
+        "degrade": degrade,
+        "load_seconds": round(load_s, 1),
+    }
+    recon_eval = None
+    if round_trip is not None:
+        n = min(round_trip_limit, len(held_out[0]))
+        recon_eval = load_attribute_data(eval_dir, n, transform=round_trip, pool=pool)
+        info["vqgan_model"] = str(vqgan_dir)
+    trainer = ProbeTrainer(
+        out_dir,
+        train,
+        held_out,
+        round_trip=recon_eval,
+        info=info,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        channels=channels,
+        degrade=degrade,
+    )
+    trainer.start(False, max_minutes)
+    # measured once, at the end; no checkpoints
+    plan = loop.Plan(steps=trainer.steps, log_every=10, eval_every=trainer.steps)
+    return loop.run(trainer, plan, progress_bar=progress_bar, stop_after=stop_after)
