@@ -2,30 +2,19 @@
 
 A preset (configs/tiny.yaml) has the sections below; a model folder's config.json holds
 the same tree. Loading validates strictly: an unknown key, a wrong type or an image size
-the VQGAN cannot tile gives a ConfigError naming the key.
+the VQGAN cannot tile gives a ConfigError naming the key (reading files and checking types:
+`pixelscene.config_io`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pixelscene.errors import PixelsceneError
-
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-class ConfigError(PixelsceneError, ValueError):
-    """A configuration value is missing, unknown or invalid; the message names the key."""
+from pixelscene.config_io import ConfigError, build, find_config, located, read_config
 
 
 @dataclass
@@ -331,7 +320,7 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         """Build and validate a Config; unknown keys and wrong types raise ConfigError."""
-        return _build(cls, data, "").validate()
+        return build(cls, data).validate()
 
 
 def _positive(obj: Any, prefix: str, keys: list[str]) -> None:
@@ -340,110 +329,13 @@ def _positive(obj: Any, prefix: str, keys: list[str]) -> None:
             raise ConfigError(f"{prefix}.{key} must be > 0, got {getattr(obj, key)!r}")
 
 
-def _check_type(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {type(value).__name__} {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {type(value).__name__} {value!r}")
-        return value
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
-        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{key}: unsupported union type")
-    return value
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "config"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _check_type(value, hint, f"{prefix}{name}")
-    return cls(**kwargs)
-
-
 def load_config(path: str | Path) -> Config:
     """Load a YAML preset or a model folder's config.json (a name like 'tiny' means configs/tiny.yaml).
 
     Errors name the file and, where the value is found in it, the line."""
-    path = Path(path)
-    if not path.exists() and not path.suffix and (CONFIGS_DIR / f"{path}.yaml").exists():
-        path = CONFIGS_DIR / f"{path}.yaml"
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}, line {e.lineno}: not valid JSON: {e.msg}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    path = find_config(path)
+    text, data = read_config(path)
     try:
         return Config.from_dict(data or {})
     except ConfigError as e:
-        line = _line_of(text, str(e))
-        where = f"{path}, line {line}" if line else str(path)
-        raise ConfigError(f"{where}: {e}") from None
-
-
-_KEY_PATH = re.compile(r"^(?:unknown key )?([a-z_]+(?:\.[a-z_]+)*)(?:\[(\d+)\])?")
-
-
-def _line_of(text: str, message: str) -> int | None:
-    """The 1-based line of the key an error message starts with ("train_vqgan.steps must
-    ..."), found in the file's YAML (or JSON) node tree; None where it is not there."""
-    m = _KEY_PATH.match(message)
-    if not m:
-        return None
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in m.group(1).split("."):
-        if not isinstance(node, yaml.MappingNode):
-            break
-        match = next((kv for kv in node.value if kv[0].value == part), None)
-        if match is None:
-            break
-        line = match[0].start_mark.line + 1
-        node = match[1]
-    else:
-        if m.group(2) is not None and isinstance(node, yaml.SequenceNode):
-            i = int(m.group(2))
-            if i < len(node.value):
-                line = node.value[i].start_mark.line + 1
-    return line
+        raise located(e, path, text) from None
