@@ -13,3 +13,7 @@ class DataError(PixelsceneError):
 
 class ModelLoadError(PixelsceneError):
     """A model folder is missing, incomplete or does not match its config."""
+
+
+class OutputError(PixelsceneError):
+    """A palette spec or file, a scale, or a code-grid file is invalid; the message says where."""
