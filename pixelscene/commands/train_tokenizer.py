@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-weights", help="comma-separated sampling weights, one per --data (default: equal)"
     )
+    parser.add_argument(
+        "--init-from", help="start a new run from this model folder's weights (those that fit)"
+    )
     add_run_arguments(parser)
 
 
@@ -34,4 +37,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise PixelsceneError(f"--data-weights: not numbers: {args.data_weights}") from None
     cfg = None if args.resume else load_config(args.config)
-    return report(train_tokenizer(cfg, args.data, args.out, data_weights=weights, **options))
+    result = train_tokenizer(
+        cfg, args.data, args.out, data_weights=weights, init_from=args.init_from, **options
+    )
+    return report(result)

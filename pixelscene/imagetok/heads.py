@@ -84,16 +84,19 @@ class PaletteHead(nn.Module):
     """Each pixel chooses one entry of its image's palette: logits are the dot products of
     the pixel's features with an embedding of each entry's colour (empty slots masked)."""
 
-    def __init__(self, features: int):
+    def __init__(self, features: int, size: int):
         super().__init__()
         self.embed_in = nn.Linear(3, features)
         self.embed_out = nn.Linear(features, features)
+        # Each slot's own vector: entries are ordered by luminance, so a code can name
+        # "entry k" outright instead of a colour that neighbouring shades could also match.
+        self.slot = mx.zeros((size, features))
 
     def entries(self, palette: mx.array) -> tuple[mx.array, mx.array]:
         """(B, P, 3) int levels, -1 empty -> (embeddings (B, P, F), valid (B, P))."""
         valid = palette[..., 0] >= 0
         x = palette.astype(mx.float32) * (2.0 / 63.0) - 1.0
-        return self.embed_out(nn.silu(self.embed_in(x))), valid
+        return self.embed_out(nn.silu(self.embed_in(x))) + self.slot, valid
 
     def __call__(self, f: mx.array, palette: mx.array) -> mx.array:
         """(B, H, W, F) features, (B, P, 3) palette -> (B, H, W, P) logits."""

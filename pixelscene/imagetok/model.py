@@ -71,7 +71,7 @@ class TokenDecoder(nn.Module):
             # the grid hears the palette too: a mean of its entries' embeddings
             self.palette_in = nn.Linear(3, cfg.dim)
             self.palette_out = nn.Linear(cfg.dim, cfg.dim)
-            self.head = PaletteHead(f)
+            self.head = PaletteHead(f, cfg.palette_size)
         elif cfg.head == "mixture":
             self.head = MixtureHead(f, cfg.color_levels, cfg.mixture_components)
         else:

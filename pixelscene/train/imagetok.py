@@ -92,6 +92,26 @@ class CropPool:
         return np.stack(out), np.stack(palettes), np.stack(indices)
 
 
+def load_matching(path: Path, model: nn.Module) -> None:
+    """Start a new run from a model folder's weights: every parameter of the same name and
+    shape is loaded; parameters the folder lacks (a newer architecture's) keep their
+    initial values, and the run says which."""
+    from mlx.utils import tree_flatten
+
+    if not path.is_file():
+        raise PixelsceneError(f"--init-from: no {path.name} in {path.parent}")
+    stored = mx.load(str(path))
+    own = dict(tree_flatten(model.parameters()))
+    same = [
+        (k, stored[k].astype(v.dtype))
+        for k, v in own.items()
+        if k in stored and stored[k].shape == v.shape
+    ]
+    fresh = sorted(set(own) - {k for k, _ in same})
+    model.load_weights(same, strict=False)
+    log.info("initialised from %s (%d tensors; new: %s)", path.parent, len(same), fresh or "none")
+
+
 class TokenizerTrainer(loop.Trainer):
     """Owns the model, optimizer and compiled step of one training run."""
 
@@ -105,6 +125,7 @@ class TokenizerTrainer(loop.Trainer):
         seed: int = 0,
         pool: CropPool | None = None,
         eval_images: list[np.ndarray] | None = None,
+        init_from: str | Path | None = None,
     ):
         super().__init__(out_dir, seed)
         self.cfg = cfg
@@ -114,6 +135,8 @@ class TokenizerTrainer(loop.Trainer):
         self.eval_images = eval_images or []
         mx.random.seed(seed)
         self.model = ImageTokenizer(cfg.tokenizer)
+        if init_from is not None:
+            load_matching(Path(init_from) / WEIGHTS, self.model)
         mx.eval(self.model.parameters())
         schedule = common.warmup_cosine(self.tc.learning_rate, self.tc.warmup_steps, self.tc.steps)
         self.opt = optim.AdamW(
@@ -217,9 +240,13 @@ def train_tokenizer(
     progress_bar: bool | None = None,
     stop_after: int | None = None,
     max_minutes: float | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train (or resume) the categorical tokenizer into out_dir; see `pixelscene train
-    tokenizer --help`. Resuming takes the config from the checkpoint; `steps` may extend it."""
+    tokenizer --help`. Resuming takes the config from the checkpoint; `steps` may extend it.
+    `init_from` starts a new run from a model folder's weights (those that still fit)."""
+    if resume and init_from is not None:
+        raise PixelsceneError("--resume continues a run; --init-from starts one: use one of them")
     out_dir = Path(out_dir)
     ckpt = out_dir / CHECKPOINT
     cfg, seed = common.run_config(ckpt, cfg, seed, resume=resume, max_minutes=max_minutes)
@@ -233,7 +260,7 @@ def train_tokenizer(
         )
 
     common.prepare_out_dir(out_dir)
-    trainer = TokenizerTrainer(cfg, out_dir, seed=seed)
+    trainer = TokenizerTrainer(cfg, out_dir, seed=seed, init_from=init_from)
     trainer.start(resume, max_minutes)
     trainer.pool = CropPool(
         list(data_dirs),
