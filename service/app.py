@@ -66,6 +66,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(bp, url_prefix="/v1")
     app.register_blueprint(openapi_bp)
     app.before_request(check_api_key)
-    if not settings.api_keys:
+    if not settings.keys_configured:
         log.warning("no API keys configured: accepting requests from localhost only")
     return app

@@ -1,18 +1,52 @@
-"""API keys: `Authorization: Bearer <key>` checked before every request but the public ones."""
+"""Who is calling: API keys (`Authorization: Bearer <key>`), their roles, and rate limits.
+
+A key has a role: `generate` (queue generations; read, download and cancel the jobs it
+created) or `admin` (everything, every key's jobs included). `before_request` identifies
+the caller once (`check_api_key`); views that need more than `generate` say so with
+`@requires("admin")`. Without configured keys the API serves localhost only and treats the
+local caller as admin, with no rate limit.
+
+Keys live in the settings as SHA-256 hashes (`service.settings`); a caller's id, the owner
+of the jobs it creates, is the first 16 hex digits of its key's hash, never the key.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from flask import request
+from flask import g, request
 
-from service import errors
+from service import errors, ratelimit
 from service.state import state
 
 # Paths open without a key: load balancers and docs readers carry none.
 PUBLIC_PATHS = ("/v1/health", "/openapi.json")
+ROLES = ("generate", "admin")  # each may do what those before it may
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Caller:
+    id: str  # 16 hex digits of the key's SHA-256, or "local" without keys
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def may(self, role: str) -> bool:
+        """Whether this caller has `role` or one above it."""
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+LOCAL = Caller("local", "admin")
 
 
 def is_loopback(address: str | None) -> bool:
@@ -24,55 +58,111 @@ def is_loopback(address: str | None) -> bool:
         return address == "localhost"
 
 
-def check_api_key() -> None:
-    """`Authorization: Bearer <key>` against the configured keys, in constant time.
-
-    With no keys configured only loopback clients are served.
-    """
-    if request.path in PUBLIC_PATHS:
-        return
-    keys = state().settings.api_keys
-    if not keys:
-        if not is_loopback(request.remote_addr):
-            raise errors.ApiError(
-                401, "unauthorized",
-                "this server has no API keys configured and serves localhost only",
-            )  # fmt: skip
-        return
-    if not key_matches(keys):
-        raise errors.ApiError(
-            401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
-
-
 def bearer_token() -> str:
     """The token of `Authorization: Bearer <token>` ("" if none); the scheme in any case."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def key_matches(keys: list[str]) -> bool:
-    """Whether the request's bearer token is one of `keys` (constant time in which matched)."""
-    supplied = bearer_token().encode()
-    matched = False
-    for key in keys:  # no early exit: the time taken does not depend on which key matched
-        matched |= hmac.compare_digest(supplied, key.encode())
-    return matched
+def identify() -> Caller | None:
+    """The caller of this request, or None (no key, a wrong key, or not localhost without
+    keys). Compares the token's hash with every configured one, in constant time in which
+    matched."""
+    settings = state().settings
+    if not settings.keys_configured:
+        return LOCAL if is_loopback(request.remote_addr) else None
+    token = bearer_token()
+    if not token:
+        return None
+    digest = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    admin = generate = False
+    for key in settings.admin_keys:  # no early exit in either loop
+        admin |= hmac.compare_digest(digest, key)
+    for key in settings.api_keys:
+        generate |= hmac.compare_digest(digest, key)
+    if not (admin or generate):
+        return None
+    return Caller(digest[7:23], "admin" if admin else "generate")
 
 
-def is_trusted() -> bool:
-    """Whether this request would pass `check_api_key` on a protected path (for public paths
-    that show more to callers with a key)."""
-    keys = state().settings.api_keys
-    return key_matches(keys) if keys else is_loopback(request.remote_addr)
+def check_api_key() -> None:
+    """Identify the caller (`current_caller`); 401 without a valid key except on public
+    paths, 429 when the key's token bucket is empty."""
+    caller = g.caller = identify()
+    if request.path in PUBLIC_PATHS:
+        return
+    if caller is None:
+        if not state().settings.keys_configured:
+            raise errors.ApiError(
+                401, "unauthorized",
+                "this server has no API keys configured and serves localhost only",
+            )  # fmt: skip
+        raise errors.ApiError(
+            401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    if caller is not LOCAL:
+        _take_token(caller)
+
+
+def _take_token(caller: Caller) -> None:
+    st = state()
+    limit = st.settings.rate_limit(caller.role)
+    if limit is None:
+        return
+    wait = ratelimit.take(st.redis, st.keys.rate(caller.id), limit)
+    if wait > 0:
+        raise errors.ApiError(
+            429, "rate_limited",
+            f"too many requests for this key (the {caller.role} role may make {limit.rate:g} "
+            f"a second, {limit.burst} at once); retry after Retry-After seconds",
+            details={"role": caller.role, "rate_per_second": limit.rate, "burst": limit.burst},
+            headers={"Retry-After": ratelimit.retry_after(wait)},
+        )  # fmt: skip
+
+
+def current_caller() -> Caller | None:
+    """The caller `check_api_key` found (None on a public path without a valid key)."""
+    return g.get("caller")
+
+
+def authenticated() -> Caller:
+    """The caller of a request `check_api_key` let through (so not on a public path)."""
+    caller = current_caller()
+    if caller is None:
+        raise RuntimeError("no caller: a public path, or a request check_api_key did not see")
+    return caller
+
+
+def requires(role: str) -> Callable[[F], F]:
+    """A view decorator: 403, naming the role, for callers without `role`."""
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            caller = current_caller()
+            if caller is None or not caller.may(role):
+                raise errors.ApiError(
+                    403, "forbidden", f"this needs an API key with the {role} role",
+                    details={"required_role": role},
+                )  # fmt: skip
+            return view(*args, **kwargs)
+
+        wrapped.required_role = role  # type: ignore[attr-defined]
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
+
+
+def can_see(rec: dict[str, Any]) -> bool:
+    """Whether the caller may see a job record: its owner, or an admin."""
+    caller = current_caller()
+    return caller is not None and (caller.is_admin or rec.get("owner") == caller.id)
 
 
 def client_scope() -> str:
-    """Who is calling, for scoping idempotency keys: a hash of the API key, or 'local'.
+    """Who is calling, for scoping idempotency keys and owning jobs: the caller's id.
 
     The key alone, never the header's spelling: `bearer k` and `Bearer  k` are one client.
     """
-    if not state().settings.api_keys:
-        return "local"
-    return hashlib.sha256(bearer_token().encode()).hexdigest()[:16]
+    return authenticated().id

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from service.api.jobs import LIST_PARAMETERS
+from service.auth import PUBLIC_PATHS
 from service.state import state
+from workers.jobstore.views import WEBHOOK_STATUSES
 
 bp = Blueprint("openapi", __name__)
 
@@ -72,6 +75,15 @@ JOB = {
             "description": "images [{index, seed, url, codes_url}], model, model_version, "
             "timings, peak_memory_bytes",
         },
+        "webhook": {
+            "type": "object",
+            "nullable": True,
+            "description": "null without a webhook; else whether it was sent",
+            "properties": {
+                "status": {"type": "string", "enum": list(WEBHOOK_STATUSES)},
+                "detail": {"type": "string", "nullable": True},
+            },
+        },
         "links": {"type": "object"},
     },
 }
@@ -109,11 +121,10 @@ def _submit(summary: str, schema: str) -> dict[str, Any]:
         "responses": {
             "202": _json("Accepted", "queued (or the earlier job for a reused Idempotency-Key)"),
             "400": _err("invalid fields, each named in details.fields"),
-            "401": _err("missing or wrong API key"),
             "413": _err("body too large"),
             "415": _err("body is not application/json"),
             "422": _err("Idempotency-Key reused with a different body"),
-            "429": _err("queue full; see Retry-After"),
+            "429": _err("queue full, or this key's rate limit; see Retry-After"),
             "503": _err("Redis unreachable"),
         },
     }
@@ -145,7 +156,10 @@ def build_document() -> dict[str, Any]:
             "get": {
                 "summary": "Job status and output",
                 "parameters": [JOB_ID],
-                "responses": {"200": _json("Job", "the job"), "404": _err("unknown job")},
+                "responses": {
+                    "200": _json("Job", "the job"),
+                    "404": _err("unknown job, or another key's"),
+                },
             },
             "delete": {
                 "summary": "Cancel a job",
@@ -153,7 +167,7 @@ def build_document() -> dict[str, Any]:
                 "responses": {
                     "200": _json("Job", "canceled"),
                     "202": _json("Job", "running: stops at its next step"),
-                    "404": _err("unknown job"),
+                    "404": _err("unknown job, or another key's"),
                     "409": _err("already finished"),
                 },
             },
@@ -192,6 +206,7 @@ def build_document() -> dict[str, Any]:
             }
         },
     }
+    _add_auth_responses(paths)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -204,8 +219,38 @@ def build_document() -> dict[str, Any]:
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "security": [{"bearer": []}] if st.settings.api_keys else [],
+        "security": [{"bearer": []}] if st.settings.keys_configured else [],
     }
+
+
+def _required_roles() -> dict[tuple[str, str], str]:
+    """(OpenAPI path, method) -> the role its view requires (`@requires`), from the app."""
+    roles = {}
+    for rule in current_app.url_map.iter_rules():
+        role = getattr(current_app.view_functions[rule.endpoint], "required_role", None)
+        if role:
+            path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+            for method in rule.methods or ():
+                roles[(path, method.lower())] = role
+    return roles
+
+
+def _add_auth_responses(paths: dict[str, Any]) -> None:
+    """401 and the per-key 429 on every operation that takes a key; 403 where a view
+    requires a role above generate."""
+    roles = _required_roles()
+    for path, operations in paths.items():
+        if path in PUBLIC_PATHS:
+            continue
+        for method, op in operations.items():
+            responses = op["responses"]
+            responses.setdefault("401", _err("missing or wrong API key"))
+            role = roles.get((path, method))
+            if role:
+                op["description"] = f"Needs a key with the {role} role."
+                responses["403"] = _err(f"the key lacks the {role} role (details.required_role)")
+            responses.setdefault("429", _err("this key's rate limit (by role); see Retry-After"))
+            op["responses"] = dict(sorted(responses.items()))
 
 
 @bp.get("/openapi.json")

@@ -1,19 +1,41 @@
-"""The API's settings: the shared `JobSettings`, plus its keys and limits.
+"""The API's settings: the shared `JobSettings`, plus its keys, roles and limits.
 
 Defaults, then `PIXELSCENE_*` environment variables, then overrides (see
 `workers.jobstore.settings`, which also holds what the workers read).
+
+Keys come in two roles (`service.auth`): `PIXELSCENE_API_KEYS` are generate keys (queue
+generations, read and cancel their own jobs) and `PIXELSCENE_ADMIN_KEYS` admin keys (also
+trainings, worker details and every key's jobs). An entry is a key or `sha256:<hex>`, the
+SHA-256 of one, so an environment file need not hold keys at all; after loading, both lists
+hold only `sha256:<hex>` entries, whatever was given.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 
-from workers.jobstore.settings import JobSettings, require_positive
+from service.ratelimit import Limit, parse_limit
+from workers.jobstore.settings import ENV_PREFIX, JobSettings, SettingsError, require_positive
+
+HASH_PREFIX = "sha256:"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def key_hash(key: str) -> str:
+    """`sha256:<hex>` of an API key, as settings hold it."""
+    return HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass
 class ServiceSettings(JobSettings):
-    api_keys: list[str] = field(default_factory=list)
+    api_keys: list[str] = field(default_factory=list)  # generate role
+    admin_keys: list[str] = field(default_factory=list)
+    # Token buckets per key, by role (`service.ratelimit`): "10/s burst 20", "600/min", "off".
+    # Without keys (localhost only) nothing is limited.
+    rate_limit_generate: str = "20/s burst 100"
+    rate_limit_admin: str = "off"
     max_queue: int = 200  # queued generate jobs above which POST answers 429
     max_content_length: int = 64 * 1024
     idempotency_ttl: int = 86400
@@ -21,3 +43,45 @@ class ServiceSettings(JobSettings):
     def validate(self) -> None:
         super().validate()
         require_positive(self, "max_queue")
+        self.api_keys = _hashed(self.api_keys, "API_KEYS")
+        self.admin_keys = _hashed(self.admin_keys, "ADMIN_KEYS")
+        for role in ("generate", "admin"):
+            self.rate_limit(role)
+
+    @property
+    def keys_configured(self) -> bool:
+        """Whether callers need a key (else the API serves localhost only)."""
+        return bool(self.api_keys or self.admin_keys)
+
+    def rate_limit(self, role: str) -> Limit | None:
+        """The token bucket each key of `role` gets (None: unlimited)."""
+        name = f"rate_limit_{role}"
+        try:
+            return parse_limit(getattr(self, name))
+        except ValueError as e:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {e}") from None
+
+    def __repr__(self) -> str:
+        # The key lists hold hashes only, yet a settings dump in a log needs neither them nor
+        # the webhook secret.
+        hidden = ("api_keys", "admin_keys", "webhook_secret")
+        shown = [f"{k}={v!r}" for k, v in vars(self).items() if k not in hidden]
+        counts = f"api_keys=<{len(self.api_keys)}>, admin_keys=<{len(self.admin_keys)}>"
+        return f"ServiceSettings({counts}, {', '.join(shown)})"
+
+
+def _hashed(entries: list[str], name: str) -> list[str]:
+    """Each key as `sha256:<hex>`; an entry already in that form is checked, never echoed."""
+    out = []
+    for i, entry in enumerate(entries, 1):
+        if entry.startswith(HASH_PREFIX):
+            digest = entry[len(HASH_PREFIX) :].lower()
+            if not _HEX64.match(digest):
+                raise SettingsError(
+                    f"{ENV_PREFIX}{name}: entry {i} starts with {HASH_PREFIX} but is not "
+                    "followed by 64 hex digits (the SHA-256 of a key)"
+                )
+            out.append(HASH_PREFIX + digest)
+        elif entry:
+            out.append(key_hash(entry))
+    return out

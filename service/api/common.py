@@ -8,6 +8,7 @@ from typing import Any
 from flask import request
 from rq import Worker
 
+from service.auth import can_see
 from service.errors import ApiError
 from service.state import state
 from workers.jobstore.records import get_job, valid_job_id
@@ -29,9 +30,10 @@ def json_body() -> Any:
 
 
 def load_job(job_id: str) -> dict[str, Any]:
-    """The job record, or 404 (also for ids that are not job ids at all)."""
+    """The job record, or 404: also for ids that are not job ids at all, and for another
+    key's job (a 403 would tell the caller that the job exists)."""
     rec = get_job(state().redis, state().keys, job_id) if valid_job_id(job_id) else None
-    if rec is None:
+    if rec is None or not can_see(rec):
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
     return rec
 

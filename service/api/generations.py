@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from service.api.common import eta_seconds, json_body, queue_figures, retry_after
-from service.auth import client_scope
+from service.auth import client_scope, requires
 from service.errors import ApiError
 from service.schemas import SEED_LIMIT, ValidationError, validate
 from service.state import state
@@ -31,6 +31,7 @@ def create_generation() -> tuple[Response, int]:
 
 
 @bp.post("/trainings")
+@requires("admin")
 def create_training() -> tuple[Response, int]:
     """Queue a training job (`pixelscene train <stage>` on a server-side dataset)."""
     return _submit(TRAIN, "TrainingRequest")
@@ -86,7 +87,9 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
             if replay is not None:
                 return replay
     try:
-        enqueue_job(r, st.settings, kind, job_id, params, queue=st.queue(kind))
+        enqueue_job(
+            r, st.settings, kind, job_id, params, queue=st.queue(kind), owner=client_scope()
+        )
     except Exception:
         if idem_key is not None:
             r.delete(idem_key)

@@ -9,6 +9,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from service.api.common import load_job, queue_position
+from service.auth import authenticated
 from service.errors import ApiError
 from service.schemas import ValidationError, check_value
 from service.state import state
@@ -47,9 +48,12 @@ def get_job_status(job_id: str) -> Response:
 
 @bp.get("/jobs")
 def list_jobs() -> Response:
-    """Recent jobs, newest first, optionally by status; paged with `cursor`."""
+    """Recent jobs of this key (an admin's: every key's), newest first, optionally by
+    status; paged with `cursor`."""
     args = _list_args()
     st = state()
+    caller = authenticated()
+    index = st.keys.jobs if caller.is_admin else st.keys.owner_jobs(caller.id)
     cursor = None
     if args.get("cursor"):
         score, _, last_id = args["cursor"].partition("-")
@@ -81,7 +85,7 @@ def list_jobs() -> Response:
         return False
 
     more = False
-    for item in list_job_ids(st.redis, st.keys, args["limit"], cursor):
+    for item in list_job_ids(st.redis, index, args["limit"], cursor):
         batch.append(item)
         scanned += 1
         if len(batch) >= 100 and flush():
@@ -92,7 +96,7 @@ def list_jobs() -> Response:
     if not more and batch:
         more = flush()
     if expired:
-        st.redis.zrem(st.keys.jobs, *expired)
+        st.redis.zrem(index, *expired)
     return jsonify({"jobs": jobs, "next_cursor": next_cursor if more else None})
 
 

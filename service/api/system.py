@@ -12,7 +12,7 @@ from flask import Blueprint, Response, jsonify
 from rq import Worker
 from rq.registry import StartedJobRegistry
 
-from service.auth import is_trusted
+from service.auth import current_caller
 from service.state import state
 from workers.jobstore.queues import QUEUES, get_queue
 
@@ -61,12 +61,13 @@ def _describe(folder: str) -> dict[str, Any]:
 def health() -> Response:
     """Always 200: whether Redis answers, queue depths and the live workers.
 
-    Open to load balancers, which see status, Redis, queues and `worker_count`; callers with
-    a key (or on localhost when no keys are set) also see each worker (its name carries the
-    host name) and Redis's error text.
+    Open to load balancers, which see status, Redis, queues and `worker_count`; admin keys
+    (and localhost when no keys are set) also see each worker (its name carries the host
+    name) and Redis's error text.
     """
     st = state()
-    trusted = is_trusted()
+    caller = current_caller()
+    trusted = caller is not None and caller.is_admin
     doc: dict[str, Any] = {
         "status": "ok",
         "redis": {"reachable": True},

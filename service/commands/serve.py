@@ -30,10 +30,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["objects_dir"] = args.objects_dir
     app = create_app(overrides)
     settings = app.extensions["pixelscene"].settings
-    if not settings.api_keys and not is_loopback(args.host):
+    if not settings.keys_configured and not is_loopback(args.host):
         raise PixelsceneError(
             f"refusing to serve on {args.host} without API keys: set PIXELSCENE_API_KEYS "
-            "or bind to 127.0.0.1"
+            "(and PIXELSCENE_ADMIN_KEYS) or bind to 127.0.0.1"
         )
     log.info("serving the API on http://%s:%d (Redis %s)", args.host, args.port, settings.redis_url)
     if args.dev:

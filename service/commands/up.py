@@ -56,11 +56,11 @@ def run(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = ServiceSettings.load()
     WorkerSettings.load()  # a bad worker setting stops `up` here, before any process starts
-    if not settings.api_keys:
+    if not settings.keys_configured:
         if not is_loopback(args.host):
             raise PixelsceneError(
                 f"no API keys configured: `up` binds to localhost only (got --host {args.host}); "
-                "set PIXELSCENE_API_KEYS to serve other machines"
+                "set PIXELSCENE_API_KEYS (and PIXELSCENE_ADMIN_KEYS) to serve other machines"
             )
         log.warning("no API keys configured: the API accepts requests from localhost only")
     _check_port_free(args.host, args.port)

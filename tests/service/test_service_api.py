@@ -275,18 +275,19 @@ def test_health_reports_queues(client):
     assert doc["workers"] == [] and doc["worker_count"] == 0 and doc["status"] == "degraded"
 
 
-def test_health_shows_worker_details_only_to_callers_with_a_key(make_app, fake_redis):
+def test_health_shows_worker_details_only_to_admin_keys(make_app, fake_redis):
     from rq import Worker
 
     from workers.jobstore.queues import get_queue
 
     worker = Worker([get_queue("generate", fake_redis)], connection=fake_redis, name="host-a.42")
     worker.register_birth()
-    client = make_app(api_keys=["k-one"]).test_client()
-    public = client.get("/v1/health").get_json()
-    assert public["worker_count"] == 1 and public["status"] == "ok"
-    assert "workers" not in public and "host-a" not in json.dumps(public)
-    private = client.get("/v1/health", headers={"Authorization": "Bearer k-one"}).get_json()
+    client = make_app(api_keys=["k-one"], admin_keys=["k-ops"]).test_client()
+    for headers in ({}, {"Authorization": "Bearer k-one"}):
+        public = client.get("/v1/health", headers=headers).get_json()
+        assert public["worker_count"] == 1 and public["status"] == "ok"
+        assert "workers" not in public and "host-a" not in json.dumps(public)
+    private = client.get("/v1/health", headers={"Authorization": "Bearer k-ops"}).get_json()
     assert [w["name"] for w in private["workers"]] == ["host-a.42"]
 
 
@@ -322,14 +323,37 @@ def test_unexpected_errors_are_json_without_trace(app, client, monkeypatch):
     assert resp.get_json()["error"]["code"] == "internal_error"
 
 
-def test_webhook_to_a_refused_address_is_a_400(make_app):
-    client = make_app(webhook_private_networks="false").test_client()
-    for url in ("http://169.254.169.254/x", "http://10.0.0.7:9000/hook"):
-        resp = submit(client, {"prompt": "a", "webhook": url})
-        assert resp.status_code == 400
-        assert "refused" in resp.get_json()["error"]["details"]["fields"]["webhook"]
-    ok = submit(client, {"prompt": "a", "webhook": "https://hooks.example.com/x"})
-    assert ok.status_code == 202
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/x",
+        "http://2852039166/latest/meta-data/",  # 169.254.169.254 as one number
+        "http://0xa9.0xfe.0xa9.0xfe/x",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://100.100.100.200/latest/meta-data/",
+        "http://[64:ff9b::a9fe:a9fe]/x",  # NAT64
+        "http://[::169.254.169.254]/x",  # IPv4-compatible
+        "http://[2002:a9fe:a9fe::1]/x",  # 6to4
+        "http://[64:ff9b::808:808]/x",  # NAT64 of a public address: still a tunnel
+        "http://10.0.0.7:9000/hook",
+        "http://127.0.0.1:8000/v1/generations",  # the API itself
+        "http://[::1]:8000/x",
+        "http://[::ffff:127.0.0.1]:8000/x",
+    ],
+)
+def test_webhook_to_a_refused_address_is_a_400(make_app, url):
+    client = make_app().test_client()  # no private networks allowed: the default
+    resp = submit(client, {"prompt": "a", "webhook": url})
+    assert resp.status_code == 400, url
+    assert "refused" in resp.get_json()["error"]["details"]["fields"]["webhook"]
+
+
+def test_webhooks_to_listed_private_networks_are_accepted(make_app):
+    client = make_app(webhook_private_networks="10.0.0.0/8, ::1/128").test_client()
+    for url in ("http://10.0.0.7:9000/hook", "http://[::1]:8000/x", "https://hooks.example.com/x"):
+        assert submit(client, {"prompt": "a", "webhook": url}).status_code == 202, url
+    for url in ("http://127.0.0.1:8000/x", "http://192.168.1.2/x"):
+        assert submit(client, {"prompt": "a", "webhook": url}).status_code == 400, url
 
 
 def test_webhook_needs_a_secret(make_app):
@@ -409,17 +433,21 @@ def test_running_training_job_cannot_be_canceled(client, fake_redis):
     assert resp.get_json()["error"]["code"] == "not_cancelable"
 
 
-def test_train_argv_matches_the_cli(tmp_path):
-    from pixelscene.cli import build_parser
-    from workers.jobs import train_argv
+def test_a_training_request_becomes_a_typed_stage_request(tmp_path):
+    """The same request `pixelscene train <stage>` builds from these folders and the default
+    flags (tests/test_stages.py pins the CLI's side)."""
+    from pixelscene.train.stages import DecoderRequest, TransformerRequest, VqganRequest
+    from workers.jobs import stage_request
 
-    request = {"stage": "transformer", "dataset": "d", "config": "tiny", "steps": 5}
-    argv = train_argv(request, tmp_path, tmp_path / "out", tmp_path / "vq")
-    args = build_parser().parse_args(argv)
-    assert args.steps == 5 and args.vqgan == str(tmp_path / "vq") and args.init_from is None
-    argv = train_argv(request, tmp_path, tmp_path / "out", tmp_path / "vq", tmp_path / "m")
-    assert build_parser().parse_args(argv).init_from == str(tmp_path / "m")
+    d, out, vq, m = tmp_path / "d", tmp_path / "out", tmp_path / "vq", tmp_path / "m"
+    request = {"stage": "transformer", "dataset": "d", "config": "tiny-sprites", "steps": 5}
+    assert stage_request(request, tmp_path, out, vq) == TransformerRequest(
+        data_dir=d, out_dir=out, vqgan_dir=vq, config="tiny-sprites", steps=5
+    )
+    assert stage_request(request, tmp_path, out, vq, m).init_from == m
     decoder = {"stage": "decoder", "dataset": "d", "config": "tiny", "steps": 7, "max_minutes": 1.5}
-    args = build_parser().parse_args(train_argv(decoder, tmp_path, tmp_path / "o", tmp_path / "vq"))
-    assert args.model == str(tmp_path / "vq") and args.steps == 7 and args.max_minutes == 1.5
-    assert args.data == str(tmp_path / "d") and args.out == str(tmp_path / "o")
+    assert stage_request(decoder, tmp_path, out, vq) == DecoderRequest(
+        data_dir=d, out_dir=out, model_dir=vq, steps=7, max_minutes=1.5
+    )
+    vqgan = {"stage": "vqgan", "dataset": "d"}
+    assert stage_request(vqgan, tmp_path, out) == VqganRequest(data_dir=d, out_dir=out)

@@ -8,7 +8,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +17,8 @@ from rq.registry import StartedJobRegistry
 from service_fakes import FakePixelScene, wait_for
 
 from pixelscene.errors import ModelLoadError, PixelsceneError
+from pixelscene.train.loop import TrainResult
+from pixelscene.train.stages import VqganRequest
 from workers import jobs, webhooks
 from workers.jobstore import hooks
 from workers.jobstore.objects import ObjectPathError, collect_garbage, job_dir
@@ -25,6 +26,9 @@ from workers.jobstore.records import Keys, get_job
 from workers.registry import ModelRegistry
 from workers.settings import Settings
 from workers.worker import PixelsceneWorker, reap_abandoned
+
+# The receivers below listen on this machine: these tests opt in to loopback webhooks.
+LOOPBACK = {"webhook_private_networks": "127.0.0.0/8"}
 
 
 def submit(client, **body):
@@ -139,11 +143,15 @@ def test_model_load_error_names_the_model_not_its_folder(client, run_worker, fak
     assert "/srv/models" in caplog.text  # the details stay in the server log
 
 
-def _fake_trainer(monkeypatch, rc):
-    """Replace the trainer module that `pixelscene train ...` would run by one returning rc."""
+def _fake_trainer(monkeypatch, interrupted=False):
+    """Replace `run_stage` by one that records its request and ends (or is interrupted)."""
     ran = []
-    trainer = SimpleNamespace(run=lambda args: ran.append(args) or rc)
-    monkeypatch.setattr(jobs, "importlib", SimpleNamespace(import_module=lambda name: trainer))
+
+    def run_stage(request, progress=None):
+        ran.append((request, progress))
+        return TrainResult(3, interrupted, 0.5, {"psnr": 20.0}, last_train={"loss": 0.1})
+
+    monkeypatch.setattr(jobs, "run_stage", run_stage)
     return ran
 
 
@@ -156,20 +164,26 @@ def _train(client, run_worker, overrides):
     return job, json.dumps(job)
 
 
-@pytest.mark.parametrize("rc", [0, 2])
-def test_training_job_view_has_no_server_paths(client, run_worker, overrides, monkeypatch, rc):
-    ran = _fake_trainer(monkeypatch, rc)
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_training_job_view_has_no_server_paths(
+    client, run_worker, overrides, monkeypatch, interrupted
+):
+    ran = _fake_trainer(monkeypatch, interrupted)
     job, text = _train(client, run_worker, overrides)
-    assert len(ran) == 1 and ran[0].steps == 3
+    out_dir = Path(overrides["objects_dir"]) / "jobs" / job["id"] / "model"
+    data_dir = Path("/srv/pixelscene-datasets/synth-1k")
+    expected_request = VqganRequest(data_dir=data_dir, out_dir=out_dir, config="tiny", steps=3)
+    assert ran == [(expected_request, False)]  # typed, and no progress bar in a worker
     assert overrides["objects_dir"] not in text and "/srv/" not in text and "--" not in text
-    if rc == 0:
+    if not interrupted:
         assert job["status"] == "succeeded"
         expected = {"images": [], "stage": "vqgan", "dataset": "synth-1k", "config": "tiny"}
         assert job["output"] == expected
         # the server's own record keeps the paths
-        result_file = Path(overrides["objects_dir"]) / "jobs" / job["id"] / "result.json"
-        result = json.loads(result_file.read_text())
-        assert "/srv/pixelscene-datasets/synth-1k" in result["argv"]
+        result = json.loads((out_dir.parent / "result.json").read_text())
+        assert result["request"] == expected_request.describe()
+        assert result["request"]["data_dir"] == str(data_dir)
+        assert result["result"]["step"] == 3 and result["result"]["eval"] == {"psnr": 20.0}
     else:
         assert job["status"] == "failed"
         assert job["error"] == {
@@ -179,7 +193,7 @@ def test_training_job_view_has_no_server_paths(client, run_worker, overrides, mo
 
 
 def test_training_vqgan_load_error_names_the_model(client, run_worker, overrides, monkeypatch):
-    _fake_trainer(monkeypatch, 0)
+    _fake_trainer(monkeypatch)
 
     def missing(folder):
         raise ModelLoadError(f"no model folder at {folder}")
@@ -316,11 +330,16 @@ def hook_server():
     server.server_close()
 
 
-def test_webhook_is_signed_and_retried(client, run_worker, fake_redis, overrides, hook_server):
+def test_webhook_is_signed_and_retried(make_app, run_worker, fake_redis, overrides, hook_server):
     Hook.fail_first = 2
+    client = make_app(**LOOPBACK).test_client()
     job_id = submit(client, webhook=hook_server)
+    assert client.get(f"/v1/jobs/{job_id}").get_json()["webhook"] == {
+        "status": "pending",
+        "detail": None,
+    }
     run_worker()  # the job only schedules the delivery
-    settings = Settings.load(overrides, environ={})
+    settings = Settings.load({**overrides, **LOOPBACK}, environ={})
 
     def delivered():
         webhooks.process_due(fake_redis, settings)
@@ -335,12 +354,14 @@ def test_webhook_is_signed_and_retried(client, run_worker, fake_redis, overrides
     assert doc["id"] == job_id and doc["status"] == "succeeded"
     record = get_job(fake_redis, Keys(), job_id)
     assert record["webhook"].startswith("delivered") and "attempt 3" in record["webhook"]
+    webhook = client.get(f"/v1/jobs/{job_id}").get_json()["webhook"]
+    assert webhook["status"] == "delivered" and "attempt 3" in webhook["detail"]
 
 
 def test_webhook_claimed_by_a_dead_worker_is_sent_after_its_lease(
     client, fake_redis, overrides, hook_server
 ):
-    settings = Settings.load(overrides, environ={})
+    settings = Settings.load({**overrides, **LOOPBACK}, environ={})
     keys = Keys()
     job_id = submit(client)
     hooks.schedule(fake_redis, keys, job_id, hook_server)
@@ -359,20 +380,71 @@ def test_webhook_claimed_by_a_dead_worker_is_sent_after_its_lease(
 
 
 @pytest.mark.parametrize(
-    "url, private_ok, refused",
+    "url, allowed, refused",
     [
-        ("http://169.254.169.254/latest/meta-data/", True, "link-local"),
-        ("http://[::ffff:169.254.169.254]/x", True, "link-local"),
-        ("http://0.0.0.0:8080/x", True, "unspecified"),
-        ("http://127.0.0.1:9/x", False, "private"),
-        ("http://10.1.2.3/x", False, "private"),
-        ("http://127.0.0.1:9/x", True, None),
-        ("http://10.1.2.3/x", True, None),
+        ("http://169.254.169.254/latest/meta-data/", ["private"], "link-local"),
+        ("http://[::ffff:169.254.169.254]/x", ["private"], "link-local"),
+        ("http://2852039166/x", ["private"], "link-local"),  # 169.254.169.254 as a number
+        ("http://0.0.0.0:8080/x", ["private"], "unspecified"),
+        ("http://[fe80::1]/x", ["fe80::/10"], "link-local"),
+        # private and loopback: refused unless their network is listed
+        ("http://127.0.0.1:9/x", [], "private"),
+        ("http://10.1.2.3/x", [], "private"),
+        ("http://[::1]/x", [], "private"),
+        ("http://[::ffff:10.1.2.3]/x", [], "private"),
+        ("http://100.64.1.2/x", ["private"], "private"),
+        ("http://192.168.1.5/x", ["10.0.0.0/8"], "private"),
+        ("http://127.0.0.1:9/x", ["127.0.0.0/8"], None),
+        ("http://10.1.2.3/x", ["private"], None),
+        ("http://10.1.2.3/x", ["10.1.0.0/16"], None),
+        ("http://100.64.1.2/x", ["100.64.0.0/10"], None),
+        ("http://8.8.8.8/x", [], None),
+        # metadata services that are not link-local: refused even inside listed networks
+        ("http://[fd00:ec2::254]/latest/meta-data/", ["private", "fd00::/8"], "metadata"),
+        ("http://100.100.100.200/latest/meta-data/", ["100.64.0.0/10"], "metadata"),
+        ("http://[::ffff:100.100.100.200]/x", ["100.64.0.0/10"], "metadata"),
+        # IPv6 forms that carry IPv4: refused unless listed, then judged by the IPv4 inside
+        ("http://[64:ff9b::a9fe:a9fe]/x", [], "NAT64"),
+        ("http://[64:ff9b::a9fe:a9fe]/x", ["64:ff9b::/96"], "link-local"),
+        ("http://[64:ff9b::808:808]/x", [], "NAT64"),
+        ("http://[64:ff9b::808:808]/x", ["64:ff9b::/96"], None),
+        ("http://[64:ff9b::a00:1]/x", ["64:ff9b::/96"], "private"),
+        ("http://[64:ff9b::6464:64c8]/x", ["64:ff9b::/96", "100.64.0.0/10"], "metadata"),
+        ("http://[::169.254.169.254]/x", [], "IPv4-compatible"),
+        ("http://[::127.0.0.1]/x", ["private"], "IPv4-compatible"),
+        ("http://[::ffff:0:a9fe:a9fe]/x", [], "IPv4-translated"),
+        ("http://[2002:a9fe:a9fe::1]/x", [], "6to4 address for 169.254.169.254"),
+        ("http://[2002:a9fe:a9fe::1]/x", ["2002::/16"], "link-local"),
+        ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x", [], "Teredo"),
     ],
 )
-def test_webhook_addresses(url, private_ok, refused):
-    why = hooks.refused_address(url, private_ok)
-    assert (why is None) if refused is None else (refused in why)
+def test_webhook_addresses(url, allowed, refused):
+    why = hooks.refused_address(url, allowed)
+    assert (why is None) if refused is None else (refused in (why or "")), why
+
+
+def test_webhook_refusal_in_the_job_json_hides_the_address(
+    client, fake_redis, overrides, monkeypatch
+):
+    import socket
+
+    real = socket.getaddrinfo
+
+    def fake(host, port, *args, **kwargs):
+        if host == "hooks.internal":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    settings = Settings.load(overrides, environ={})  # no private networks: the default
+    job_id = submit(client, webhook="http://hooks.internal/hook")
+    hooks.schedule(fake_redis, Keys(), job_id, "http://hooks.internal/hook")
+    assert webhooks.process_due(fake_redis, settings) == 1
+    record = get_job(fake_redis, Keys(), job_id)
+    assert record["webhook"].startswith("refused (") and "10.20.30.40" in record["webhook"]
+    webhook = client.get(f"/v1/jobs/{job_id}").get_json()["webhook"]
+    assert webhook["status"] == "refused" and "10.20.30.40" not in webhook["detail"]
+    assert client.get(f"/v1/jobs/{submit(client)}").get_json()["webhook"] is None
 
 
 def test_refused_webhook_is_not_sent_or_retried(client, fake_redis, overrides):
@@ -402,7 +474,7 @@ def test_webhook_goes_to_the_address_that_was_checked(
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
     port = hook_server.rsplit(":", 1)[1].split("/")[0]
-    settings = Settings.load(overrides, environ={})
+    settings = Settings.load({**overrides, **LOOPBACK}, environ={})
     job_id = submit(client)
     hooks.schedule(fake_redis, Keys(), job_id, f"http://hooks.test:{port}/hook?x=1")
     assert webhooks.process_due(fake_redis, settings) == 1
@@ -410,9 +482,10 @@ def test_webhook_goes_to_the_address_that_was_checked(
     assert get_job(fake_redis, Keys(), job_id)["webhook"].startswith("delivered")
 
 
-def test_webhook_gives_up_after_max_attempts(client, fake_redis, overrides):
-    settings = Settings.load({**overrides, "webhook_max_attempts": 2}, environ={})
-    job_id = submit(client)
+def test_webhook_gives_up_after_max_attempts(make_app, fake_redis, overrides):
+    settings = Settings.load({**overrides, **LOOPBACK, "webhook_max_attempts": 2}, environ={})
+    client = make_app(**LOOPBACK).test_client()
+    job_id = submit(client, webhook="http://127.0.0.1:9/unreachable")
     hooks.schedule(fake_redis, Keys(), job_id, "http://127.0.0.1:9/unreachable")
 
     def given_up():
@@ -421,6 +494,8 @@ def test_webhook_gives_up_after_max_attempts(client, fake_redis, overrides):
 
     wait_for(given_up, timeout=10)
     assert fake_redis.zcard(Keys().webhooks) == 0
+    webhook = client.get(f"/v1/jobs/{job_id}").get_json()["webhook"]
+    assert webhook["status"] == "failed" and "2 attempts" in webhook["detail"]
 
 
 def test_registry_lru_evicts_by_version():
@@ -507,21 +582,29 @@ def test_settings_from_environment():
         "PIXELSCENE_API_KEYS": "a, b",
         "PIXELSCENE_MAX_QUEUE": "7",
     }
-    from service.settings import ServiceSettings
+    from service.settings import ServiceSettings, key_hash
     from workers.settings import SettingsError
 
     s = ServiceSettings.load({"max_queue": 9}, environ=env)
-    assert s.models == {"tiny": "", "base": "/srv/base"} and s.api_keys == ["a", "b"]
+    assert s.models == {"tiny": "", "base": "/srv/base"}
+    assert s.api_keys == [key_hash("a"), key_hash("b")]  # held as hashes only
     assert s.max_queue == 9  # overrides beat the environment
     assert ServiceSettings.load(environ=env).max_queue == 7
     assert Settings.load(environ=env).models == s.models  # one environment configures both
     with pytest.raises(SettingsError, match="PIXELSCENE_MAX_QUEUE"):
         ServiceSettings.load(environ={"PIXELSCENE_MAX_QUEUE": "many"})
-    assert Settings.load(environ={}).webhook_private_networks is True
-    off = {"PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS": "No"}
-    assert Settings.load(environ=off).webhook_private_networks is False
-    with pytest.raises(SettingsError, match="PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS"):
-        Settings.load(environ={"PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS": "maybe"})
+    assert Settings.load(environ={}).webhook_private_networks == []  # opt-in only
+
+    def networks(value):
+        env = {"PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS": value}
+        return Settings.load(environ=env).webhook_private_networks
+
+    assert networks("No") == [] and networks("1") == ["private"]  # the old boolean
+    assert networks("10.1.2.3/8, FD12::/48,private") == ["10.0.0.0/8", "fd12::/48", "private"]
+    assert Settings.load({"webhook_private_networks": True}, environ={}).webhook_private_networks
+    for bad in ("maybe", "10.0.0.0/33"):
+        with pytest.raises(SettingsError, match="PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS"):
+            networks(bad)
 
 
 def test_pixels_are_uint8_from_fake():

@@ -29,11 +29,13 @@ def enqueue_job(
     job_id: str,
     request: dict[str, Any],
     queue: Queue | None = None,
+    owner: str = "",
 ) -> float:
     """Write the job record and put the job on its queue in one round trip.
 
     Exceptions a job raises are not retried (they would raise again); only a job abandoned
     by a dead worker is re-run, up to `settings.max_retries` times (see workers.worker).
+    `owner` (who created the job, as the API names callers) is kept with the record.
     Returns the creation time.
     """
     keys = Keys(settings.key_prefix)
@@ -55,6 +57,6 @@ def enqueue_job(
             pipeline=p,
         )
         # Same MULTI/EXEC as the enqueue: no worker can see the job before its record.
-        created = create_job(r, keys, job_id, kind, request, record_ttl, pipeline=p)
+        created = create_job(r, keys, job_id, kind, request, record_ttl, pipeline=p, owner=owner)
         p.execute()
     return created

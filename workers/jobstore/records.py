@@ -3,11 +3,13 @@
 RQ carries jobs between processes; the record here says what the client sees. A record is a
 hash `<prefix>:job:<id>` with fields
 
-    kind, status, progress, created_at, started_at, finished_at, attempts, worker,
-    request (JSON), output (JSON), error (JSON), cancel ("1" once requested)
+    kind, status, progress, created_at, started_at, finished_at, attempts, worker, owner,
+    request (JSON), output (JSON), error (JSON), cancel ("1" once requested), webhook
 
 and every job id is also in the sorted set `<prefix>:jobs` (score: creation time in
-microseconds) for listing. Status only moves along
+microseconds) for listing, and in `<prefix>:jobs:<owner>` for listing one owner's jobs. The
+owner is who created the job as the API names callers (a hash of the API key, never the
+key; see `service.auth`). Status only moves along
 
     queued -> running -> succeeded | failed | canceled     (running -> queued on a retry)
     queued -> canceled
@@ -49,8 +51,14 @@ class Keys:
     def webhook_claim(self, delivery_id: str) -> str:
         return f"{self.prefix}:webhook-claim:{delivery_id}"
 
+    def owner_jobs(self, owner: str) -> str:
+        return f"{self.prefix}:jobs:{owner}"
+
     def idempotency(self, scope: str, key: str) -> str:
         return f"{self.prefix}:idem:{scope}:{key}"
+
+    def rate(self, scope: str) -> str:
+        return f"{self.prefix}:rate:{scope}"
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -76,23 +84,27 @@ def create_job(
     request: dict[str, Any],
     ttl: int,
     pipeline: redis.client.Pipeline | None = None,
+    owner: str = "",
 ) -> float:
-    """Write a queued record and index it; returns its creation time."""
+    """Write a queued record and index it (also under its owner, if any); returns its
+    creation time."""
     created = now()
     p = pipeline if pipeline is not None else r.pipeline()
-    p.hset(
-        keys.job(job_id),
-        mapping={
-            "kind": kind,
-            "status": "queued",
-            "progress": 0.0,
-            "created_at": created,
-            "attempts": 0,
-            "request": json.dumps(request),
-        },
-    )
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "status": "queued",
+        "progress": 0.0,
+        "created_at": created,
+        "attempts": 0,
+        "request": json.dumps(request),
+    }
+    if owner:
+        fields["owner"] = owner
+    p.hset(keys.job(job_id), mapping=fields)
     p.expire(keys.job(job_id), ttl)
     p.zadd(keys.jobs, {job_id: int(created * 1e6)})
+    if owner:
+        p.zadd(keys.owner_jobs(owner), {job_id: int(created * 1e6)})
     if pipeline is None:
         p.execute()
     return created
@@ -177,14 +189,15 @@ def cancel_requested(r: redis.Redis, keys: Keys, job_id: str) -> bool:
 
 
 def list_job_ids(
-    r: redis.Redis, keys: Keys, limit: int, cursor: tuple[int, str] | None
+    r: redis.Redis, index: str, limit: int, cursor: tuple[int, str] | None
 ) -> Iterable[tuple[str, int]]:
-    """Job ids newest first, strictly after `cursor` (score, id); yields (id, score)."""
+    """Job ids of the sorted set `index` (`Keys.jobs`, `Keys.owner_jobs(owner)`) newest
+    first, strictly after `cursor` (score, id); yields (id, score)."""
     top: int | str = "+inf" if cursor is None else cursor[0]
     page = max(limit, 50)
     offset = 0
     while True:
-        rows = r.zrevrangebyscore(keys.jobs, top, "-inf", start=offset, num=page, withscores=True)
+        rows = r.zrevrangebyscore(index, top, "-inf", start=offset, num=page, withscores=True)
         if not rows:
             return
         for member, score in rows:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pixelscene.errors import PixelsceneError
+from workers.jobstore.hooks import normalize_networks
 
 ENV_PREFIX = "PIXELSCENE_"
 
@@ -44,9 +45,11 @@ class JobSettings:
     failure_ttl: int = 7 * 86400
     max_retries: int = 2  # re-runs of a job whose worker died
     webhook_secret: str = ""  # "" = webhooks off (the API refuses them)
-    # Webhooks to private and loopback addresses (a studio's own machines). Link-local
-    # (cloud metadata), multicast and unspecified addresses are always refused.
-    webhook_private_networks: bool = True
+    # Networks of private, loopback or other non-global addresses webhooks may go to (a
+    # studio's own machines): CIDRs, or `private` for RFC 1918, loopback and ULA; none by
+    # default. Link-local, multicast, unspecified and cloud metadata addresses are always
+    # refused (workers.jobstore.hooks says what else).
+    webhook_private_networks: list[str] = field(default_factory=list)
     key_prefix: str = "pixelscene"
 
     @classmethod
@@ -81,6 +84,10 @@ class JobSettings:
         require_positive(self, "job_timeout", "result_ttl", "failure_ttl")
         if self.max_retries < 0:
             raise SettingsError(f"{ENV_PREFIX}MAX_RETRIES must be >= 0")
+        try:
+            self.webhook_private_networks = normalize_networks(self.webhook_private_networks)
+        except ValueError as e:
+            raise SettingsError(f"{ENV_PREFIX}WEBHOOK_PRIVATE_NETWORKS: {e}") from None
 
 
 def require_positive(settings: Any, *names: str) -> None:

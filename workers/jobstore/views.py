@@ -19,6 +19,25 @@ def codes_url(job_id: str, index: int, base_url: str = "") -> str:
     return f"{base_url}/v1/jobs/{job_id}/codes/{index}.json"
 
 
+# What the worker found, as the job JSON says it: the record's `webhook` field holds
+# "<status> (<what happened>)" (workers.webhooks). A refusal's text names the address the
+# host resolved to, which is the server's business, not the client's.
+WEBHOOK_STATUSES = ("pending", "retrying", "delivered", "refused", "failed")
+REFUSED_DETAIL = "the URL's host is an address webhooks may not go to from this server"
+
+
+def webhook_view(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """{status, detail} of the job's webhook (None if it has none); status is one of
+    `WEBHOOK_STATUSES`, `pending` until the first attempt."""
+    if not (rec.get("request") or {}).get("webhook"):
+        return None
+    status, _, rest = (rec.get("webhook") or "").partition(" ")
+    if status not in WEBHOOK_STATUSES:
+        return {"status": "pending", "detail": None}
+    detail = rest.strip().removeprefix("(").removesuffix(")") or None
+    return {"status": status, "detail": REFUSED_DETAIL if status == "refused" else detail}
+
+
 def job_view(
     rec: dict[str, Any], base_url: str = "", position: int | None = None
 ) -> dict[str, Any]:
@@ -50,5 +69,6 @@ def job_view(
         "request": rec.get("request"),
         "error": rec.get("error"),
         "output": output,
+        "webhook": webhook_view(rec),
         "links": job_links(job_id, base_url),
     }
