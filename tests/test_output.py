@@ -282,3 +282,63 @@ def test_numbered_paths(tmp_path):
         "out_2.png",
         "out_3.png",
     ]
+
+
+@pytest.mark.parametrize("name", ["castle_1", "castle_2", "forest_1", "forest_2"])
+def test_save_generated_writes_the_pinned_bytes(tmp_path, name):
+    """The pinned files (tests/test_pins.py) written again from their own pixels and codes:
+    the PNG and code grid `generate --codes` and the generation jobs both write."""
+    from pathlib import Path
+
+    from pixelscene.pipeline import GeneratedImage
+
+    pins = Path(__file__).parent / "fixtures" / "pins"
+    codes, meta = output.read_codes(pins / f"{name}.json")
+    with Image.open(pins / f"{name}.png") as im:
+        pixels = np.array(im.convert("RGB"))
+    image = GeneratedImage(meta["prompt"], meta["seed"], codes, pixels)
+    png, json_path = output.save_generated(
+        tmp_path / f"{name}.png",
+        image,
+        model_name=meta["model"],
+        model_version=meta["model_version"],
+        settings=meta["settings"],
+        palette=meta["palette"],
+        scale=meta["scale"],
+        codes_path=tmp_path / f"{name}.json",
+    )
+    assert png.read_bytes() == (pins / f"{name}.png").read_bytes()
+    assert json_path.read_bytes() == (pins / f"{name}.json").read_bytes()
+
+
+def test_save_generated_with_a_palette_only_the_writer_can_resolve(tmp_path):
+    """A server's named palette: its colours in the PNG, its name in the metadata, and no
+    palette in the code grid (a client's `decode` has no such file)."""
+    from pixelscene.pipeline import GeneratedImage
+
+    palette_file = write_palette_files(tmp_path)[2]
+    image = GeneratedImage("castle", 3, np.ones((13, 20), np.int32), gradient_image())
+    common = dict(model_name="tiny", model_version="tiny-abc", settings={"top_k": 0}, scale=2)
+    png, json_path = output.save_generated(
+        tmp_path / "a.png",
+        image,
+        palette="retro",
+        palette_spec=str(palette_file),
+        codes_path=tmp_path / "a.json",
+        **common,
+    )
+    np.testing.assert_array_equal(palette_colours(png), np.array(PALETTE, np.uint8))
+    text = output.read_png_metadata(png)
+    assert list(text) == [
+        "Software", "prompt", "seed", "top_k", "model", "model_version", "palette", "scale",
+    ]  # fmt: skip
+    assert text["palette"] == "retro" and text["scale"] == "2" and text["seed"] == "3"
+    doc = json.loads(json_path.read_text())
+    assert "palette" not in doc and doc["scale"] == 2 and doc["settings"] == {"top_k": 0}
+    # without codes_path no code grid; the palette named outright is recorded in both
+    png, json_path = output.save_generated(
+        tmp_path / "b.png", image, palette=str(palette_file), **common
+    )
+    assert json_path is None and sorted(p.name for p in tmp_path.glob("b.*")) == ["b.png"]
+    assert png.read_bytes() != (tmp_path / "a.png").read_bytes()  # only the metadata differs
+    np.testing.assert_array_equal(read_back(png)[3], read_back(tmp_path / "a.png")[3])

@@ -6,7 +6,6 @@ which is also where status, progress and the result go.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from pathlib import Path
@@ -17,7 +16,14 @@ from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 from pixelscene.errors import ModelLoadError, PixelsceneError
-from pixelscene.model_io import atomic_write_bytes
+from pixelscene.train.stages import (
+    DecoderRequest,
+    StageRequest,
+    TransformerRequest,
+    VqganRequest,
+    result_summary,
+    run_stage,
+)
 from workers import context
 from workers.jobstore import hooks
 from workers.jobstore.objects import codes_path, image_path, job_dir, write_json_atomic
@@ -64,7 +70,7 @@ def error_doc(
 
 def train_error_doc(exc: BaseException, request: dict[str, Any], timeout: int) -> dict[str, str]:
     """A training failure for clients: trainer messages carry server paths, so name only the
-    stage and dataset; the full argv and message are in the worker log."""
+    stage and dataset; the full request and message are in the worker log."""
     if isinstance(exc, PixelsceneError) and not isinstance(exc, ModelLoadError):
         return {
             "code": "job_error",
@@ -172,32 +178,21 @@ def _generate(ctx: context.WorkerContext, job_id: str, request: dict[str, Any]) 
     peak = int(mx.get_peak_memory())
 
     palette = request.get("palette") or "none"
-    palette_spec = s.palettes.get(palette, palette)
     scale = int(request.get("scale") or 1)
     out_images = []
     for k, image in enumerate(images):
-        meta = output.generation_metadata(
-            prompt=image.prompt,
-            seed=image.seed,
-            settings={**sampling, "palette": palette, "scale": scale},
-            model_name=request["model"],
-            model_version=model.version,
-        )
-        output.save_png(
-            image_path(s.objects_dir, job_id, k), image.pixels, palette_spec, scale, meta
-        )
-        codes = output.codes_to_json(
-            image.codes,
-            prompt=image.prompt,
-            seed=image.seed,
+        output.save_generated(
+            image_path(s.objects_dir, job_id, k),
+            image,
             model_name=request["model"],
             model_version=model.version,
             settings=sampling,
-            # `pixelscene decode` repeats these; a server palette's file is not the client's
-            palette=None if palette in s.palettes else palette,
+            palette=palette,
+            # a server palette's file: the code grid leaves it out (the client has no such file)
+            palette_spec=s.palettes.get(palette),
             scale=scale,
+            codes_path=codes_path(s.objects_dir, job_id, k),
         )
-        atomic_write_bytes(codes_path(s.objects_dir, job_id, k), codes.encode())
         out_images.append({"index": k, "seed": int(image.seed)})
     t_written = time.perf_counter()
     result = {
@@ -219,7 +214,7 @@ def _generate(ctx: context.WorkerContext, job_id: str, request: dict[str, Any]) 
 
 
 def train(job_id: str) -> dict[str, Any]:
-    """Run a training command (`pixelscene train <stage>`) for a job; the model lands in objects."""
+    """Run a training stage for a job; the model lands in the object directory."""
     ctx = context.current()
     rec = _start(ctx, job_id)
     if rec is None:
@@ -227,7 +222,7 @@ def train(job_id: str) -> dict[str, Any]:
     request = rec["request"]
     out_dir = job_dir(ctx.settings.objects_dir, job_id) / "model"
     try:
-        argv = _run_trainer(ctx, request, out_dir)
+        stage, summary = _run_trainer(ctx, request, out_dir)
     except Exception as e:
         log.exception("training job %s failed", job_id)
         _finish(
@@ -235,7 +230,12 @@ def train(job_id: str) -> dict[str, Any]:
         )
         raise
     # The server's record keeps the paths; clients see only what they asked for.
-    server_doc = {"id": job_id, "model_dir": str(out_dir), "argv": argv}
+    server_doc = {
+        "id": job_id,
+        "model_dir": str(out_dir),
+        "request": stage.describe(),
+        "result": summary,
+    }
     write_json_atomic(job_dir(ctx.settings.objects_dir, job_id) / "result.json", server_doc)
     log.info("training job %s wrote %s", job_id, out_dir)
     result = {
@@ -247,9 +247,11 @@ def train(job_id: str) -> dict[str, Any]:
     return result
 
 
-def _run_trainer(ctx: context.WorkerContext, request: dict[str, Any], out_dir: Path) -> list[str]:
-    """Run `pixelscene train ...` in this process; returns its argv. Errors name server paths."""
-    from pixelscene.cli import build_parser
+def _run_trainer(
+    ctx: context.WorkerContext, request: dict[str, Any], out_dir: Path
+) -> tuple[StageRequest, dict[str, Any]]:
+    """Run the stage in this process; returns it and its result summary. Errors name server
+    paths."""
     from pixelscene.model_io import resolve_model_dir
 
     vqgan_dir = init_dir = None
@@ -257,47 +259,42 @@ def _run_trainer(ctx: context.WorkerContext, request: dict[str, Any], out_dir: P
         vqgan_dir = resolve_model_dir(ctx.registry.model_dir(request["vqgan"]))
     if request.get("init_from"):
         init_dir = resolve_model_dir(ctx.registry.model_dir(request["init_from"]))
-    argv = train_argv(request, Path(ctx.settings.datasets_dir), out_dir, vqgan_dir, init_dir)
-    log.info("running `pixelscene %s`", " ".join(argv))
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit:
-        raise PixelsceneError(f"`pixelscene {' '.join(argv)}` was rejected") from None
-    if getattr(args, "_unavailable", None):
-        raise PixelsceneError(f"the trainer is unavailable: {args._unavailable}")
-    rc = int(importlib.import_module(args._module).run(args) or 0)
-    if rc != 0:
-        raise PixelsceneError(f"`pixelscene {' '.join(argv)}` exited with status {rc}")
-    return argv
+    stage = stage_request(request, Path(ctx.settings.datasets_dir), out_dir, vqgan_dir, init_dir)
+    log.info("running training stage %s", stage.describe())
+    summary = result_summary(run_stage(stage, progress=False))
+    log.info("training stage %s ended: %s", stage.stage, summary)
+    if summary["interrupted"]:
+        raise PixelsceneError(f"training stage {stage.stage} stopped at step {summary['step']}")
+    return stage, summary
 
 
-def train_argv(
+def stage_request(
     request: dict[str, Any],
     datasets_dir: Path,
     out_dir: Path,
     vqgan_dir: Path | None = None,
     init_dir: Path | None = None,
-) -> list[str]:
-    """The CLI arguments of a training request (validated by the API's schema)."""
+) -> StageRequest:
+    """The stage request of an API training request (validated by the API's schema)."""
     stage = request["stage"]
-    argv = ["train", stage]
+    options: dict[str, Any] = {
+        "data_dir": datasets_dir / request["dataset"],
+        "out_dir": out_dir,
+        "steps": request.get("steps") or None,
+        "max_minutes": request.get("max_minutes") or None,
+    }
     if stage == "decoder":  # the starting model decides the architecture: no config
         if vqgan_dir is None:
             raise PixelsceneError("stage decoder needs the model whose decoder to fine-tune")
-        argv += ["--model", str(vqgan_dir)]
-    else:
-        argv += ["--config", request.get("config", "tiny")]
-    argv += ["--data", str(datasets_dir / request["dataset"]), "--out", str(out_dir)]
-    argv += ["--no-progress"]
-    if stage == "transformer" and vqgan_dir is not None:
-        argv += ["--vqgan", str(vqgan_dir)]
-    if stage == "transformer" and init_dir is not None:
-        argv += ["--init-from", str(init_dir)]
-    if request.get("steps"):
-        argv += ["--steps", str(request["steps"])]
-    if request.get("max_minutes"):
-        argv += ["--max-minutes", str(request["max_minutes"])]
-    return argv
+        return DecoderRequest(model_dir=vqgan_dir, **options)
+    config = request.get("config", "tiny")
+    if stage == "transformer":
+        if vqgan_dir is None:
+            raise PixelsceneError("stage transformer needs the model whose VQGAN it trains on")
+        return TransformerRequest(config=config, vqgan_dir=vqgan_dir, init_from=init_dir, **options)
+    if stage == "vqgan":
+        return VqganRequest(config=config, **options)
+    raise PixelsceneError(f"no training stage {stage!r} for jobs")
 
 
 def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:

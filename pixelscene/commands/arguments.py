@@ -1,12 +1,15 @@
 """What the commands share: argument types (argparse reports their errors as usage errors),
-and the train commands' run flags and their one-line report."""
+and the train commands' run flags, the stage run and its one-line report."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pixelscene.train.stages import StageRequest
 
 
 def _items(text: str, parse: Callable[[str], object], what: str) -> list:
@@ -67,14 +70,14 @@ def add_run_arguments(
 
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The trainer keywords of `add_run_arguments`'s flags (the resumable ones included if
-    the command has them); --steps must be positive."""
+    """The stage-request fields of `add_run_arguments`'s flags (the resumable ones included
+    if the command has them); --steps must be positive."""
     from pixelscene.errors import PixelsceneError
 
     options: dict[str, Any] = {
+        "out_dir": args.out,
         "eval_dir": args.eval_data,
         "seed": args.seed,
-        "progress_bar": False if args.no_progress else None,
         "max_minutes": args.max_minutes,
     }
     if hasattr(args, "resume"):
@@ -84,16 +87,17 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def run_and_report(request: StageRequest, args: argparse.Namespace) -> int:
+    """Run a stage request (with a progress bar unless --no-progress) and report it."""
+    from pixelscene.train.stages import run_stage
+
+    return report(run_stage(request, progress=False if args.no_progress else None))
+
+
 def report(result: Any) -> int:
     """Print a trainer's TrainResult as one JSON line; exit status 130 when interrupted (a
     spent --max-minutes budget is a normal end: 0)."""
-    summary = {
-        "step": result.step,
-        "interrupted": result.interrupted,
-        "seconds_per_step": round(result.seconds_per_step, 4),
-        "train": result.last_train,
-        "eval": result.last_eval,
-        "budget_reached": result.budget_reached,
-    }
-    print(json.dumps(summary))
+    from pixelscene.train.stages import result_summary
+
+    print(json.dumps(result_summary(result)))
     return 130 if result.interrupted else 0

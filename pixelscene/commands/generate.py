@@ -84,31 +84,17 @@ def run(args: argparse.Namespace) -> int:
             bar.update(step.done - bar.n)
             images = step.images
     for path, image in zip(output.numbered_paths(args.output, args.num), images, strict=True):
-        meta = output.generation_metadata(
-            prompt=image.prompt,
-            seed=image.seed,
-            settings=settings,
+        png, codes = output.save_generated(
+            path,
+            image,
             model_name=scene.name,
             model_version=scene.version,
+            settings=settings,
+            palette=args.palette,
+            scale=args.scale,
+            codes_path=path.with_suffix(".json") if args.codes else None,
         )
-        meta["palette"] = args.palette
-        meta["scale"] = str(args.scale)
-        output.save_png(
-            path, image.pixels, palette_spec=args.palette, scale=args.scale, metadata=meta
-        )
-        print(f"wrote {path} (seed {image.seed})")
-        if args.codes:
-            json_path = path.with_suffix(".json")
-            text = output.codes_to_json(
-                image.codes,
-                prompt=image.prompt,
-                seed=image.seed,
-                model_name=scene.name,
-                model_version=scene.version,
-                settings=settings,
-                palette=args.palette,
-                scale=args.scale,
-            )
-            output.write_file(json_path, text.encode())
-            print(f"wrote {json_path}")
+        print(f"wrote {png} (seed {image.seed})")
+        if codes is not None:
+            print(f"wrote {codes}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelscene.commands.arguments import add_run_arguments, report, run_options
+from pixelscene.commands.arguments import add_run_arguments, run_and_report, run_options
 from pixelscene.train.decoder import DecoderTuneSettings
 
 _DEFAULTS = DecoderTuneSettings()
@@ -52,19 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelscene.train.decoder import finetune_decoder
+    from pixelscene.train.stages import DecoderRequest
 
-    options = run_options(args)
-    settings = DecoderTuneSettings(
-        steps=args.steps or _DEFAULTS.steps,
+    request = DecoderRequest(
+        data_dir=args.data,
+        model_dir=args.model,
         batch_size=args.batch_size,
         learning_rate=args.lr,
         l1_weight=args.l1_weight,
         l2_weight=args.l2_weight,
         gan_weight=args.gan_weight,
         disc_start=args.disc_start,
-        seed=args.seed,
         eval_every=args.eval_every,
+        **run_options(args),
     )
-    options.pop("seed")  # in the settings
-    return report(finetune_decoder(args.model, args.data, args.out, settings, **options))
+    return run_and_report(request, args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelscene.commands.arguments import add_run_arguments, report, run_options
+from pixelscene.commands.arguments import add_run_arguments, run_and_report, run_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pixelscene.errors import PixelsceneError
-    from pixelscene.train.probe import train_and_save
+    from pixelscene.train.stages import ProbeRequest
 
     if args.epochs < 1 or args.batch_size < 1:
         raise PixelsceneError("--epochs and --batch-size must be >= 1")
@@ -78,23 +78,20 @@ def run(args: argparse.Namespace) -> int:
         channels = []
     if len(channels) != 3 or min(channels) < 1:
         raise PixelsceneError(f"--channels must be three positive integers, got {args.channels!r}")
-    options = run_options(args)
-    result = train_and_save(
-        args.data,
-        options.pop("eval_dir"),
-        args.out,
+    request = ProbeRequest(
+        data_dir=args.data,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
+        channels=tuple(channels),
+        pool=args.pool,
+        degrade=args.degrade,
+        cache_dir=args.cache_dir,
         limit=args.limit,
         eval_limit=args.eval_limit,
         vqgan_dir=args.vqgan_model,
         round_trip_limit=args.round_trip_limit,
         train_on_round_trip=args.train_on_round_trip,
-        channels=channels,
-        pool=args.pool,
-        degrade=args.degrade,
-        cache_dir=args.cache_dir,
-        **options,
+        **run_options(args),
     )
-    return report(result)
+    return run_and_report(request, args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelscene.commands.arguments import add_run_arguments, report, run_options
+from pixelscene.commands.arguments import add_run_arguments, run_and_report, run_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelscene.config import load_config
     from pixelscene.errors import PixelsceneError
-    from pixelscene.train.imagetok import train_tokenizer
+    from pixelscene.train.stages import TokenizerRequest
 
     options = run_options(args)
     weights = None
@@ -36,8 +35,11 @@ def run(args: argparse.Namespace) -> int:
             weights = [float(w) for w in args.data_weights.split(",")]
         except ValueError:
             raise PixelsceneError(f"--data-weights: not numbers: {args.data_weights}") from None
-    cfg = None if args.resume else load_config(args.config)
-    result = train_tokenizer(
-        cfg, args.data, args.out, data_weights=weights, init_from=args.init_from, **options
+    request = TokenizerRequest(
+        data_dirs=args.data,
+        data_weights=weights,
+        config=args.config,
+        init_from=args.init_from,
+        **options,
     )
-    return report(result)
+    return run_and_report(request, args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelscene.commands.arguments import add_run_arguments, report, run_options
+from pixelscene.commands.arguments import add_run_arguments, run_and_report, run_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelscene.train.transformer import train_transformer
+    from pixelscene.train.stages import TransformerRequest
 
-    options = run_options(args)
-    options["progress"] = options.pop("progress_bar") is not False
-    result = train_transformer(
-        args.config, args.data, args.vqgan, args.out, init_from=args.init_from, **options
+    request = TransformerRequest(
+        data_dir=args.data,
+        vqgan_dir=args.vqgan,
+        config=args.config,
+        init_from=args.init_from,
+        **run_options(args),
     )
-    return report(result)
+    return run_and_report(request, args)

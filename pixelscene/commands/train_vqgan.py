@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelscene.commands.arguments import add_run_arguments, report, run_options
+from pixelscene.commands.arguments import add_run_arguments, run_and_report, run_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,9 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelscene.config import load_config
-    from pixelscene.train.vqgan import train_vqgan
+    from pixelscene.train.stages import VqganRequest
 
-    options = run_options(args)
-    cfg = None if args.resume else load_config(args.config)  # a ConfigError is one line
-    return report(train_vqgan(cfg, args.data, args.out, **options))
+    request = VqganRequest(data_dir=args.data, config=args.config, **run_options(args))
+    return run_and_report(request, args)

@@ -1,5 +1,6 @@
 """Game-ready output: palettes (`palettes`), PNG files with nearest-neighbour upscaling and
-metadata (`png`), and code-grid JSON (`codes`).
+metadata (`png`), code-grid JSON (`codes`), and a generated image saved with both
+(`generated`).
 
 Pixels here are uint8 (H, W, 3) arrays, as `PixelScene` returns them. A palette is a
 (N, 3) uint8 array; an image reduced to one is written as an indexed (mode "P") PNG whose
@@ -14,6 +15,7 @@ Palette specs (`--palette`):
 
 from pixelscene.errors import OutputError
 from pixelscene.output.codes import CODES_FORMAT, codes_from_json, codes_to_json, read_codes
+from pixelscene.output.generated import save_generated
 from pixelscene.output.palettes import (
     MAX_COLOURS,
     apply_palette,
@@ -57,6 +59,7 @@ __all__ = [
     "read_codes",
     "read_png_metadata",
     "resolve_palette",
+    "save_generated",
     "save_png",
     "upscale",
     "vga_palette",
