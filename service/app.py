@@ -30,7 +30,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             ready connection (tests pass a fakeredis one).
 
     Returns:
-        The Flask app, with blueprints under /v1 and `/openapi.json`.
+        The Flask app, with blueprints under /v1, `/openapi.json` and `/metrics`.
     """
     config = dict(config or {})
     connection = config.pop("REDIS", None)
@@ -60,11 +60,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Here, not at the top: the blueprints bring in MLX (the object directory's atomic
     # writer), which `pixelscene --help` imports this module without needing.
     from service.api import generations, jobs, system
+    from service.metrics import bp as metrics_bp
     from service.openapi import bp as openapi_bp
 
     for bp in (generations.bp, jobs.bp, system.bp):
         app.register_blueprint(bp, url_prefix="/v1")
     app.register_blueprint(openapi_bp)
+    app.register_blueprint(metrics_bp)
     app.before_request(check_api_key)
     if not settings.keys_configured:
         log.warning("no API keys configured: accepting requests from localhost only")

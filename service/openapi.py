@@ -1,4 +1,5 @@
-"""GET /openapi.json: built from the same schema dicts that validate requests."""
+"""GET /openapi.json: an OpenAPI 3.1 document built from the same schema dicts and rules
+that validate requests (`service.schemas`, the list and header checks of `service.api`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from service import responses
+from service.api.generations import IDEMPOTENCY_KEY_SCHEMA
 from service.api.jobs import LIST_PARAMETERS
 from service.auth import PUBLIC_PATHS
 from service.state import state
-from workers.jobstore.views import WEBHOOK_STATUSES
 
 bp = Blueprint("openapi", __name__)
 
@@ -27,73 +29,31 @@ INDEX = {
     "required": True,
     "schema": {"type": "integer", "minimum": 0},
 }
-
-ERROR = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "details": {"description": "e.g. {fields: {name: problem}} for 400"},
-            },
-        }
-    },
-}
-ACCEPTED = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "status": {"type": "string"},
-        "position": {"type": "integer", "nullable": True},
-        "eta_seconds": {"type": "number", "nullable": True},
-        "links": {"type": "object"},
-    },
-}
-JOB = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "kind": {"type": "string", "enum": ["generate", "train"]},
-        "status": {
-            "type": "string",
-            "enum": ["queued", "running", "succeeded", "failed", "canceled"],
-        },
-        "progress": {"type": "number", "minimum": 0, "maximum": 1},
-        "position": {"type": "integer", "nullable": True},
-        "created_at": {"type": "string", "format": "date-time"},
-        "started_at": {"type": "string", "format": "date-time", "nullable": True},
-        "finished_at": {"type": "string", "format": "date-time", "nullable": True},
-        "attempts": {"type": "integer"},
-        "cancel_requested": {"type": "boolean"},
-        "request": {"type": "object"},
-        "error": {"type": "object", "nullable": True},
-        "output": {
-            "type": "object",
-            "nullable": True,
-            "description": "images [{index, seed, url, codes_url}], model, model_version, "
-            "timings, peak_memory_bytes",
-        },
-        "webhook": {
-            "type": "object",
-            "nullable": True,
-            "description": "null without a webhook; else whether it was sent",
-            "properties": {
-                "status": {"type": "string", "enum": list(WEBHOOK_STATUSES)},
-                "detail": {"type": "string", "nullable": True},
-            },
-        },
-        "links": {"type": "object"},
-    },
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": IDEMPOTENCY_KEY_SCHEMA,
 }
 
 
-def _err(description: str) -> dict[str, Any]:
-    return {
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
+
+def _err(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+    if headers:
+        response["headers"] = headers
+    return response
 
 
 def _json(ref: str, description: str) -> dict[str, Any]:
@@ -104,37 +64,57 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 
 def _submit(summary: str, schema: str) -> dict[str, Any]:
+    accepted = _json("Accepted", "queued (or the earlier job for a reused Idempotency-Key)")
+    accepted["headers"] = {
+        "Idempotent-Replayed": {
+            "description": "true when this answer replays an earlier request's",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    }
     return {
         "summary": summary,
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "maxLength": 255},
-            }
-        ],
+        "parameters": [IDEMPOTENCY_KEY],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
         },
         "responses": {
-            "202": _json("Accepted", "queued (or the earlier job for a reused Idempotency-Key)"),
-            "400": _err("invalid fields, each named in details.fields"),
+            "202": accepted,
+            "400": _err(
+                "invalid JSON, invalid fields (each named in details.fields) or an invalid "
+                "Idempotency-Key"
+            ),
             "413": _err("body too large"),
             "415": _err("body is not application/json"),
             "422": _err("Idempotency-Key reused with a different body"),
-            "429": _err("queue full, or this key's rate limit; see Retry-After"),
-            "503": _err("Redis unreachable"),
+            "429": _err("queue full, or this key's rate limit", RETRY_AFTER),
+        },
+    }
+
+
+def _file(summary: str, media_type: str, what: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [JOB_ID, INDEX],
+        "responses": {
+            "200": {"description": what, "content": {media_type: {}}},
+            "304": {"description": "not modified (If-None-Match, If-Modified-Since)"},
+            "404": _err("no such job or image, or another key's job"),
         },
     }
 
 
 def build_document() -> dict[str, Any]:
-    """The OpenAPI 3.0 document of this app."""
+    """The OpenAPI 3.1 document of this app."""
     st = state()
     schemas = {name: copy.deepcopy(schema) for name, schema in st.schemas.items()}
-    schemas.update({"Error": ERROR, "Accepted": ACCEPTED, "Job": JOB})
+    schemas.update(
+        {
+            "Error": responses.ERROR, "Accepted": responses.ACCEPTED, "Job": responses.JOB,
+            "JobList": responses.JOB_LIST, "ModelList": responses.MODEL_LIST,
+            "Health": responses.HEALTH,
+        }
+    )  # fmt: skip
     list_params = [
         {"name": name, "in": "query", "required": False, "schema": schema}
         for name, schema in LIST_PARAMETERS.items()
@@ -147,7 +127,7 @@ def build_document() -> dict[str, Any]:
                 "summary": "List recent jobs, newest first",
                 "parameters": list_params,
                 "responses": {
-                    "200": {"description": "{jobs: [Job], next_cursor}"},
+                    "200": _json("JobList", "a page of jobs"),
                     "400": _err("bad query"),
                 },
             }
@@ -168,47 +148,60 @@ def build_document() -> dict[str, Any]:
                     "200": _json("Job", "canceled"),
                     "202": _json("Job", "running: stops at its next step"),
                     "404": _err("unknown job, or another key's"),
-                    "409": _err("already finished"),
+                    "409": _err("already finished, or a running training"),
                 },
             },
         },
         "/v1/jobs/{job_id}/images/{index}.png": {
-            "get": {
-                "summary": "A generated image",
-                "parameters": [JOB_ID, INDEX],
-                "responses": {
-                    "200": {"description": "PNG", "content": {"image/png": {}}},
-                    "404": _err("no such image"),
-                },
-            }
+            "get": _file("A generated image", "image/png", "PNG")
         },
         "/v1/jobs/{job_id}/codes/{index}.json": {
-            "get": {
-                "summary": "An image's code grid",
-                "parameters": [JOB_ID, INDEX],
-                "responses": {
-                    "200": {"description": "code grid JSON"},
-                    "404": _err("no such image"),
-                },
-            }
+            "get": _file("An image's code grid", "application/json", "code grid JSON")
         },
         "/v1/models": {
             "get": {
                 "summary": "Models served",
-                "responses": {"200": {"description": "{models: [...]}"}},
+                "responses": {"200": _json("ModelList", "the models")},
             }
         },
         "/v1/health": {
             "get": {
                 "summary": "Redis, queues and workers (always 200)",
                 "security": [],
-                "responses": {"200": {"description": "health"}},
+                "responses": {"200": _json("Health", "health")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "The farm's metrics for Prometheus",
+                "responses": {
+                    "200": {
+                        "description": "queues, jobs, durations, workers, model loads and "
+                        "webhooks (OpenMetrics when the Accept header asks for it)",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
             }
         },
     }
     _add_auth_responses(paths)
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "pixelscene",
             "version": "1",
@@ -237,7 +230,7 @@ def _required_roles() -> dict[tuple[str, str], str]:
 
 def _add_auth_responses(paths: dict[str, Any]) -> None:
     """401 and the per-key 429 on every operation that takes a key; 403 where a view
-    requires a role above generate."""
+    requires a role above generate; 503 wherever Redis is needed."""
     roles = _required_roles()
     for path, operations in paths.items():
         if path in PUBLIC_PATHS:
@@ -249,7 +242,10 @@ def _add_auth_responses(paths: dict[str, Any]) -> None:
             if role:
                 op["description"] = f"Needs a key with the {role} role."
                 responses["403"] = _err(f"the key lacks the {role} role (details.required_role)")
-            responses.setdefault("429", _err("this key's rate limit (by role); see Retry-After"))
+            responses.setdefault(
+                "429", _err("this key's rate limit (by role); see Retry-After", RETRY_AFTER)
+            )
+            responses.setdefault("503", _err("Redis unreachable", RETRY_AFTER))
             op["responses"] = dict(sorted(responses.items()))
 
 

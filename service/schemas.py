@@ -2,12 +2,17 @@
 
 One schema per request body. `validate(schema, body)` checks it and returns the body with
 defaults filled in, or raises `ValidationError` naming every bad field; `openapi.py` puts the
-very same dicts into `/openapi.json`, so the document cannot drift from what is enforced.
+very same dicts into `/openapi.json` (OpenAPI 3.1, whose schemas are JSON Schema 2020-12),
+so the document cannot drift from what is enforced.
 
-Supported keywords: type (object, string, integer, number, boolean), properties, required,
-additionalProperties (false only), default, enum, minimum, maximum, exclusiveMinimum,
-exclusiveMaximum, minLength, maxLength, pattern, format (uri: http/https only), anyOf,
-description.
+Supported keywords: type (object, string, integer, number, boolean, null; one or a list),
+properties, required, additionalProperties (false only), default, enum, minimum, maximum,
+exclusiveMinimum, exclusiveMaximum (numbers, as in JSON Schema 2020-12), minLength,
+maxLength, pattern, format (uri: an http(s) URL, `is_http_url`), anyOf, description.
+
+An optional field may be null, which means the same as leaving it out (`nullable_optionals`
+says so in each schema). Rules between fields (a training's stage needs a `vqgan`) are
+documented in the schema's `allOf` and enforced by `rule_errors`, beside them here.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from workers.jobstore.settings import JobSettings
 
@@ -23,6 +28,35 @@ PROMPT_MAX = 500
 SEED_LIMIT = 2**31
 # auto:N with N in 2..256, as a pattern so that it documents itself.
 PALETTE_PATTERN = r"^(none|vga|auto:([2-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-6]))$"
+# A character that is not white space, in Python's and in ECMA's sense alike: their `\s`
+# differ (Python's has \x1c-\x1f and \x85, ECMA's \ufeff), so name the difference.
+NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
+
+
+def _ipv6_pattern() -> str:
+    """RFC 3986's IPv6address as a regex (what Python's `ipaddress` takes, zones aside)."""
+    h16 = "[0-9A-Fa-f]{1,4}"
+    octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    ls32 = rf"({h16}:{h16}|{octet}(\.{octet}){{3}})"
+    forms = [rf"({h16}:){{6}}{ls32}", rf"::({h16}:){{5}}{ls32}"]
+    for n in range(7):  # [ *n( h16 ":" ) h16 ] "::" then what is left of the 128 bits
+        if n < 5:
+            rest = rf"({h16}:){{{4 - n}}}{ls32}"
+        else:
+            rest = h16 if n == 5 else ""
+        forms.append(rf"(({h16}:){{0,{n}}}{h16})?::{rest}")
+    return "(" + "|".join(forms) + ")"
+
+
+# An http(s) URL (scheme in any case): user info, a host (a DNS name, an IPv4 address in
+# any of its spellings, or an IPv6 address in brackets), a port up to 65535, then printable
+# ASCII.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+WEBHOOK_PATTERN = (
+    r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9._~%!$&'()*+,;=:-]+@)?"
+    rf"({_LABEL}(\.{_LABEL})*\.?|\[{_ipv6_pattern()}\])(:{_PORT})?([/?#][!-~]*)?$"
+)
 
 
 class ValidationError(ValueError):
@@ -44,12 +78,17 @@ def generation_schema(settings: JobSettings) -> dict[str, Any]:
     }
     if palette_names:
         palette["anyOf"].append({"enum": palette_names})
-    return {
+    schema = {
         "type": "object",
         "additionalProperties": False,
         "required": ["prompt"],
         "properties": {
-            "prompt": {"type": "string", "minLength": 1, "maxLength": PROMPT_MAX, "pattern": r"\S"},
+            "prompt": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": PROMPT_MAX,
+                "pattern": NOT_BLANK,
+            },
             "n": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
             "seed": {
                 "type": "integer",
@@ -68,19 +107,15 @@ def generation_schema(settings: JobSettings) -> dict[str, Any]:
                 "enum": sorted(settings.models),
                 "default": settings.default_model,
             },
-            "webhook": {
-                "type": "string",
-                "format": "uri",
-                "maxLength": 2000,
-                "description": "http(s) URL that gets the job JSON (signed) when the job ends",
-            },
+            "webhook": webhook_schema(),
         },
     }
+    return nullable_optionals(schema)
 
 
 def training_schema(settings: JobSettings) -> dict[str, Any]:
     """`POST /v1/trainings`: run `pixelscene train <stage>` on a dataset folder."""
-    return {
+    schema = {
         "type": "object",
         "additionalProperties": False,
         "required": ["stage", "dataset"],
@@ -122,9 +157,70 @@ def training_schema(settings: JobSettings) -> dict[str, Any]:
                 "description": "stage transformer: start from this model's transformer weights "
                 "(a fine-tune: new optimizer and schedule; the config's architecture must match)",
             },
-            "webhook": {"type": "string", "format": "uri", "maxLength": 2000},
+            "webhook": webhook_schema(),
         },
+        "allOf": TRAINING_RULES,
     }
+    return nullable_optionals(schema)
+
+
+# The rules `rule_errors` enforces, as JSON Schema. A field that is null counts as absent,
+# hence `type: string` beside each `required`.
+TRAINING_RULES: list[dict[str, Any]] = [
+    {
+        "description": "stages transformer and decoder need `vqgan`",
+        "if": {
+            "required": ["stage"],
+            "properties": {"stage": {"enum": ["transformer", "decoder"]}},
+        },
+        "then": {"required": ["vqgan"], "properties": {"vqgan": {"type": "string"}}},
+    },
+    {
+        "description": "`init_from` is only for stage transformer",
+        "if": {"required": ["init_from"], "properties": {"init_from": {"type": "string"}}},
+        "then": {"properties": {"stage": {"const": "transformer"}}},
+    },
+]
+
+
+def rule_errors(schema: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, str]:
+    """The cross-field rules of a request (its schema's `allOf`) that `params`, a body
+    `validate` accepted, breaks: one message per field to change."""
+    if "allOf" not in schema:  # only the training schema has rules
+        return {}
+    errors = {}
+    stage = params.get("stage")
+    if stage in ("transformer", "decoder") and not params.get("vqgan"):
+        errors["vqgan"] = f"is required for stage {stage}"
+    if params.get("init_from") and stage != "transformer":
+        errors["init_from"] = "is only for stage transformer"
+    return errors
+
+
+def webhook_schema() -> dict[str, Any]:
+    """An http(s) URL with a host: its pattern, then `is_http_url` (format uri)."""
+    return {
+        "type": "string",
+        "format": "uri",
+        "maxLength": 2000,
+        "pattern": WEBHOOK_PATTERN,
+        "description": "http(s) URL that gets the job JSON (signed) when the job ends. The "
+        "server must have a webhook secret, and refuses addresses it may not send to "
+        "(link-local, metadata, private networks it does not list): 400",
+    }
+
+
+def nullable_optionals(schema: dict[str, Any]) -> dict[str, Any]:
+    """Let every optional property of an object schema be null (= left out): "null" joins
+    its type, None its enum."""
+    required = set(schema.get("required", ()))
+    for name, sub in schema["properties"].items():
+        if name in required:
+            continue
+        sub["type"] = [sub["type"], "null"]
+        if "enum" in sub:
+            sub["enum"] = [*sub["enum"], None]
+    return schema
 
 
 def validate(schema: Mapping[str, Any], body: Any) -> dict[str, Any]:
@@ -144,14 +240,20 @@ def validate(schema: Mapping[str, Any], body: Any) -> dict[str, Any]:
     for name, sub in properties.items():
         if name in errors:
             continue
-        if name in body and body[name] is not None:
-            message = check_value(sub, body[name])
-            if message:
-                errors[name] = message
-            else:
-                out[name] = body[name]
-        elif "default" in sub:
-            out[name] = sub["default"]
+        value = body.get(name)
+        if value is None:  # left out, or null where the schema allows it (the same)
+            if name in body and not allows_null(sub):
+                errors[name] = "must not be null"
+            elif "default" in sub:
+                out[name] = sub["default"]
+            continue
+        message = check_value(sub, value)
+        if message:
+            errors[name] = message
+        elif isinstance(value, float) and "integer" in _types(sub):
+            out[name] = int(value)  # 2.0 is an integer in JSON Schema
+        else:
+            out[name] = value
     if errors:
         raise ValidationError(errors)
     return out
@@ -184,17 +286,49 @@ def is_unicode(text: str) -> bool:
     return True
 
 
+def is_http_url(text: str) -> bool:
+    """Whether `text` parses as an http(s) URL with a host name and a valid port (the
+    pattern then says which of those a webhook may be)."""
+    try:
+        parsed = urlsplit(text)
+        parsed.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
+def _types(schema: Mapping[str, Any]) -> list[str]:
+    kind = schema.get("type")
+    return [] if kind is None else list(kind) if isinstance(kind, list) else [kind]
+
+
+def allows_null(schema: Mapping[str, Any]) -> bool:
+    return "null" in _types(schema)
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    if kind == "null":
+        return value is None
+    if isinstance(value, bool):  # bool is an int in Python but not in JSON
+        return kind == "boolean"
+    if kind == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _TYPES[kind])
+
+
 def check_value(schema: Mapping[str, Any], value: Any) -> str | None:
     """The first problem with one value, or None."""
-    kind = schema.get("type")
-    if kind is not None:
-        # bool is an int in Python but not in JSON.
-        if not isinstance(value, _TYPES[kind]) or (kind != "boolean" and isinstance(value, bool)):
-            return f"must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}"
-        if kind == "number" and value != value:  # NaN
-            return "must be a finite number"
+    kinds = _types(schema)
+    if kinds and not any(_is_type(value, kind) for kind in kinds):
+        kind = next((k for k in kinds if k != "null"), "null")
+        return f"must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN
+        return "must be a finite number"
     if "enum" in schema and value not in schema["enum"]:
-        return f"must be one of {', '.join(map(str, schema['enum']))}"
+        named = ", ".join(str(v) for v in schema["enum"] if v is not None)
+        return f"must be one of {named}"
     if isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             return f"must be >= {schema['minimum']}"
@@ -215,12 +349,12 @@ def check_value(schema: Mapping[str, Any], value: Any) -> str | None:
             )
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             return f"must be at most {schema['maxLength']} characters"
+        if schema.get("format") == "uri" and not is_http_url(value):
+            return "must be an http:// or https:// URL"
         if "pattern" in schema and not re.search(ecma_pattern(schema["pattern"]), value):
-            return "must not be blank" if schema["pattern"] == r"\S" else "has an invalid format"
-        if schema.get("format") == "uri":
-            parsed = urlparse(value)
-            if parsed.scheme not in ("http", "https") or not parsed.hostname:
-                return "must be an http:// or https:// URL"
+            return (
+                "must not be blank" if schema["pattern"] == NOT_BLANK else "has an invalid format"
+            )
     if "anyOf" in schema:
         if all(check_value(option, value) for option in schema["anyOf"]):
             return f"must be {schema.get('description', 'one of the allowed forms')}"

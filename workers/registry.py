@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -21,6 +22,8 @@ from pixelscene.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 Loader = Callable[[Path | None], Any]
+# Told of each load: (model name, version, seconds it took).
+LoadListener = Callable[[str, str, float], None]
 
 
 def _default_loader(model_dir: Path | None, engine: str = "auto") -> Any:
@@ -63,6 +66,7 @@ class ModelRegistry:
         self._versions: dict[tuple[str, float], str] = {}
         self._lock = threading.Lock()
         self.loads = 0
+        self.on_load: LoadListener | None = None
 
     def model_dir(self, name: str) -> Path | None:
         if name not in self.models:
@@ -87,8 +91,11 @@ class ModelRegistry:
                 self._loaded.move_to_end(version)
                 return self._loaded[version]
             log.info("loading model %s (%s)", name, version)
+            t0 = time.perf_counter()
             model = self.loader(self.model_dir(name))
             self.loads += 1
+            if self.on_load is not None:
+                self.on_load(name, version, time.perf_counter() - t0)
             self._loaded[version] = model
             while len(self._loaded) > self.capacity:
                 evicted, _ = self._loaded.popitem(last=False)

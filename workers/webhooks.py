@@ -32,6 +32,7 @@ from typing import Any
 
 import redis
 
+from workers.jobstore import metrics
 from workers.jobstore.hooks import check_address, schedule
 from workers.jobstore.records import Keys, get_job
 from workers.jobstore.views import job_view
@@ -172,22 +173,27 @@ def process_due(r: redis.Redis, settings: Settings, limit: int = 16) -> int:
         if refused:
             log.warning("webhook for %s refused: %s", item["job_id"], refused)
             r.hset(job_key, mapping={"webhook": f"refused ({refused})"})
+            metrics.count(r, keys.metrics, metrics.WEBHOOKS, outcome="refused")
             r.zrem(keys.webhooks, raw)
             continue
         payload = job_view(rec, settings.public_url)
         ok, what = deliver(settings, item["url"], payload, item["id"], address)
         if ok:
+            outcome = "delivered"
             r.hset(job_key, mapping={"webhook": f"delivered ({what}, attempt {attempt})"})
         elif attempt < settings.webhook_max_attempts:
+            outcome = "retried"
             delay = settings.webhook_backoff * 2 ** (attempt - 1)
             log.info("webhook for %s failed (%s); retry in %.1fs", item["job_id"], what, delay)
             r.hset(job_key, mapping={"webhook": f"retrying ({what}, attempt {attempt})"})
             schedule(r, keys, item["job_id"], item["url"], attempt, delay)
         else:
+            outcome = "failed"
             log.warning(
                 "webhook for %s failed %d times (%s); giving up", item["job_id"], attempt, what
             )
             r.hset(job_key, mapping={"webhook": f"failed ({what}, {attempt} attempts)"})
+        metrics.count(r, keys.metrics, metrics.WEBHOOKS, outcome=outcome)
         r.zrem(keys.webhooks, raw)  # only now: a crash before this line leads to a resend
     return attempted
 

@@ -27,6 +27,7 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
 from workers import context, webhooks
+from workers.jobstore import metrics
 from workers.jobstore.records import Keys
 from workers.registry import ModelRegistry, import_loader
 from workers.settings import Settings
@@ -55,6 +56,7 @@ class PixelsceneWorker(SimpleWorker):
             settings.model_cache_size,
             import_loader(settings.pipeline_loader, settings.engine),
         )
+        self.registry.on_load = self._count_model_load
         context.install(
             context.WorkerContext(settings, connection, self.registry, worker_name=self.name)
         )
@@ -134,6 +136,16 @@ class PixelsceneWorker(SimpleWorker):
             "job %s: MLX peak %.1f MB, active %.1f MB after clearing the cache",
             job.id, peak / 2**20, mx.get_active_memory() / 2**20,
         )  # fmt: skip
+
+    def _count_model_load(self, model: str, version: str, seconds: float) -> None:
+        try:
+            with self.connection.pipeline(transaction=False) as p:
+                m = self.keys.metrics
+                metrics.count(p, m, metrics.MODEL_LOADS, worker=self.name, model=model)
+                metrics.observe(p, m, metrics.MODEL_LOAD_SECONDS, seconds, model=model)
+                p.execute()
+        except redis.RedisError as e:  # a lost count must not fail the job that loaded
+            log.warning("could not count the load of model %s: %s", model, e)
 
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
         # A job that raised would raise again: keep retries for abandoned jobs only.

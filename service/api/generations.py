@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from service.api.common import eta_seconds, json_body, queue_figures, retry_after
 from service.auth import client_scope, requires
 from service.errors import ApiError
-from service.schemas import SEED_LIMIT, ValidationError, validate
+from service.schemas import SEED_LIMIT, ValidationError, check_value, rule_errors, validate
 from service.state import state
 from workers.jobstore.hooks import refused_literal
 from workers.jobstore.queues import GENERATE, TRAIN, enqueue_job
@@ -22,6 +22,19 @@ from workers.jobstore.views import job_links
 
 bp = Blueprint("generations", __name__)
 IDEMPOTENCY_KEY_MAX = 255
+# The header's value as the server checks it and /openapi.json documents it.
+IDEMPOTENCY_KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": IDEMPOTENCY_KEY_MAX,
+    "pattern": rf"^[ -~]{{1,{IDEMPOTENCY_KEY_MAX}}}$",
+    "description": (
+        f"1..{IDEMPOTENCY_KEY_MAX} printable ASCII characters. The same key with the same "
+        "body within the server's idempotency TTL (a day by default) answers 202 with the "
+        "job the first request queued (header Idempotent-Replayed: true) instead of queueing "
+        "another; with a different body, 422. Keys are scoped by API key."
+    ),
+}
 
 
 @bp.post("/generations")
@@ -48,10 +61,9 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
         refused = refused_literal(params["webhook"], st.settings.webhook_private_networks)
         if refused:
             raise ValidationError({"webhook": f"refused: {refused}"})
-    if kind == TRAIN and params["stage"] in ("transformer", "decoder") and not params.get("vqgan"):
-        raise ValidationError({"vqgan": f"is required for stage {params['stage']}"})
-    if kind == TRAIN and params.get("init_from") and params["stage"] != "transformer":
-        raise ValidationError({"init_from": "is only for stage transformer"})
+    broken = rule_errors(st.schemas[schema_name], params)
+    if broken:
+        raise ValidationError(broken)
     body_hash = hashlib.sha256(
         json.dumps([kind, params], sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
@@ -113,10 +125,10 @@ def _idempotency_key() -> str | None:
     raw = request.headers.get("Idempotency-Key")
     if raw is None:
         return None
-    if not raw or len(raw) > IDEMPOTENCY_KEY_MAX or not raw.isprintable():
+    if check_value(IDEMPOTENCY_KEY_SCHEMA, raw):
         raise ApiError(
             400, "invalid_idempotency_key",
-            f"Idempotency-Key must be 1..{IDEMPOTENCY_KEY_MAX} printable characters",
+            f"Idempotency-Key must be 1..{IDEMPOTENCY_KEY_MAX} printable ASCII characters",
         )  # fmt: skip
     digest = hashlib.sha256(raw.encode()).hexdigest()
     return state().keys.idempotency(client_scope(), digest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file
@@ -31,7 +32,11 @@ bp = Blueprint("jobs", __name__)
 LIST_PARAMETERS: dict[str, dict[str, Any]] = {
     "status": {"type": "string", "enum": list(STATUSES)},
     "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-    "cursor": {"type": "string", "pattern": r"^[0-9]+-[0-9a-f]{32}$", "description": "next_cursor"},
+    "cursor": {
+        "type": "string",
+        "pattern": r"^[0-9]{1,20}-[0-9a-f]{32}$",
+        "description": "the next_cursor of the previous page",
+    },
 }
 MAX_SCANNED = 5000
 
@@ -102,20 +107,20 @@ def list_jobs() -> Response:
 
 def _list_args() -> dict[str, Any]:
     out: dict[str, Any] = {}
-    bad: dict[str, str] = {}
+    bad = {name: "is not a known parameter" for name in request.args if name not in LIST_PARAMETERS}
     for name, schema in LIST_PARAMETERS.items():
         raw = request.args.get(name)
-        if raw is None or raw == "":
+        if raw is None:
             if "default" in schema:
                 out[name] = schema["default"]
             continue
         value: Any = raw
         if schema["type"] == "integer":
-            try:
-                value = int(raw)
-            except ValueError:
+            # Digits only: int() would also take " 5", "1_0" and other scripts' digits.
+            if not re.fullmatch(r"-?[0-9]{1,12}", raw):
                 bad[name] = "must be an integer"
                 continue
+            value = int(raw)
         message = check_value(schema, value)
         if message:
             bad[name] = message

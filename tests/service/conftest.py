@@ -184,3 +184,20 @@ def farm(redis_server: Any, model_env: dict[str, str], tmp_path: Path) -> Iterat
     f = Farm(redis_server.url, env)
     yield f
     f.stop()
+
+
+@pytest.fixture
+def fake_farm(redis_server: Any, tmp_path: Path) -> Iterator[Farm]:
+    """Worker processes with the fake pipeline (service_fakes.load): jobs take milliseconds."""
+    env = {
+        "PIXELSCENE_PIPELINE_LOADER": "service_fakes:load",
+        "PIXELSCENE_OBJECTS_DIR": str(tmp_path / "objects"),
+        "PIXELSCENE_HEARTBEAT_TTL": "2",
+        "PIXELSCENE_PROGRESS_INTERVAL": "0.05",
+        "PIXELSCENE_WEBHOOK_SECRET": "test-secret",
+        "PIXELSCENE_WEBHOOK_PRIVATE_NETWORKS": "127.0.0.0/8",
+        "FAKE_STEP_SECONDS": "0.01",
+    }
+    f = Farm(redis_server.url, env)
+    yield f
+    f.stop()

@@ -48,8 +48,9 @@ def test_seed_is_fixed_at_submit_when_omitted(client):
         ({}, "prompt"),
         ({"prompt": "a", "n": 0}, "n"),
         ({"prompt": "a", "n": 17}, "n"),
-        ({"prompt": "a", "n": 2.0}, "n"),
+        ({"prompt": "a", "n": 2.5}, "n"),
         ({"prompt": "a", "n": True}, "n"),
+        ({"prompt": None}, "prompt"),
         ({"prompt": "a", "seed": -1}, "seed"),
         ({"prompt": "a", "seed": 2**31}, "seed"),
         ({"prompt": "a", "temperature": 0}, "temperature"),
@@ -67,6 +68,10 @@ def test_seed_is_fixed_at_submit_when_omitted(client):
         ({"prompt": "a", "model": "nope"}, "model"),
         ({"prompt": "a", "webhook": "ftp://example.com/x"}, "webhook"),
         ({"prompt": "a", "webhook": "not a url"}, "webhook"),
+        ({"prompt": "a", "webhook": "http://[::1/x"}, "webhook"),
+        ({"prompt": "a", "webhook": "http://[1:2:3]/x"}, "webhook"),  # no IPv6 address
+        ({"prompt": "a", "webhook": "http://example.com:65536/x"}, "webhook"),
+        ({"prompt": "a", "webhook": "http://user@/x"}, "webhook"),
         ({"prompt": "a", "colour": "red"}, "colour"),
     ],
 )
@@ -104,6 +109,18 @@ def test_valid_edges_are_accepted(client):
     assert submit(client, body).status_code == 202
     for palette in ("none", "vga", "auto:2"):
         assert submit(client, {"prompt": "a", "palette": palette}).status_code == 202
+
+
+def test_null_is_a_left_out_field_and_2_0_is_an_integer(client, fake_redis):
+    """As the OpenAPI document says: optional fields are nullable, and JSON Schema's
+    integers include 2.0."""
+    body = {"prompt": "a", "n": 2.0, "seed": None, "webhook": None, "model": None}
+    resp = submit(client, body)
+    assert resp.status_code == 202, resp.get_json()
+    job = client.get(f"/v1/jobs/{resp.get_json()['id']}").get_json()
+    assert job["request"]["n"] == 2 and isinstance(job["request"]["seed"], int)
+    assert job["request"]["model"] == "tiny" and "webhook" not in job["request"]
+    assert job["webhook"] is None
 
 
 def test_named_palettes_come_from_settings(make_app):
@@ -370,7 +387,7 @@ def test_openapi_uses_the_validation_schemas(app, client):
     schema = doc["components"]["schemas"]["GenerationRequest"]
     assert schema == app.extensions["pixelscene"].schemas["GenerationRequest"]
     assert schema["properties"]["n"]["maximum"] == 16
-    assert schema["properties"]["model"]["enum"] == ["tiny"]
+    assert schema["properties"]["model"]["enum"] == ["tiny", None]  # null: the default
     # Every view is documented.
     rules = {r.rule for r in app.url_map.iter_rules() if r.endpoint != "static"}
     documented = {p.replace("{", "<").replace("}", ">") for p in doc["paths"]} | {"/openapi.json"}

@@ -29,6 +29,8 @@ from typing import Any
 
 import redis
 
+from workers.jobstore import metrics
+
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 TERMINAL = ("succeeded", "failed", "canceled")
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -44,6 +46,7 @@ class Keys:
         self.stats = f"{prefix}:stats"
         self.webhooks = f"{prefix}:webhooks"
         self.reaper_lock = f"{prefix}:reaper"
+        self.metrics = metrics.MetricKeys(prefix)
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -105,6 +108,7 @@ def create_job(
     p.zadd(keys.jobs, {job_id: int(created * 1e6)})
     if owner:
         p.zadd(keys.owner_jobs(owner), {job_id: int(created * 1e6)})
+    metrics.count(p, keys.metrics, metrics.JOBS, kind=kind, status="queued")
     if pipeline is None:
         p.execute()
     return created
@@ -156,14 +160,19 @@ def transition(
     ttl: int | None = None,
     **fields: Any,
 ) -> bool:
-    """Move a job to `to` if its status is in `allowed_from`; atomic. Returns whether it moved."""
+    """Move a job to `to` if its status is in `allowed_from`; atomic. Returns whether it moved.
+
+    The move's metrics (`_count_transition`) go in the same MULTI: counted once, by the
+    process whose move won.
+    """
     key = keys.job(job_id)
     allowed = set(allowed_from)
     with r.pipeline() as p:
         while True:
             try:
                 p.watch(key)
-                current = p.hget(key, "status")
+                before = dict(zip(_BEFORE, p.hmget(key, *_BEFORE), strict=True))
+                current = before["status"]
                 if current is None or current.decode() not in allowed:
                     p.unwatch()
                     return False
@@ -171,10 +180,57 @@ def transition(
                 p.hset(key, mapping=encode_fields({"status": to, **fields}))
                 if ttl is not None:
                     p.expire(key, ttl)
+                _count_transition(p, keys, before, to, fields)
                 p.execute()
                 return True
             except redis.WatchError:
                 continue
+
+
+_BEFORE = ("status", "kind", "created_at", "started_at", "worker")
+
+
+def _seconds(raw: bytes | None) -> float | None:
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _count_transition(
+    p: Any, keys: Keys, before: dict[str, bytes | None], to: str, fields: dict[str, Any]
+) -> None:
+    """The metrics of one move: the status count, the wait for a start, the duration and
+    error of an end, and a success's step timings and images (`workers.jobstore.metrics`)."""
+    m = keys.metrics
+    kind = (before["kind"] or b"generate").decode()
+    metrics.count(p, m, metrics.JOBS, kind=kind, status=to)
+    created, started = _seconds(before["created_at"]), _seconds(before["started_at"])
+    if to == "running" and created is not None and fields.get("started_at") is not None:
+        metrics.observe(p, m, metrics.JOB_WAIT, fields["started_at"] - created, kind=kind)
+    if to not in TERMINAL:
+        return
+    finished = fields.get("finished_at")
+    if started is not None and finished is not None:
+        metrics.observe(p, m, metrics.JOB_DURATION, finished - started, kind=kind, status=to)
+    error = fields.get("error")
+    if to == "failed" and isinstance(error, dict):
+        code = str(error.get("code") or "unknown")
+        metrics.count(p, m, metrics.JOB_ERRORS, kind=kind, code=code)
+    output = fields.get("output")
+    if to != "succeeded" or not isinstance(output, dict):
+        return
+    timings = output.get("timings") or {}
+    for name, seconds in timings.items():
+        if name.endswith("_s") and name != "total_s" and isinstance(seconds, int | float):
+            step = name.removesuffix("_s")
+            metrics.observe(p, m, metrics.STEP_DURATION, seconds, kind=kind, step=step)
+    n, generating = len(output.get("images") or []), timings.get("generate_s")
+    worker = (before["worker"] or b"").decode()
+    if worker and n and isinstance(generating, int | float) and generating > 0:
+        metrics.count(p, m, metrics.IMAGES, n, worker=worker)
+        metrics.count(p, m, metrics.GENERATE_SECONDS, float(generating), worker=worker)
+        metrics.set_gauge(p, m, metrics.IMAGES_PER_SECOND, n / generating, worker=worker)
 
 
 def set_progress(

@@ -1,0 +1,169 @@
+"""The JSON the API answers with, as JSON Schema 2020-12: `/openapi.json` documents these,
+and the schemathesis tests check every response against them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.api.jobs import LIST_PARAMETERS
+from workers.jobstore.queues import QUEUES
+from workers.jobstore.records import STATUSES
+from workers.jobstore.views import WEBHOOK_STATUSES
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+TIMESTAMP = {"type": "string", "format": "date-time"}
+LINKS = {
+    "type": "object",
+    "required": ["self"],
+    "properties": {"self": {"type": "string", "description": "this job's URL"}},
+}
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"description": "e.g. {fields: {name: problem}} for 400, else null"},
+            },
+        }
+    },
+}
+ACCEPTED = {
+    "type": "object",
+    "required": ["id", "status", "position", "eta_seconds", "links"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "position": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "jobs ahead of this one in its queue (0 = next); null once started",
+        },
+        "eta_seconds": {"type": ["number", "null"], "minimum": 0},
+        "links": LINKS,
+    },
+}
+JOB = {
+    "type": "object",
+    "required": [
+        "id", "kind", "status", "progress", "position", "created_at", "started_at",
+        "finished_at", "attempts", "cancel_requested", "request", "error", "output",
+        "webhook", "links",
+    ],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "kind": {"type": "string", "enum": list(QUEUES)},
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "position": {"type": ["integer", "null"], "minimum": 0},
+        "created_at": nullable(TIMESTAMP),
+        "started_at": nullable(TIMESTAMP),
+        "finished_at": nullable(TIMESTAMP),
+        "attempts": {"type": "integer", "minimum": 0},
+        "cancel_requested": {"type": "boolean"},
+        "request": {"type": ["object", "null"], "description": "the request, defaults filled in"},
+        "error": {
+            "type": ["object", "null"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        },
+        "output": {
+            "type": ["object", "null"],
+            "description": "images [{index, seed, url, codes_url}], model, model_version, "
+            "timings, peak_memory_bytes; a training's: stage, dataset, config",
+            "properties": {
+                "images": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "index": {"type": "integer", "minimum": 0},
+                            "seed": {"type": "integer"},
+                            "url": {"type": "string"},
+                            "codes_url": {"type": "string"},
+                        },
+                    },
+                }
+            },
+        },
+        "webhook": {
+            "type": ["object", "null"],
+            "description": "null without a webhook; else whether it was sent",
+            "required": ["status", "detail"],
+            "properties": {
+                "status": {"type": "string", "enum": list(WEBHOOK_STATUSES)},
+                "detail": {"type": ["string", "null"]},
+            },
+        },
+        "links": LINKS,
+    },
+}  # fmt: skip
+JOB_LIST = {
+    "type": "object",
+    "required": ["jobs", "next_cursor"],
+    "properties": {
+        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+        "next_cursor": {
+            "type": ["string", "null"],
+            "pattern": LIST_PARAMETERS["cursor"]["pattern"],
+            "description": "pass as `cursor` for the next page; null on the last one",
+        },
+    },
+}
+MODEL_LIST = {
+    "type": "object",
+    "required": ["models"],
+    "properties": {
+        "models": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "default", "available", "version", "config"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "default": {"type": "boolean"},
+                    "available": {"type": "boolean"},
+                    "version": {"type": ["string", "null"]},
+                    "config": {"type": ["string", "null"]},
+                },
+            },
+        }
+    },
+}
+QUEUE_HEALTH = {
+    "type": "object",
+    "required": ["queued", "running"],
+    "properties": {
+        "queued": {"type": "integer", "minimum": 0},
+        "running": {"type": "integer", "minimum": 0},
+    },
+}
+HEALTH = {
+    "type": "object",
+    "required": ["status", "redis", "queues", "worker_count"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "degraded"]},
+        "redis": {
+            "type": "object",
+            "required": ["reachable"],
+            "properties": {
+                "reachable": {"type": "boolean"},
+                "error": {"type": "string", "description": "admin keys only"},
+            },
+        },
+        "queues": {"type": "object", "additionalProperties": QUEUE_HEALTH},
+        "worker_count": {"type": "integer", "minimum": 0},
+        "workers": {
+            "type": "array",
+            "description": "admin keys only (and localhost without keys)",
+            "items": {"type": "object"},
+        },
+    },
+}
