@@ -62,11 +62,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from service.api import generations, jobs, system
     from service.metrics import bp as metrics_bp
     from service.openapi import bp as openapi_bp
+    from service.page import bp as page_bp
 
     for bp in (generations.bp, jobs.bp, system.bp):
         app.register_blueprint(bp, url_prefix="/v1")
     app.register_blueprint(openapi_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(page_bp)
     app.before_request(check_api_key)
     if not settings.keys_configured:
         log.warning("no API keys configured: accepting requests from localhost only")

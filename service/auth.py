@@ -25,8 +25,10 @@ from flask import g, request
 from service import errors, ratelimit
 from service.state import state
 
-# Paths open without a key: load balancers and docs readers carry none.
-PUBLIC_PATHS = ("/v1/health", "/openapi.json")
+# Paths open without a key: load balancers and docs readers carry none, nor does a browser
+# loading the artists' page (service.page), whose script then sends the key itself.
+PUBLIC_PATHS = ("/v1/health", "/openapi.json", "/")
+PUBLIC_PREFIXES = ("/ui/",)  # the page's script, styles and icon
 ROLES = ("generate", "admin")  # each may do what those before it may
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,7 +91,7 @@ def check_api_key() -> None:
     """Identify the caller (`current_caller`); 401 without a valid key except on public
     paths, 429 when the key's token bucket is empty."""
     caller = g.caller = identify()
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return
     if caller is None:
         if not state().settings.keys_configured:
