@@ -1,7 +1,8 @@
 """Who is calling: API keys (`Authorization: Bearer <key>`), their roles, and rate limits.
 
 A key has a role: `generate` (queue generations; read, download and cancel the jobs it
-created) or `admin` (everything, every key's jobs included). `before_request` identifies
+created), `admin` (everything, every key's jobs included) or `worker` (nothing but hand a
+running job's result files to the API, under `/v1/internal/`). `before_request` identifies
 the caller once (`check_api_key`); views that need more than `generate` say so with
 `@requires("admin")`. Without configured keys the API serves localhost only and treats the
 local caller as admin, with no rate limit.
@@ -30,6 +31,8 @@ from service.state import state
 PUBLIC_PATHS = ("/v1/health", "/openapi.json", "/")
 PUBLIC_PREFIXES = ("/ui/",)  # the page's script, styles and icon
 ROLES = ("generate", "admin")  # each may do what those before it may
+WORKER = "worker"  # beside ROLES: may only upload results, which admins may do too
+INTERNAL_PREFIX = "/v1/internal/"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +48,8 @@ class Caller:
 
     def may(self, role: str) -> bool:
         """Whether this caller has `role` or one above it."""
+        if WORKER in (self.role, role):
+            return self.role in (role, "admin")
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
@@ -77,19 +82,22 @@ def identify() -> Caller | None:
     if not token:
         return None
     digest = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-    admin = generate = False
-    for key in settings.admin_keys:  # no early exit in either loop
+    admin = generate = worker = False
+    for key in settings.admin_keys:  # no early exit in any loop
         admin |= hmac.compare_digest(digest, key)
     for key in settings.api_keys:
         generate |= hmac.compare_digest(digest, key)
-    if not (admin or generate):
+    for key in settings.worker_keys:
+        worker |= hmac.compare_digest(digest, key)
+    if not (admin or generate or worker):
         return None
-    return Caller(digest[7:23], "admin" if admin else "generate")
+    return Caller(digest[7:23], "admin" if admin else "generate" if generate else WORKER)
 
 
 def check_api_key() -> None:
     """Identify the caller (`current_caller`); 401 without a valid key except on public
-    paths, 429 when the key's token bucket is empty."""
+    paths, 403 for a worker key outside `/v1/internal/`, 429 when the key's token bucket is
+    empty."""
     caller = g.caller = identify()
     if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return
@@ -102,6 +110,11 @@ def check_api_key() -> None:
         raise errors.ApiError(
             401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)",
             headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    if caller.role == WORKER and not request.path.startswith(INTERNAL_PREFIX):
+        raise errors.ApiError(
+            403, "forbidden", "a worker key may only upload results",
+            details={"required_role": "generate"},
         )  # fmt: skip
     if caller is not LOCAL:
         _take_token(caller)

@@ -11,8 +11,9 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from service import responses
 from service.api.generations import IDEMPOTENCY_KEY_SCHEMA
+from service.api.internal import OBJECT_NAME
 from service.api.jobs import LIST_PARAMETERS
-from service.auth import PUBLIC_PATHS
+from service.auth import INTERNAL_PREFIX, PUBLIC_PATHS
 from service.state import state
 
 bp = Blueprint("openapi", __name__)
@@ -104,6 +105,35 @@ def _file(summary: str, media_type: str, what: str) -> dict[str, Any]:
     }
 
 
+def _upload() -> dict[str, Any]:
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": f"^{OBJECT_NAME.pattern}$"},
+    }
+    return {
+        "summary": "A worker without the object directory hands over a result file",
+        "description": "Only while the job runs on the worker named in X-Pixelscene-Worker; "
+        "written atomically into the object directory (result.json last).",
+        "parameters": [JOB_ID, name],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        "responses": {
+            "204": {"description": "stored"},
+            "400": _err("not a result file name"),
+            "404": _err("no such job"),
+            "409": _err("the job is not running on this worker"),
+            "413": _err("larger than PIXELSCENE_MAX_OBJECT_BYTES"),
+            "507": _err("the object directory is full"),
+        },
+    }
+
+
 def build_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of this app."""
     st = state()
@@ -158,6 +188,7 @@ def build_document() -> dict[str, Any]:
         "/v1/jobs/{job_id}/codes/{index}.json": {
             "get": _file("An image's code grid", "application/json", "code grid JSON")
         },
+        "/v1/internal/jobs/{job_id}/objects/{name}": {"put": _upload()},
         "/v1/models": {
             "get": {
                 "summary": "Models served",
@@ -230,8 +261,10 @@ def _required_roles() -> dict[tuple[str, str], str]:
 
 def _add_auth_responses(paths: dict[str, Any]) -> None:
     """401 and the per-key 429 on every operation that takes a key; 403 where a view
-    requires a role above generate; 503 wherever Redis is needed."""
+    requires another role than generate, or everywhere else when worker keys exist (they
+    may only upload results); 503 wherever Redis is needed."""
     roles = _required_roles()
+    workers_keyed = bool(state().settings.worker_keys)
     for path, operations in paths.items():
         if path in PUBLIC_PATHS:
             continue
@@ -242,6 +275,8 @@ def _add_auth_responses(paths: dict[str, Any]) -> None:
             if role:
                 op["description"] = f"Needs a key with the {role} role."
                 responses["403"] = _err(f"the key lacks the {role} role (details.required_role)")
+            elif workers_keyed and not path.startswith(INTERNAL_PREFIX):
+                responses["403"] = _err("a worker key, which may only upload results")
             responses.setdefault(
                 "429", _err("this key's rate limit (by role); see Retry-After", RETRY_AFTER)
             )

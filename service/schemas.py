@@ -31,6 +31,11 @@ PALETTE_PATTERN = r"^(none|vga|auto:([2-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25
 # A character that is not white space, in Python's and in ECMA's sense alike: their `\s`
 # differ (Python's has \x1c-\x1f and \x85, ECMA's \ufeff), so name the difference.
 NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
+# A prompt: not blank, and without control characters (tab and line breaks aside) or the
+# bidirectional embeddings, overrides and isolates that make text read other than it is
+# stored (U+202A-U+202E, U+2066-U+2069); the marks U+200E, U+200F and U+061C are text.
+_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+PROMPT_PATTERN = rf"^[^{_CONTROLS}]*[^\s\ufeff{_CONTROLS}][^{_CONTROLS}]*$"
 
 
 def _ipv6_pattern() -> str:
@@ -87,7 +92,7 @@ def generation_schema(settings: JobSettings) -> dict[str, Any]:
                 "type": "string",
                 "minLength": 1,
                 "maxLength": PROMPT_MAX,
-                "pattern": NOT_BLANK,
+                "pattern": PROMPT_PATTERN,
             },
             "n": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1},
             "seed": {
@@ -267,6 +272,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
 }
 
+PATTERN_MESSAGES = {
+    NOT_BLANK: "must not be blank",
+    PROMPT_PATTERN: "must not be blank nor hold control or bidirectional override characters",
+}
+
 
 def ecma_pattern(pattern: str) -> str:
     """JSON Schema patterns are ECMA regexes, whose final `$` is the end of input; Python's
@@ -352,9 +362,7 @@ def check_value(schema: Mapping[str, Any], value: Any) -> str | None:
         if schema.get("format") == "uri" and not is_http_url(value):
             return "must be an http:// or https:// URL"
         if "pattern" in schema and not re.search(ecma_pattern(schema["pattern"]), value):
-            return (
-                "must not be blank" if schema["pattern"] == NOT_BLANK else "has an invalid format"
-            )
+            return PATTERN_MESSAGES.get(schema["pattern"], "has an invalid format")
     if "anyOf" in schema:
         if all(check_value(option, value) for option in schema["anyOf"]):
             return f"must be {schema.get('description', 'one of the allowed forms')}"

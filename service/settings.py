@@ -3,9 +3,10 @@
 Defaults, then `PIXELSCENE_*` environment variables, then overrides (see
 `workers.jobstore.settings`, which also holds what the workers read).
 
-Keys come in two roles (`service.auth`): `PIXELSCENE_API_KEYS` are generate keys (queue
-generations, read and cancel their own jobs) and `PIXELSCENE_ADMIN_KEYS` admin keys (also
-trainings, worker details and every key's jobs). An entry is a key or `sha256:<hex>`, the
+Keys come in three roles (`service.auth`): `PIXELSCENE_API_KEYS` are generate keys (queue
+generations, read and cancel their own jobs), `PIXELSCENE_ADMIN_KEYS` admin keys (also
+trainings, worker details and every key's jobs) and `PIXELSCENE_WORKER_KEYS` worker keys
+(only hand a running job's result files to the API, `service.api.internal`). An entry is a key or `sha256:<hex>`, the
 SHA-256 of one, so an environment file need not hold keys at all; after loading, both lists
 hold only `sha256:<hex>` entries, whatever was given.
 """
@@ -32,26 +33,30 @@ def key_hash(key: str) -> str:
 class ServiceSettings(JobSettings):
     api_keys: list[str] = field(default_factory=list)  # generate role
     admin_keys: list[str] = field(default_factory=list)
+    worker_keys: list[str] = field(default_factory=list)  # workers without the object directory
     # Token buckets per key, by role (`service.ratelimit`): "10/s burst 20", "600/min", "off".
     # Without keys (localhost only) nothing is limited.
     rate_limit_generate: str = "20/s burst 100"
     rate_limit_admin: str = "off"
+    rate_limit_worker: str = "off"
     max_queue: int = 200  # queued generate jobs above which POST answers 429
     max_content_length: int = 64 * 1024
     idempotency_ttl: int = 86400
+    max_object_bytes: int = 32 * 2**20  # one result file a worker uploads
 
     def validate(self) -> None:
         super().validate()
-        require_positive(self, "max_queue")
+        require_positive(self, "max_queue", "max_object_bytes")
         self.api_keys = _hashed(self.api_keys, "API_KEYS")
         self.admin_keys = _hashed(self.admin_keys, "ADMIN_KEYS")
-        for role in ("generate", "admin"):
+        self.worker_keys = _hashed(self.worker_keys, "WORKER_KEYS")
+        for role in ("generate", "admin", "worker"):
             self.rate_limit(role)
 
     @property
     def keys_configured(self) -> bool:
         """Whether callers need a key (else the API serves localhost only)."""
-        return bool(self.api_keys or self.admin_keys)
+        return bool(self.api_keys or self.admin_keys or self.worker_keys)
 
     def rate_limit(self, role: str) -> Limit | None:
         """The token bucket each key of `role` gets (None: unlimited)."""
@@ -64,9 +69,9 @@ class ServiceSettings(JobSettings):
     def __repr__(self) -> str:
         # The key lists hold hashes only, yet a settings dump in a log needs neither them nor
         # the webhook secret.
-        hidden = ("api_keys", "admin_keys", "webhook_secret")
+        hidden = ("api_keys", "admin_keys", "worker_keys", "webhook_secret")
         shown = [f"{k}={v!r}" for k, v in vars(self).items() if k not in hidden]
-        counts = f"api_keys=<{len(self.api_keys)}>, admin_keys=<{len(self.admin_keys)}>"
+        counts = ", ".join(f"{k}=<{len(getattr(self, k))}>" for k in hidden[:3])
         return f"ServiceSettings({counts}, {', '.join(shown)})"
 
 

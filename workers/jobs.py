@@ -24,7 +24,7 @@ from pixelscene.train.stages import (
     result_summary,
     run_stage,
 )
-from workers import context
+from workers import context, results
 from workers.jobstore import hooks
 from workers.jobstore.objects import codes_path, image_path, job_dir, write_json_atomic
 from workers.jobstore.records import (
@@ -60,6 +60,8 @@ def error_doc(
             "code": "model_unavailable",
             "message": f"{what} is unavailable on this worker: see the worker log",
         }
+    if isinstance(exc, results.ResultsError):
+        return {"code": exc.code, "message": str(exc)}
     if isinstance(exc, PixelsceneError):
         return {"code": "job_error", "message": str(exc)}
     return {
@@ -130,8 +132,6 @@ def generate(job_id: str) -> dict[str, Any]:
 def _generate(ctx: context.WorkerContext, job_id: str, request: dict[str, Any]) -> dict[str, Any]:
     import mlx.core as mx
 
-    from pixelscene import output
-
     r, keys, s = ctx.redis, ctx.keys, ctx.settings
     rq_job = get_current_job()
     t_start = time.perf_counter()
@@ -179,6 +179,46 @@ def _generate(ctx: context.WorkerContext, job_id: str, request: dict[str, Any]) 
 
     palette = request.get("palette") or "none"
     scale = int(request.get("scale") or 1)
+    try:  # a full or failing object directory: say so, not "internal error"
+        result = _write_images(ctx, job_id, request, model, sampling, images, palette, scale)
+        t_written = time.perf_counter()
+        result["timings"] = {
+            "load_s": round(t_loaded - t_start, 4),
+            "generate_s": round(t_generated - t_loaded, 4),
+            "write_s": round(t_written - t_generated, 4),
+            "total_s": round(t_written - t_start, 4),
+        }
+        result["peak_memory_bytes"] = peak
+        write_json_atomic(job_dir(s.objects_dir, job_id) / "result.json", {"id": job_id, **result})
+    except OSError as e:
+        raise results.storage_error(e) from e
+    except PixelsceneError as e:  # the PNG writer's OutputError names the server's path
+        if isinstance(e.__cause__, OSError):
+            raise results.storage_error(e.__cause__) from e
+        raise
+    if s.results_url:  # no shared object directory: the API stores the files
+        names = [f"{k}.png" for k in range(len(images))]
+        names += [f"codes_{k}.json" for k in range(len(images))] + ["result.json"]
+        results.upload(s, job_id, ctx.worker_name, names)
+    _finish(ctx, job_id, "succeeded", output=result, progress=1.0)
+    record_job_seconds(r, keys, t_written - t_start)
+    return {"images": len(images), "model_version": model.version}
+
+
+def _write_images(
+    ctx: context.WorkerContext,
+    job_id: str,
+    request: dict[str, Any],
+    model: Any,
+    sampling: dict[str, Any],
+    images: list[Any],
+    palette: str,
+    scale: int,
+) -> dict[str, Any]:
+    """Write each image's PNG and code grid; returns the job's result without timings."""
+    from pixelscene import output
+
+    s = ctx.settings
     out_images = []
     for k, image in enumerate(images):
         output.save_generated(
@@ -194,23 +234,7 @@ def _generate(ctx: context.WorkerContext, job_id: str, request: dict[str, Any]) 
             codes_path=codes_path(s.objects_dir, job_id, k),
         )
         out_images.append({"index": k, "seed": int(image.seed)})
-    t_written = time.perf_counter()
-    result = {
-        "images": out_images,
-        "model": request["model"],
-        "model_version": model.version,
-        "timings": {
-            "load_s": round(t_loaded - t_start, 4),
-            "generate_s": round(t_generated - t_loaded, 4),
-            "write_s": round(t_written - t_generated, 4),
-            "total_s": round(t_written - t_start, 4),
-        },
-        "peak_memory_bytes": peak,
-    }
-    write_json_atomic(job_dir(s.objects_dir, job_id) / "result.json", {"id": job_id, **result})
-    _finish(ctx, job_id, "succeeded", output=result, progress=1.0)
-    record_job_seconds(r, keys, t_written - t_start)
-    return {"images": len(out_images), "model_version": model.version}
+    return {"images": out_images, "model": request["model"], "model_version": model.version}
 
 
 def train(job_id: str) -> dict[str, Any]:

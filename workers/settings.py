@@ -6,7 +6,7 @@ Defaults, then `PIXELSCENE_*` environment variables, then overrides (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workers.jobstore.settings import ENV_PREFIX, JobSettings, SettingsError, require_positive
 
@@ -36,9 +36,19 @@ class Settings(JobSettings):
     engine: str = "auto"
     progress_interval: float = 0.25
     batch_size: int = 8
+    # A worker that cannot see the API's object directory (a Mac mini with only the Redis URL
+    # and a key): the API's base URL and a worker key (`PIXELSCENE_WORKER_KEYS` on the API).
+    # Results are written under `objects_dir` here, then uploaded (`workers.results`).
+    results_url: str = ""
+    worker_key: str = field(default="", repr=False)
+    results_upload_seconds: float = 60.0  # retrying an unreachable API this long fails the job
 
     def validate(self) -> None:
         super().validate()
-        require_positive(self, "heartbeat_ttl")
+        require_positive(self, "heartbeat_ttl", "results_upload_seconds")
+        if self.results_url and not self.results_url.startswith(("http://", "https://")):
+            raise SettingsError(f"{ENV_PREFIX}RESULTS_URL must start with http:// or https://")
+        if self.results_url and not self.worker_key:
+            raise SettingsError(f"{ENV_PREFIX}RESULTS_URL needs {ENV_PREFIX}WORKER_KEY")
         if self.webhook_max_attempts < 1:
             raise SettingsError(f"{ENV_PREFIX}WEBHOOK_MAX_ATTEMPTS must be >= 1")

@@ -71,11 +71,11 @@ def save_png(
 
 def write_file(path: str | os.PathLike, data: bytes) -> None:
     """`atomic_write_bytes`, with a failure (a folder in the way, no permission, a full
-    disk) reported as an OutputError naming the path."""
+    disk) reported as an OutputError naming the path; the OSError is its `__cause__`."""
     try:
         atomic_write_bytes(path, data)
     except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def check_output_path(path: str | os.PathLike, suffix: str = ".png") -> None:

@@ -28,6 +28,7 @@ OPERATIONS = [
     "DELETE /v1/jobs/{job_id}",
     "GET /v1/jobs/{job_id}/images/{index}.png",
     "GET /v1/jobs/{job_id}/codes/{index}.json",
+    "PUT /v1/internal/jobs/{job_id}/objects/{name}",
     "GET /v1/models",
     "GET /v1/health",
     "GET /metrics",
@@ -71,7 +72,9 @@ def schema(api):
     return schemathesis.openapi.from_wsgi("/openapi.json", api, config=config)
 
 
-@pytest.mark.parametrize("keys", [{}, {"admin_keys": [ADMIN]}])
+@pytest.mark.parametrize(
+    "keys", [{}, {"admin_keys": [ADMIN]}, {"admin_keys": [ADMIN], "worker_keys": ["w"]}]
+)
 def test_the_document_is_valid_openapi_3_1(make_app, keys):
     doc = make_app(**keys, palettes={"c64": "c64.gpl"}).test_client().get("/openapi.json")
     doc = doc.get_json()

@@ -1,0 +1,104 @@
+"""Result files to the API, for a worker that cannot see the object directory.
+
+With `PIXELSCENE_RESULTS_URL` (and `PIXELSCENE_WORKER_KEY`) a worker writes a job's files
+under its own `objects_dir` as usual, then PUTs each to the API
+(`service.api.internal`), which writes it atomically into the farm's object directory;
+`result.json` goes last, as it marks a complete folder. The local copy is then removed.
+An unreachable API (restarting, say) is retried for `results_upload_seconds`; a refusal
+fails the job with the API's reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+
+from pixelscene.errors import PixelsceneError
+from workers.jobstore.objects import job_dir
+from workers.settings import Settings
+
+WORKER_HEADER = "X-Pixelscene-Worker"
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class ResultsError(PixelsceneError):
+    """The results could not be stored; `code` is what the job's error says."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def storage_error(exc: OSError) -> ResultsError:
+    """What a client reads when the object directory refuses a write."""
+    if exc.errno in FULL_DISK:
+        return ResultsError(
+            "storage_full", "the object directory is full: no space left to write the results"
+        )
+    return ResultsError(
+        "storage_error",
+        f"could not write the results ({errno.errorcode.get(exc.errno, 'OSError')})",
+    )
+
+
+def upload(settings: Settings, job_id: str, worker: str, names: Iterable[str]) -> None:
+    """PUT each named file of the job's local folder to the API, in order; then remove the
+    folder (also when an upload fails: the job then fails and nothing stays behind)."""
+    folder = job_dir(settings.objects_dir, job_id)
+    try:
+        for name in names:
+            _put(settings, job_id, worker, name, (folder / name).read_bytes())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _put(settings: Settings, job_id: str, worker: str, name: str, data: bytes) -> None:
+    base = settings.results_url.rstrip("/")
+    url = f"{base}/v1/internal/jobs/{job_id}/objects/{name}"
+    headers = {
+        "Authorization": f"Bearer {settings.worker_key}",
+        "Content-Type": "application/octet-stream",
+        WORKER_HEADER: worker,
+    }
+    deadline = time.monotonic() + settings.results_upload_seconds
+    delay = 0.25
+    while True:
+        request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30):
+                return
+        except urllib.error.HTTPError as e:
+            code, message = _api_error(e)
+            if e.code == 507:
+                raise ResultsError(
+                    "storage_full", f"the API could not store {name}: {message}"
+                ) from None
+            if e.code < 500 and e.code != 429:
+                raise ResultsError(
+                    "results_refused", f"the API refused {name} ({e.code} {code}: {message})"
+                ) from None
+            reason = f"{e.code} {code}"
+        except OSError as e:  # URLError, refused or reset connections, timeouts
+            reason = str(getattr(e, "reason", e))
+        if time.monotonic() + delay > deadline:
+            raise ResultsError(
+                "results_upload_failed",
+                f"could not hand {name} to the API at {base} within "
+                f"{settings.results_upload_seconds:g} s ({reason})",
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def _api_error(e: urllib.error.HTTPError) -> tuple[str, str]:
+    """The code and message of the API's JSON error, or the HTTP reason."""
+    try:
+        error = json.loads(e.read(64 * 1024))["error"]
+        return str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return "error", str(e.reason)
