@@ -134,12 +134,21 @@ class Farm:
         self.url, self.env = url, env
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, name: str, queues: str = "generate,train") -> subprocess.Popen[bytes]:
-        env = dict(os.environ, **self.env)
+    def spawn(
+        self,
+        name: str,
+        queues: str = "generate,train",
+        env: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker; `env` adds to (or, with "" values, removes from) the farm's."""
+        extra = env or {}
+        env = {**os.environ, **self.env, **extra}
+        env = {k: v for k, v in env.items() if k not in extra or v}
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")])
         cmd = [sys.executable, "-m", "pixelscene", "worker", "--redis", self.url]
         cmd += ["--name", name, "--queues", queues]
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, **kw)
         self.procs[name] = proc
         return proc
 

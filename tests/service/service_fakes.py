@@ -2,7 +2,8 @@
 
 Unit tests inject it into the worker's model registry; integration tests use the real
 pipeline with a random-weight model folder. The load benchmark can still select it with
-`PIXELSCENE_PIPELINE_LOADER=service_fakes:load`; `FAKE_STEP_SECONDS` slows each step.
+`PIXELSCENE_PIPELINE_LOADER=service_fakes:load`; `FAKE_STEP_SECONDS` slows each step. A
+prompt holding `FAKE_RAISE` makes the job raise (a bug in the pipeline, for fault tests).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 ROWS, COLS = 13, 20
+RAISE = "FAKE_RAISE"
 
 
 @dataclass
@@ -54,6 +56,8 @@ class FakePixelScene:
     ) -> Iterator[FakeStep]:
         self.calls.append({"prompts": prompts, "n": n, "seed": seed, **kw})
         total = ROWS * COLS * n * len(prompts)
+        if any(RAISE in p for p in prompts):
+            raise ZeroDivisionError("the fake pipeline was asked to fail")
         try:
             for done in range(0, total, ROWS * COLS // 4):
                 if self.step_seconds:
