@@ -65,12 +65,14 @@ def test_uploads_are_refused(client, running, name, headers, status, code):
 
 
 def test_an_upload_is_size_limited(make_app, fake_redis):
-    client = make_app(api_keys=["key-a"], worker_keys=["key-worker"], max_object_bytes=1000)
+    """By its own limit, above the 64 KiB of request bodies (a PNG at scale 8 is larger)."""
+    limit = 100_000
+    client = make_app(api_keys=["key-a"], worker_keys=["key-worker"], max_object_bytes=limit)
     client = client.test_client()
     job_id = client.post("/v1/generations", json={"prompt": "a"}, headers=A).get_json()["id"]
     transition(fake_redis, Keys(), job_id, ("queued",), "running", worker="w-1")
-    assert put(client, job_id, "0.png", b"x" * 1000).status_code == 204
-    assert put(client, job_id, "0.png", b"x" * 1001).status_code == 413
+    assert put(client, job_id, "0.png", b"x" * limit).status_code == 204
+    assert put(client, job_id, "0.png", b"x" * (limit + 1)).status_code == 413
 
 
 def test_a_full_disk_is_507(client, running, monkeypatch):
