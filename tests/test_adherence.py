@@ -121,6 +121,9 @@ def test_evaluate_end_to_end(tmp_path, model_dir, probe_dir):
     ):
         assert key in result
     assert result["prompts"] == 6 and result["probe_accuracy"] == 0.5
+    # the probe's accuracy per attribute, in the JSON and in the printed report
+    assert result["probe_per_attribute"] == {k: 0.5 for k in ATTRIBUTES}
+    assert "per attribute: time 0.500, weather 0.500" in adherence.format_report(result)
     assert 0.0 <= result["adherence"] <= 1.0 and 0.0 <= result["adherence_empty_prompt"] <= 1.0
     assert set(result["per_attribute"]) <= set(ATTRIBUTES)
     rows = result["settings_table"]["rows"]
@@ -199,6 +202,9 @@ def test_probe_accuracy_measured_on_given_scenes(model_dir, probe_dir, tmp_path,
     probe, _ = load_probe(probe_dir)
     expected = accuracy(probe, *load_attribute_data(tmp_path / "test", pool=probe.pool))
     assert result["probe_accuracy"] == pytest.approx(expected["mean"])
+    assert result["probe_per_attribute"] == pytest.approx(
+        {k: v for k, v in expected.items() if k != "mean"}
+    )
     assert result["probe_accuracy_source"] == f"measured on {tmp_path / 'test'} (6 scenes)"
     bad = ["eval", "adherence", "--model", str(model_dir), "--probe", str(probe_dir)]
     assert cli.main([*bad, "--probe-data", str(tmp_path / "nothing")]) == 2

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelscene.data.attribute_data import load_attribute_data, pool_images
+from pixelscene.data.attribute_data import load_attribute_data, load_sprite_maps, pool_images
 from pixelscene.data.attributes import ATTRIBUTES
 from pixelscene.errors import DataError, ModelLoadError
 from pixelscene.eval import probe as probe_mod
@@ -108,6 +108,7 @@ def test_probe_learns_and_round_trips(tmp_path):
         channels=[8, 16, 32],
         degrade=0.0,
         cache_dir=cache,
+        maps=False,  # colour bands, not `pixelscene synth` scenes: no sprites to re-render
         progress_bar=False,
     )
     assert result.step == 6 * (192 // 16) and not result.interrupted
@@ -147,3 +148,53 @@ def test_a_probe_of_another_format_is_refused(tmp_path):
         (tmp_path / "probe.json").write_text(json.dumps({**doc, "format": fmt}))
         with pytest.raises(ModelLoadError, match=f"unknown format {fmt}"):
             probe_mod.load_probe(tmp_path)
+
+
+def test_sprite_maps_name_the_sprite_under_each_cell(tmp_path):
+    from pixelscene.data.sprites import scene_sprite_parts, scene_sprites, synth_records
+    from pixelscene.data.synth import write_dataset
+
+    write_dataset(tmp_path / "s", 12, seed=4, captions=1)
+    maps = load_sprite_maps(tmp_path / "s", cache_dir=tmp_path / "cache")
+    assert maps["landmark"].shape == (12, 13, 20) and maps["vegetation"].dtype == np.int8
+    records = list(synth_records(tmp_path / "s").values())
+    for i, r in enumerate(records):
+        landmark, veg = scene_sprite_parts(r)
+        assert not (landmark & veg).any()
+        np.testing.assert_array_equal(landmark | veg, scene_sprites(r))
+        for k, mask in (("landmark", landmark), ("vegetation", veg)):
+            values = ATTRIBUTES[k]
+            cells = set(np.unique(maps[k][i]).tolist())
+            none = values.index("none")
+            if r[k] == "none":
+                assert cells == {none} and not mask.any()
+            else:  # the scene's value where its sprite is, nothing else named
+                assert values.index(r[k]) in cells and cells <= {-1, none, values.index(r[k])}
+    again = load_sprite_maps(tmp_path / "s", cache_dir=tmp_path / "cache")  # from the cache
+    np.testing.assert_array_equal(again["landmark"], maps["landmark"])
+
+
+def test_probe_with_sprite_maps_trains_saves_and_loads(tmp_path):
+    from pixelscene.data.synth import write_dataset
+
+    write_dataset(tmp_path / "train", 32, seed=4, captions=1)
+    write_dataset(tmp_path / "eval", 8, seed=5, captions=1, split="test")
+    probe = AttributeProbe(channels=(8, 16, 32), maps=True)
+    out = probe(mx.zeros((2, 100, 160, 3)), with_maps=True)
+    assert out["landmark_map"].shape == (2, 13, 20, len(ATTRIBUTES["landmark"]))
+    assert out["vegetation_map"].shape == (2, 13, 20, len(ATTRIBUTES["vegetation"]))
+    assert set(probe(mx.zeros((2, 100, 160, 3)))) == set(ATTRIBUTES)  # maps only when asked
+    result = train_and_save(
+        tmp_path / "train",
+        tmp_path / "eval",
+        tmp_path / "probe",
+        epochs=2,
+        batch_size=16,
+        channels=[8, 16, 32],
+        progress_bar=False,
+    )
+    assert result.step == 4 and result.last_eval["map_weight"] == 1.0
+    loaded, info = probe_mod.load_probe(tmp_path / "probe")
+    assert info["maps"] is True and loaded.map_sizes == {"landmark": 6, "vegetation": 5}
+    pooled, labels = load_attribute_data(tmp_path / "eval")
+    assert probe_mod.accuracy(loaded, pooled, labels) == pytest.approx(info["eval_accuracy"])

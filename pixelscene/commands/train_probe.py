@@ -62,6 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also train on the training images' VQGAN reconstructions (slow)",
     )
+    parser.add_argument(
+        "--no-maps",
+        dest="maps",
+        action="store_false",
+        help="no auxiliary sprite maps (by default the probe also learns, per 16x16 cell, "
+        "which landmark and vegetation the renderer drew there: it learns where to look)",
+    )
+    parser.add_argument(
+        "--map-weight", type=float, default=1.0, help="weight of the sprite-map loss"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         vqgan_dir=args.vqgan_model,
         round_trip_limit=args.round_trip_limit,
         train_on_round_trip=args.train_on_round_trip,
+        maps=args.maps,
+        map_weight=args.map_weight,
         **run_options(args),
     )
     return run_and_report(request, args)

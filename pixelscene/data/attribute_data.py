@@ -89,3 +89,54 @@ def load_attribute_data(
         np.savez(tmp, pooled=pooled, **{f"label_{k}": v for k, v in labels.items()})
         os.replace(tmp, cache)
     return pooled, labels
+
+
+def load_sprite_maps(
+    data_dir: str | os.PathLike,
+    limit: int | None = None,
+    cell: int = 16,
+    cache_dir: str | os.PathLike | None = None,
+    min_cover: float = 0.08,
+) -> dict[str, np.ndarray]:
+    """Per-cell sprite classes of a `pixelscene synth` dataset, the probe's auxiliary targets.
+
+    The image (padded at the bottom to a multiple of `cell`) is cut into cell x cell squares;
+    each gets, for "landmark" and for "vegetation", the index of the scene's value where that
+    sprite covers at least `min_cover` of the cell, the index of "none" where it covers nothing,
+    and -1 (not scored) in between. Returns {"landmark", "vegetation"}: (N, rows, cols) int8.
+    Sprites come from re-rendering each record (`data.sprites`), about 300 scenes a second.
+    """
+    from pixelscene.data.sprites import scene_sprite_parts, synth_records
+
+    data_dir = Path(data_dir)
+    attr_file = data_dir / "attributes.jsonl"
+    cache = None
+    if cache_dir is not None and attr_file.is_file():
+        st = attr_file.stat()
+        key = f"{data_dir.resolve()}|{st.st_size}|{st.st_mtime_ns}|{limit}|{cell}|{min_cover}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+        cache = Path(cache_dir) / f"{data_dir.name}-{digest}-maps{cell}.npz"
+        if cache.is_file():
+            with np.load(cache) as z:
+                return {k: z[k] for k in ("landmark", "vegetation")}
+    records = list(synth_records(data_dir).values())[: limit or None]
+    H, W = IMAGE_HW
+    pad = -H % cell
+    rows, cols = (H + pad) // cell, W // cell
+    maps = {k: np.zeros((len(records), rows, cols), np.int8) for k in ("landmark", "vegetation")}
+    for i, record in enumerate(records):
+        for k, mask in zip(maps, scene_sprite_parts(record), strict=True):
+            cover = np.pad(mask.astype(np.float32), ((0, pad), (0, 0)))
+            cover = cover.reshape(rows, cell, cols, cell).mean(axis=(1, 3))
+            values = ATTRIBUTES[k]
+            target = np.full((rows, cols), values.index("none"), np.int8)
+            if record[k] != "none":
+                target[cover > 0] = -1
+                target[cover >= min_cover] = values.index(record[k])
+            maps[k][i] = target
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.stem}.tmp.npz")
+        np.savez(tmp, **maps)
+        os.replace(tmp, cache)
+    return maps

@@ -34,7 +34,8 @@ __all__ = ["H", "W", "render_scene"]
 def render_scene(attrs: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Draw one scene. Returns (rgb uint8 (200, 320, 3), extra facts about the drawing:
     "horizon", "colors", and "sprites", an (H, W) bool mask of the pixels the landmark and
-    vegetation sprites drew before the weather went on top)."""
+    vegetation sprites drew before the weather went on top, and "landmark", the part of it the
+    landmark drew)."""
     s = Scene(attrs)
     s.hz = int(rng.integers(112, 130))
     draw_sky(s, rng)
@@ -48,10 +49,16 @@ def render_scene(attrs: dict, rng: np.random.Generator) -> tuple[np.ndarray, dic
     before_sprites = s.canvas.copy()
     if s.landmark != "none":
         draw_landmark(s, rng)
+    landmark = s.canvas != before_sprites
     if s.veg != "none":
         draw_vegetation(s, rng)
     sprites = s.canvas != before_sprites  # the landmark's and vegetation's pixels
     draw_weather(s, rng)
     canvas = fit_colors(s.canvas, s.pal, rng, s.fg)
     rgb = s.pal.array()[canvas]
-    return rgb, {"horizon": s.hz, "colors": int(len(np.unique(canvas))), "sprites": sprites}
+    return rgb, {
+        "horizon": s.hz,
+        "colors": int(len(np.unique(canvas))),
+        "sprites": sprites,
+        "landmark": landmark,
+    }

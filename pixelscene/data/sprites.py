@@ -27,6 +27,20 @@ CELL = 16  # pixels per code side
 def scene_sprites(record: dict, image_path: str | Path | None = None) -> np.ndarray:
     """The (200, 320) bool mask of a synthetic scene's landmark and vegetation pixels, from its
     attributes.jsonl record; with `image_path`, the re-rendered scene must equal that image."""
+    return _rerender(record, image_path)["sprites"]
+
+
+def scene_sprite_parts(
+    record: dict, image_path: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(landmark, vegetation) (200, 320) bool masks of a synthetic scene's sprites, as
+    `scene_sprites` finds them (vegetation is what the sprites drew besides the landmark)."""
+    info = _rerender(record, image_path)
+    return info["landmark"], info["sprites"] & ~info["landmark"]
+
+
+def _rerender(record: dict, image_path: str | Path | None) -> dict:
+    """render_scene's facts for a synth record, checked against the stored image if given."""
     try:
         index = int(Path(record["image"]).stem)
         attrs = {k: record[k] for k in ATTRIBUTES}
@@ -44,7 +58,7 @@ def scene_sprites(record: dict, image_path: str | Path | None = None) -> np.ndar
                 f"{image_path}: re-rendering its record does not give this image (a dataset "
                 "from another renderer version, or not from `pixelscene synth`)"
             )
-    return info["sprites"]
+    return info
 
 
 def cell_coverage(mask: np.ndarray, pad_rows: tuple[int, int]) -> np.ndarray:

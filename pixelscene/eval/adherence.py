@@ -299,6 +299,14 @@ def format_report(result: dict[str, Any]) -> str:
         f"({result['probe_accuracy_source']})"
         if result["probe_accuracy"] is not None
         else "probe accuracy: unknown",
+        *(
+            [
+                "  per attribute: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in result["probe_per_attribute"].items())
+            ]
+            if result.get("probe_per_attribute")
+            else []
+        ),
         f"adherence {result['adherence']:.3f}  (empty prompt: {result['adherence_empty_prompt']:.3f})",
     ]
     for k, v in result["per_attribute"].items():

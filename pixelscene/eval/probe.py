@@ -31,6 +31,7 @@ from pixelscene.model_io import PACKAGE_DIR, atomic_write_bytes, load_weights, s
 BUNDLED_PROBE_DIR = PACKAGE_DIR / "models" / "probe"
 PROBE_FORMAT = 2
 DEFAULT_CHANNELS = (48, 96, 128)
+MAP_ATTRIBUTES = ("landmark", "vegetation")  # the sprites a probe with `maps` locates
 
 
 def patchify(x: mx.array, k: int) -> mx.array:
@@ -74,6 +75,7 @@ class AttributeProbe(nn.Module):
         input_size: tuple[int, int] | list[int] = (100, 160),
         pool: int = POOL,
         stem: int = 4,
+        maps: bool = False,
     ):
         super().__init__()
         attributes = attributes or ATTRIBUTES
@@ -92,6 +94,7 @@ class AttributeProbe(nn.Module):
             "input_size": list(input_size),
             "pool": pool,
             "stem": stem,
+            "maps": maps,
         }
         self.stem = stem
         c1, c2, c3 = channels
@@ -107,7 +110,14 @@ class AttributeProbe(nn.Module):
         self.embed3 = nn.Linear(4 * c2, c3)
         self.conv3 = nn.Linear(9 * c3, c3)
         rows = ((h // stem + 1) // 2 + 1) // 2  # rows of the last stage
-        self.fc = nn.Linear(rows * c3 + 2 * c3 + c2, hidden)
+        # With `maps`, a per-position head on the second stage names the landmark and the
+        # vegetation under each cell (trained on the renderer's sprite masks): it teaches the
+        # stages where the small sprites are, and its max over positions feeds the classifier.
+        self.map_sizes = {k: len(self.attribute_values[k]) for k in MAP_ATTRIBUTES} if maps else {}
+        n_map = sum(self.map_sizes.values())
+        if maps:
+            self.map_head = nn.Linear(c2, n_map)
+        self.fc = nn.Linear(rows * c3 + 2 * c3 + c2 + n_map, hidden)
         self.drop = nn.Dropout(dropout)
         self.heads = {k: nn.Linear(hidden, len(v)) for k, v in self.attribute_values.items()}
         # He initialisation: with MLX's default (uniform, variance 1/(3 fan_in)) the signal
@@ -117,20 +127,37 @@ class AttributeProbe(nn.Module):
             layer.weight = mx.random.normal(layer.weight.shape) * (2.0 / fan_in) ** 0.5
             layer.bias = mx.zeros(layer.bias.shape)
 
-    def __call__(self, x: mx.array) -> dict[str, mx.array]:
+    @property
+    def map_cell(self) -> int:
+        """Image pixels per side of one cell of the sprite maps (the second stage's grid)."""
+        return self.pool * self.stem * 2
+
+    def __call__(self, x: mx.array, with_maps: bool = False) -> dict[str, mx.array]:
+        """Logits per attribute; with `with_maps` also "<attribute>_map": (B, rows, cols, n)
+        per-cell logits for the sprite attributes (a probe built with `maps`)."""
         B = x.shape[0]  # x: (B, 100, 160, 3) pooled images in [-1, 1]
         x = nn.relu(self.norm1(self.embed1(patchify(x, self.stem))))  # (B, 25, 40, c1)
         x = nn.relu(self.conv1(conv3x3_columns(x)))
         x = nn.relu(self.norm2(self.embed2(patchify(pad_to_multiple(x, 2), 2))))  # (B, 13, 20, c2)
         x = nn.relu(self.conv2(conv3x3_columns(x)))
         mid_max = x.reshape(B, -1, x.shape[-1]).max(axis=1)
+        extra = []
+        if self.map_sizes:
+            cell_logits = self.map_head(x)  # (B, 13, 20, n_map)
+            extra.append(cell_logits.reshape(B, -1, cell_logits.shape[-1]).max(axis=1))
         x = nn.relu(self.norm3(self.embed3(patchify(pad_to_multiple(x, 2), 2))))  # (B, 7, 10, c3)
         x = nn.relu(self.conv3(conv3x3_columns(x)))
         rows = x.mean(axis=2).reshape(B, -1)
         cells = x.reshape(B, -1, x.shape[-1])
-        feats = mx.concatenate([rows, cells.max(axis=1), cells.mean(axis=1), mid_max], axis=1)
-        x = self.drop(nn.relu(self.fc(feats)))
-        return {k: head(x) for k, head in self.heads.items()}
+        feats = [rows, cells.max(axis=1), cells.mean(axis=1), mid_max, *extra]
+        x = self.drop(nn.relu(self.fc(mx.concatenate(feats, axis=1))))
+        out = {k: head(x) for k, head in self.heads.items()}
+        if with_maps and self.map_sizes:
+            start = 0
+            for k, n in self.map_sizes.items():
+                out[f"{k}_map"] = cell_logits[..., start : start + n]
+                start += n
+        return out
 
 
 def resolve_probe_dir(probe_dir: str | os.PathLike | None) -> Path:
@@ -169,7 +196,9 @@ def load_probe(probe_dir: str | os.PathLike | None = None) -> tuple[AttributePro
         if fmt != PROBE_FORMAT:
             raise ValueError(f"unknown format {fmt!r}; retrain it with `pixelscene train probe`")
         args = (info["attributes"], info["channels"], info["hidden"], info["dropout"])
-        probe = AttributeProbe(*args, info["input_size"], info["pool"], info["stem"])
+        probe = AttributeProbe(
+            *args, info["input_size"], info["pool"], info["stem"], info.get("maps", False)
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelLoadError(
             f"{path / 'probe.json'}: not a valid probe description ({e})"

@@ -19,7 +19,12 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from pixelscene.data.attribute_data import IMAGE_HW, POOL, load_attribute_data
+from pixelscene.data.attribute_data import (
+    IMAGE_HW,
+    POOL,
+    load_attribute_data,
+    load_sprite_maps,
+)
 from pixelscene.eval.probe import DEFAULT_CHANNELS, AttributeProbe, accuracy, save_probe
 from pixelscene.model_io import round_to_float16
 from pixelscene.train import common, loop
@@ -29,10 +34,11 @@ Labelled = tuple[np.ndarray, dict[str, np.ndarray]]  # pooled images, value inde
 
 
 def vqgan_round_trip(model_dir: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
-    """A transform that passes images through a model's VQGAN (encode, decode)."""
-    from pixelscene.vqgan import load_vqgan
+    """A transform that passes images through a model folder's image tokenizer (encode,
+    decode): a VQGAN, or a categorical tokenizer (`pixelscene.image_tokenizers`)."""
+    from pixelscene.image_tokenizers import load_tokenizer
 
-    vqgan = load_vqgan(model_dir)
+    vqgan = load_tokenizer(model_dir)
 
     def transform(batch: np.ndarray) -> np.ndarray:
         out = []
@@ -46,17 +52,31 @@ def vqgan_round_trip(model_dir: str | os.PathLike) -> Callable[[np.ndarray], np.
     return transform
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, degrade: float = 0.5) -> np.ndarray:
+def augment(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    degrade: float = 0.5,
+    flip: np.ndarray | None = None,
+) -> np.ndarray:
     """Training augmentation for pooled float32 images (B, H, W, 3).
 
-    Random horizontal flips (attributes do not depend on left/right), colour jitter, mild
-    noise, and for a `degrade` fraction of images a blur like a VQGAN decoder's: average-pool
-    by 2 or 4 and upsample back (nearest or bilinear), since generated images are decoded
-    from a 13x20 code grid and look softer than the crisp renders.
+    Horizontal flips (attributes do not depend on left/right; `flip` says which images, else
+    half at random), colour jitter, mild noise, and for a `degrade` fraction of images a blur
+    like a VQGAN decoder's: average-pool by 2 or 4 and upsample back (nearest or bilinear),
+    since generated images are decoded from a 13x20 code grid and look softer than the crisp
+    renders; for another such fraction, a tenth of the 8x8-pixel patches flattened to their
+    mean colour, as a patch tokenizer that misses a patch's detail draws it.
     """
     B, H, W, C = x.shape
-    flip = rng.random(B) < 0.5
+    flip = rng.random(B) < 0.5 if flip is None else flip
     x[flip] = x[flip, :, ::-1]
+    k = 8 * H // IMAGE_HW[0]  # pooled pixels per 8x8-pixel patch
+    patchy = np.flatnonzero(rng.random(B) < degrade)
+    if k >= 2 and len(patchy) and H % k == 0 and W % k == 0:
+        p = x[patchy].reshape(len(patchy), H // k, k, W // k, k, C)
+        hit = rng.random((len(patchy), H // k, 1, W // k, 1, 1)) < 0.1
+        p = np.where(hit, p.mean(axis=(2, 4), keepdims=True), p)
+        x[patchy] = p.reshape(len(patchy), H, W, C)
     kind = np.where(rng.random(B) < degrade, rng.integers(0, 4, size=B), -1)
     for code in range(4):
         idx = np.flatnonzero(kind == code)
@@ -105,6 +125,8 @@ class ProbeTrainer(loop.Trainer):
         held_out: Labelled,
         *,
         round_trip: Labelled | None = None,
+        maps: dict[str, np.ndarray] | None = None,
+        map_weight: float = 1.0,
         info: dict[str, Any] | None = None,
         epochs: int,
         batch_size: int,
@@ -116,13 +138,17 @@ class ProbeTrainer(loop.Trainer):
         super().__init__(out_dir, seed)
         self.started = time.perf_counter()
         self.train, self.held_out, self.round_trip = train, held_out, round_trip
+        self.maps, self.map_weight = maps, map_weight
         self.degrade = degrade
         pooled, _ = train
         n, H, W, _ = pooled.shape
         mx.random.seed(seed)
         self.rng = np.random.default_rng(seed)
         self.probe = AttributeProbe(
-            channels=channels or DEFAULT_CHANNELS, input_size=(H, W), pool=IMAGE_HW[0] // H
+            channels=channels or DEFAULT_CHANNELS,
+            input_size=(H, W),
+            pool=IMAGE_HW[0] // H,
+            maps=maps is not None,
         )
         mx.eval(self.probe.parameters())
         self.batch_size = self.items_per_step = min(batch_size, n)
@@ -146,36 +172,51 @@ class ProbeTrainer(loop.Trainer):
 
     def _build(self) -> None:
         probe, optimizer, names = self.probe, self.opt, self.names
+        map_names, map_weight = list(probe.map_sizes), self.map_weight
 
-        def loss_fn(model, x, ys):
-            logits = model(x)
-            return sum(
+        def loss_fn(model, x, ys, map_ys):
+            logits = model(x, with_maps=bool(map_names))
+            loss = sum(
                 nn.losses.cross_entropy(logits[k], y, reduction="mean")
                 for k, y in zip(names, ys, strict=True)
             )
+            for k, y in zip(map_names, map_ys, strict=True):
+                # a cell with a sprite weighs 4x a background cell; -1 (a sprite's edge) nothing
+                none = probe.attribute_values[k].index("none")
+                w = mx.where(y < 0, 0.0, mx.where(y == none, 1.0, 4.0))
+                ce = nn.losses.cross_entropy(logits[f"{k}_map"], mx.maximum(y, 0))
+                loss = loss + map_weight * (ce * w).sum() / mx.maximum(w.sum(), 1.0)
+            return loss
 
         self._state = state = [probe.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(x, ys):
-            loss, grads = nn.value_and_grad(probe, loss_fn)(probe, x, ys)
+        def step(x, ys, map_ys):
+            loss, grads = nn.value_and_grad(probe, loss_fn)(probe, x, ys, map_ys)
             optimizer.update(probe, grads)
             return loss
 
         self._step = step
 
-    def batch(self) -> tuple[np.ndarray, list[np.ndarray]]:
+    def batch(self) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
         pooled, labels = self.train
         b = self.step % self.per_epoch
         if b == 0:  # a new epoch
             self.order = self.rng.permutation(len(pooled))
         idx = np.sort(self.order[b * self.batch_size : (b + 1) * self.batch_size])
-        x = augment(pooled[idx].astype(np.float32), self.rng, self.degrade)
-        return x, [labels[k][idx] for k in self.names]
+        flip = self.rng.random(len(idx)) < 0.5
+        x = augment(pooled[idx].astype(np.float32), self.rng, self.degrade, flip)
+        map_ys = []
+        for k in self.probe.map_sizes:
+            m = self.maps[k][idx].astype(np.int32)
+            m[flip] = m[flip, :, ::-1]
+            map_ys.append(m)
+        return x, [labels[k][idx] for k in self.names], map_ys
 
-    def update(self, batch: tuple[np.ndarray, list[np.ndarray]]) -> dict[str, float]:
-        x, ys = batch
-        loss = self._step(mx.array(x), [mx.array(y) for y in ys])
+    def update(self, batch: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]) -> dict:
+        x, ys, map_ys = batch
+        as_mx = [mx.array(y) for y in ys], [mx.array(m) for m in map_ys]
+        loss = self._step(mx.array(x), *as_mx)
         mx.eval(self._state)
         self.step += 1
         return {"loss": float(loss)}
@@ -226,6 +267,8 @@ def train_and_save(
     pool: int = POOL,
     degrade: float = 0.5,
     cache_dir: str | os.PathLike | None = None,
+    maps: bool = True,
+    map_weight: float = 1.0,
     progress_bar: bool | None = None,
     max_minutes: float | None = None,
     stop_after: int | None = None,
@@ -242,9 +285,13 @@ def train_and_save(
     out_dir = common.prepare_out_dir(out_dir)
     t0 = time.perf_counter()
     train = load_attribute_data(data_dir, limit, pool=pool, cache_dir=cache_dir)
+    # the sprite maps' cells are the probe's second-stage grid: pool x 4 (stem) x 2 pixels
+    sprite_maps = load_sprite_maps(data_dir, limit, pool * 8, cache_dir) if maps else None
     held_out = load_attribute_data(eval_dir, eval_limit, pool=pool, cache_dir=cache_dir)
     round_trip = vqgan_round_trip(vqgan_dir) if vqgan_dir is not None else None
     if round_trip is not None and train_on_round_trip:
+        if sprite_maps is not None:
+            sprite_maps = {k: np.concatenate([v, v]) for k, v in sprite_maps.items()}
         recon = load_attribute_data(data_dir, limit, transform=round_trip, pool=pool)
         train = (
             np.concatenate([train[0], recon[0]]),
@@ -257,6 +304,7 @@ def train_and_save(
         "epochs": epochs,
         "seed": seed,
         "degrade": degrade,
+        "map_weight": map_weight if maps else None,
         "load_seconds": round(load_s, 1),
     }
     recon_eval = None
@@ -269,6 +317,8 @@ def train_and_save(
         train,
         held_out,
         round_trip=recon_eval,
+        maps=sprite_maps,
+        map_weight=map_weight,
         info=info,
         epochs=epochs,
         batch_size=batch_size,

@@ -114,6 +114,8 @@ class ProbeRequest(StageRequest):
     vqgan_dir: Folder | None = None  # also measure on held-out images after its round trip
     round_trip_limit: int = 200
     train_on_round_trip: bool = False
+    maps: bool = True  # also learn per-cell landmark/vegetation maps from the sprite masks
+    map_weight: float = 1.0  # weight of the sprite-map loss beside the attribute heads
 
 
 def run_stage(request: StageRequest, progress: bool | None = None) -> TrainResult:
@@ -259,6 +261,8 @@ def _probe(request: ProbeRequest, progress: bool | None) -> TrainResult:
         pool=request.pool,
         degrade=request.degrade,
         cache_dir=request.cache_dir,
+        maps=request.maps,
+        map_weight=request.map_weight,
         progress_bar=progress,
         max_minutes=request.max_minutes,
     )
