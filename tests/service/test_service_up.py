@@ -292,7 +292,7 @@ class Up:
         assert self.proc is not None
         self.proc.send_signal(sig)
         rc = self.proc.wait(30)
-        if sig == signal.SIGTERM:
+        if sig in (signal.SIGTERM, signal.SIGINT):
             assert rc == 0, self.log.read_text()[-3000:]
         wait_for(self._port_free, 30, 0.05)
 
@@ -358,7 +358,7 @@ def up(tmp_path):
 
 @pytest.mark.integration
 def test_jobs_and_idempotency_keys_survive_restarts_of_up(up):
-    """Queued jobs, job records and Idempotency-Keys outlive `up`: SIGTERM, then kill -9."""
+    """Queued jobs, job records and Idempotency-Keys outlive `up`: Ctrl-C, SIGTERM, kill -9."""
     farm = up(FAKE_STEP_SECONDS="0.3").start()  # ~1.2 s a job: most of them wait in the queue
     jobs = {}
     for i in range(4):
@@ -366,7 +366,7 @@ def test_jobs_and_idempotency_keys_survive_restarts_of_up(up):
         assert status == 202, doc
         jobs[f"order-{i}"] = (f"a castle {i}", doc["id"])
     assert "queued" in {farm.job(job_id)["status"] for _, job_id in jobs.values()}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         farm.stop(sig)
         farm.start()
         for key, (prompt, job_id) in jobs.items():
