@@ -28,6 +28,7 @@ from pixelscene.imagetok.fsq import FSQ
 from pixelscene.imagetok.heads import MixtureHead, PaletteHead, SoftmaxHead
 from pixelscene.imagetok.palette import EMPTY, batch_palettes, levels_of
 from pixelscene.vqgan.layers import ResidualBlock, depth_to_space, silu, space_to_depth
+from pixelscene.vqgan.model import PaddedFrame
 
 _DAC_FLOAT = mx.array(DAC_LEVELS.astype(np.float32) * (2.0 / 255.0) - 1.0)
 
@@ -97,7 +98,7 @@ class TokenDecoder(nn.Module):
         return self.head(self.features(z))
 
 
-class ImageTokenizer(nn.Module):
+class ImageTokenizer(PaddedFrame, nn.Module):
     """320x200 images <-> codes: an (h, w) grid of FSQ codes ((h, w, k) with several per
     position); with a palette (`palette_size` > 0) a flat token row per image instead:
     3 tokens per palette entry (its levels, offset by `codebook_size`; EMPTY slots are
@@ -118,22 +119,6 @@ class ImageTokenizer(nn.Module):
     def vocab_size(self) -> int:
         """Distinct token values: the grid's codes, then 64 levels and EMPTY."""
         return self.codebook_size + (self.cfg.color_levels + 1 if self.cfg.palette_size else 0)
-
-    def pad(self, images: mx.array) -> mx.array:
-        """(B, 200, 320, C) -> (B, 208, 320, C), edge rows replicated."""
-        self._check_size(images)
-        top, bottom = self.cfg.pad_rows
-        return mx.pad(images, [(0, 0), (top, bottom), (0, 0), (0, 0)], mode="edge")
-
-    def crop(self, padded: mx.array) -> mx.array:
-        """(B, 208, 320, C) -> (B, 200, 320, C)."""
-        top = self.cfg.pad_rows[0]
-        return padded[:, top : top + self.cfg.image_size[0]]
-
-    def _check_size(self, images: mx.array) -> None:
-        if images.ndim != 4 or list(images.shape[1:3]) != list(self.cfg.image_size):
-            h, w = self.cfg.image_size
-            raise ValueError(f"expected images (B, {h}, {w}, C), got {tuple(images.shape)}")
 
     def encoder_input(self, x: mx.array, index: mx.array | None) -> mx.array:
         """Float pixels (B, H, W, 3), with the palette index of each pixel when there is one."""

@@ -14,7 +14,29 @@ from .encoder import Encoder
 from .quantizer import VectorQuantizer
 
 
-class VQGAN(nn.Module):
+class PaddedFrame:
+    """Exact 320x200 <-> padded-image bookkeeping for an image tokenizer whose `cfg` has
+    `image_size` and `pad_rows`: edge rows are replicated above and below so the grid tiles
+    the padded image, and decoding crops back."""
+
+    def pad(self, images: mx.array) -> mx.array:
+        """(B, 200, 320, C) -> (B, 208, 320, C), edge rows replicated."""
+        top, bottom = self.cfg.pad_rows
+        self._check_size(images)
+        return mx.pad(images, [(0, 0), (top, bottom), (0, 0), (0, 0)], mode="edge")
+
+    def crop(self, padded: mx.array) -> mx.array:
+        """(B, 208, 320, C) -> (B, 200, 320, C)."""
+        top = self.cfg.pad_rows[0]
+        return padded[:, top : top + self.cfg.image_size[0]]
+
+    def _check_size(self, images: mx.array) -> None:
+        if images.ndim != 4 or list(images.shape[1:3]) != list(self.cfg.image_size):
+            h, w = self.cfg.image_size
+            raise ValueError(f"expected images (B, {h}, {w}, C), got {tuple(images.shape)}")
+
+
+class VQGAN(PaddedFrame, nn.Module):
     """Images (B, 200, 320, 3) in [-1, 1] <-> codes (B, 13, 20).
 
     Images are padded to 208 rows by replicating the edge rows (4 above, 4 below), so the
@@ -33,22 +55,6 @@ class VQGAN(nn.Module):
     def codebook_size(self) -> int:
         """Number of codes: every code is in range(codebook_size)."""
         return self.cfg.codebook_size
-
-    def pad(self, images: mx.array) -> mx.array:
-        """(B, 200, 320, C) -> (B, 208, 320, C), edge rows replicated."""
-        top, bottom = self.cfg.pad_rows
-        self._check_size(images)
-        return mx.pad(images, [(0, 0), (top, bottom), (0, 0), (0, 0)], mode="edge")
-
-    def crop(self, padded: mx.array) -> mx.array:
-        """(B, 208, 320, C) -> (B, 200, 320, C)."""
-        top = self.cfg.pad_rows[0]
-        return padded[:, top : top + self.cfg.image_size[0]]
-
-    def _check_size(self, images: mx.array) -> None:
-        if images.ndim != 4 or list(images.shape[1:3]) != list(self.cfg.image_size):
-            h, w = self.cfg.image_size
-            raise ValueError(f"expected images (B, {h}, {w}, C), got {tuple(images.shape)}")
 
     def __call__(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         """Reconstruct x (B, H, W, 3), H and W divisible by 16.
