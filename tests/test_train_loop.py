@@ -107,6 +107,30 @@ def test_a_spent_budget_ends_the_run_evaluated_and_saved(tmp_path):
         common.resume_meta(tmp_path / "checkpoint", resume=False)
 
 
+def test_hooks_hear_progress_and_stop_the_run_checkpointed(tmp_path):
+    """A queue worker's part: each logged step and evaluation reported (step, total, losses,
+    rate, ETA, the latest evaluation and sample grid); `should_stop` ends the run at that
+    step with a checkpoint, as a signal would, and a resume goes on from it."""
+    heard = []
+    (tmp_path / "samples").mkdir(parents=True)
+    (tmp_path / "samples" / "step_000001.png").write_bytes(b"png")
+    hooks = loop.Hooks(should_stop=lambda: heard[-1].step >= 4, on_progress=heard.append)
+    with loop.listening(hooks):
+        result = loop.run(Toy(tmp_path), PLAN, progress_bar=False)
+    assert result.interrupted and result.step == 4
+    assert [(p.step, p.eval and p.eval["step"]) for p in heard] == [
+        (1, None), (2, None), (3, 3), (4, 3)
+    ]  # fmt: skip
+    last = heard[-1]
+    assert last.total == 6 and set(last.losses) == {"loss"} and last.unit == "img"
+    assert last.items_per_s > 0 and last.eta_s is not None and last.eta_s > 0
+    assert last.sample == tmp_path / "samples" / "step_000001.png"
+    assert json.loads((tmp_path / "checkpoint" / "meta.json").read_text())["step"] == 4
+    again = Toy(tmp_path)  # outside the block: no hooks, so it runs to the end
+    again.start(True, None)
+    assert again.step == 4 and loop.run(again, PLAN, progress_bar=False).step == 6
+
+
 def schedule(fn, steps):
     return [float(fn(mx.array(s))) for s in steps]
 

@@ -12,7 +12,8 @@ A trainer (a `Trainer` subclass) owns its model, optimizers and data, and suppli
 
 `run` owns the rest: the step loop, the time budget, Ctrl-C/SIGTERM, the progress bar, the
 train and eval logs (JSON lines in the output folder), periodic evaluation and checkpoints,
-and the `TrainResult` every trainer returns.
+and the `TrainResult` every trainer returns. A caller that is not a terminal (a queue
+worker) hears each logged step and evaluation, and may stop the run, through `Hooks`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,44 @@ class TrainResult:
     last_eval: dict[str, Any] | None
     budget_reached: bool = False  # stopped by --max-minutes (evaluated, exported, resumable)
     last_train: dict[str, float] | None = None  # the values logged for the last step
+
+
+@dataclass
+class Progress:
+    """What a run tells a listener after a logged step or an evaluation."""
+
+    step: int
+    total: int
+    losses: dict[str, float]  # the values of the last logged step
+    items_per_s: float
+    unit: str  # what items_per_s counts (img, tokens, crops)
+    eta_s: float | None  # to `total`, from recent steps (or to the time budget, if sooner)
+    eval: dict[str, Any] | None  # the latest evaluation row
+    sample: Path | None  # the newest sample grid in the run's samples/ folder
+
+
+@dataclass
+class Hooks:
+    """A caller's part in a run, asked once per step: `should_stop` (true: checkpoint and
+    return `interrupted`, as a signal would) and `on_progress` (each logged step and
+    evaluation)."""
+
+    should_stop: Callable[[], bool] | None = None
+    on_progress: Callable[[Progress], None] | None = None
+
+
+_HOOKS: ContextVar[Hooks | None] = ContextVar("pixelscene_train_hooks", default=None)
+
+
+@contextmanager
+def listening(hooks: Hooks) -> Iterator[Hooks]:
+    """Runs inside this block use `hooks`. Every trainer's entry point ends in `run`, which
+    reads them here, so no trainer has to pass them along."""
+    token = _HOOKS.set(hooks)
+    try:
+        yield hooks
+    finally:
+        _HOOKS.reset(token)
 
 
 class Trainer:
@@ -174,6 +216,7 @@ def run(
     `progress_bar` None shows the bar on a terminal only; False never.
     """
     _start_logs(trainer)
+    hooks = _HOOKS.get() or Hooks()
     last_eval: dict[str, Any] | None = None
 
     def evaluate() -> dict[str, Any] | None:
@@ -192,7 +235,13 @@ def run(
         plan.steps, initial=trainer.step, desc=trainer.desc, disable=progress_bar is False
     )
     last_train: dict[str, float] | None = None
+    rate = 0.0
     step_times: list[float] = []
+
+    def report() -> None:
+        if hooks.on_progress is not None:
+            hooks.on_progress(_progress(trainer, plan.steps, last_train, rate, last_eval))
+
     saved_at: int | None = None
     interrupted = budget_reached = False
     try:
@@ -222,18 +271,21 @@ def run(
                         trainer.out_dir / trainer.train_log,
                         {"step": step, **last_train, f"{trainer.unit}_per_s": rate},
                     )
+                    report()
                 trainer.after_step()
                 if step % plan.eval_every == 0:
                     last_eval = evaluate()
+                    report()
                 if plan.checkpoint_every and step % plan.checkpoint_every == 0:
                     trainer.save()
                     saved_at = step
-                if stop or step == stop_after:
+                if stop or step == stop_after or (hooks.should_stop and hooks.should_stop()):
                     interrupted = True
                     break
             if not interrupted and (last_eval is None or last_eval["step"] != trainer.step):
                 last_eval = evaluate()
                 saved_at = None  # an evaluation may change what a checkpoint holds
+                report()
             if saved_at != trainer.step:
                 trainer.save()
     finally:
@@ -241,6 +293,25 @@ def run(
         trainer.close()
     sec = float(np.median(step_times)) if step_times else float("nan")
     return TrainResult(trainer.step, interrupted, sec, last_eval, budget_reached, last_train)
+
+
+def _progress(
+    trainer: Trainer,
+    total: int,
+    losses: dict[str, float] | None,
+    rate: float,
+    last_eval: dict[str, Any] | None,
+) -> Progress:
+    eta = None
+    if rate > 0:  # wall time per item over recent steps, data loading included
+        eta = (total - trainer.step) * trainer.items_per_step / rate
+        if trainer.budget.limit_s is not None:
+            eta = min(eta, max(trainer.budget.limit_s - trainer.budget.spent_s, 0.0))
+    grids = sorted((trainer.out_dir / "samples").glob("*.png"), key=lambda p: p.stat().st_mtime)
+    return Progress(
+        trainer.step, total, dict(losses or {}), rate, trainer.unit, eta, last_eval,
+        grids[-1] if grids else None,
+    )  # fmt: skip
 
 
 def _start_logs(trainer: Trainer) -> None:
