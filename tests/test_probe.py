@@ -11,7 +11,7 @@ from PIL import Image
 
 from pixelscene.data.attribute_data import load_attribute_data, load_sprite_maps, pool_images
 from pixelscene.data.attributes import ATTRIBUTES
-from pixelscene.errors import DataError, ModelLoadError
+from pixelscene.errors import DataError, ModelLoadError, PixelsceneError
 from pixelscene.eval import probe as probe_mod
 from pixelscene.eval.probe import AttributeProbe
 from pixelscene.train.probe import _bilinear_up, augment, train_and_save
@@ -138,6 +138,39 @@ def test_probe_learns_and_round_trips(tmp_path):
     preds = probe_mod.predict_attributes(probe, pixels)
     assert len(preds) == 4 and all(set(p) == set(ATTRIBUTES) for p in preds)
     assert all(p[k] in ATTRIBUTES[k] for p in preds for k in p)
+
+
+def test_a_run_starts_from_a_probe_and_trains_on_several_folders(tmp_path):
+    a = write_fake_dataset(tmp_path / "a", 64, 1)
+    b = write_fake_dataset(tmp_path / "b", 48, 3)
+    held = write_fake_dataset(tmp_path / "eval", 32, 2)
+    kw = {"batch_size": 16, "degrade": 0.0, "maps": False, "progress_bar": False}
+    first = train_and_save(
+        a, held, tmp_path / "first", epochs=6, learning_rate=3e-3, channels=[8, 16, 32], **kw
+    )
+    # A learning rate of ~0: the warm run keeps the first probe's weights (and its channels,
+    # whatever the run asks for), so it reads the held-out scenes as well as that probe did.
+    warm = train_and_save(
+        [a, b],
+        held,
+        tmp_path / "warm",
+        epochs=1,
+        learning_rate=1e-9,
+        channels=[4, 4, 4],
+        init_from=tmp_path / "first",
+        **kw,
+    )
+    assert warm.step == (64 + 48) // 16
+    assert warm.last_eval["eval_accuracy"] == first.last_eval["eval_accuracy"]
+    chance = np.mean([1 / len(v) for v in ATTRIBUTES.values()])  # what fresh weights read
+    assert warm.last_eval["eval_accuracy"]["mean"] > chance + 0.1
+    assert warm.last_eval["train_images"] == 112
+    saved = json.loads((tmp_path / "warm" / "probe.json").read_text())
+    assert saved["channels"] == [8, 16, 32] and saved["train_data"] == [str(a), str(b)]
+    assert saved["init_from"] == str(tmp_path / "first")
+    with pytest.raises(PixelsceneError, match="pooled by 2, this run pools by 4"):
+        train_and_save(a, held, tmp_path / "p4", pool=4, init_from=tmp_path / "first", **kw)
+    assert not (tmp_path / "p4").exists()
 
 
 def test_a_probe_of_another_format_is_refused(tmp_path):

@@ -180,6 +180,11 @@ def test_a_request_describes_itself_as_json(tmp_path):
             ),
             None,
         ),
+        (
+            "probe --data d --data d2 --eval-data e --init-from p",
+            ProbeRequest(data_dir=["d", "d2"], eval_dir="e", out_dir="o", init_from="p"),
+            None,
+        ),
     ],
 )
 @pytest.mark.parametrize("interrupted", [False, True])

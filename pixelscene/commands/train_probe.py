@@ -8,7 +8,12 @@ from pixelscene.commands.arguments import add_run_arguments, run_and_report, run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="synthetic training set (pixelscene synth)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="synthetic training set (pixelscene synth); repeat to train on several",
+    )
     add_run_arguments(
         parser,
         out_help="probe folder to write",
@@ -72,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--map-weight", type=float, default=1.0, help="weight of the sprite-map loss"
     )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="DIR",
+        help="start from this probe folder's weights (its channels and sprite maps; a warm "
+        "start with this run's schedule)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if len(channels) != 3 or min(channels) < 1:
         raise PixelsceneError(f"--channels must be three positive integers, got {args.channels!r}")
     request = ProbeRequest(
-        data_dir=args.data,
+        data_dir=args.data[0] if len(args.data) == 1 else args.data,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         train_on_round_trip=args.train_on_round_trip,
         maps=args.maps,
         map_weight=args.map_weight,
+        init_from=args.init_from,
         **run_options(args),
     )
     return run_and_report(request, args)

@@ -25,8 +25,15 @@ from pixelscene.data.attribute_data import (
     load_attribute_data,
     load_sprite_maps,
 )
-from pixelscene.eval.probe import DEFAULT_CHANNELS, AttributeProbe, accuracy, save_probe
-from pixelscene.model_io import round_to_float16
+from pixelscene.errors import PixelsceneError
+from pixelscene.eval.probe import (
+    DEFAULT_CHANNELS,
+    AttributeProbe,
+    accuracy,
+    resolve_probe_dir,
+    save_probe,
+)
+from pixelscene.model_io import load_weights, round_to_float16
 from pixelscene.train import common, loop
 from pixelscene.train.loop import TrainResult
 
@@ -134,6 +141,7 @@ class ProbeTrainer(loop.Trainer):
         seed: int,
         channels: list[int] | None,
         degrade: float,
+        init_from: str | os.PathLike | None = None,
     ):
         super().__init__(out_dir, seed)
         self.started = time.perf_counter()
@@ -150,6 +158,8 @@ class ProbeTrainer(loop.Trainer):
             pool=IMAGE_HW[0] // H,
             maps=maps is not None,
         )
+        if init_from is not None:  # a warm start: that probe's weights, this run's schedule
+            load_weights(resolve_probe_dir(init_from) / "probe.safetensors", self.probe)
         mx.eval(self.probe.parameters())
         self.batch_size = self.items_per_step = min(batch_size, n)
         self.per_epoch = n // self.batch_size
@@ -249,8 +259,30 @@ class ProbeTrainer(loop.Trainer):
             save_probe(self.out_dir, self.probe, self.info)
 
 
+def _concat(parts: list[Labelled]) -> Labelled:
+    """Labelled scenes of several folders as one set, in folder order."""
+    if len(parts) == 1:
+        return parts[0]
+    labels = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    return np.concatenate([p[0] for p in parts]), labels
+
+
+def _warm_start_architecture(init_from: str | os.PathLike, pool: int) -> tuple[list[int], bool]:
+    """The channels and sprite maps of the probe folder a run starts from (its pooling must
+    be this run's)."""
+    from pixelscene.eval.probe import load_probe
+
+    _, init_info = load_probe(init_from)
+    if init_info["pool"] != pool:
+        raise PixelsceneError(
+            f"{init_from}: that probe reads images pooled by {init_info['pool']}, "
+            f"this run pools by {pool} (--pool {init_info['pool']} to start from it)"
+        )
+    return list(init_info["channels"]), bool(init_info.get("maps", False))
+
+
 def train_and_save(
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | list[str | os.PathLike],
     eval_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
@@ -269,6 +301,7 @@ def train_and_save(
     cache_dir: str | os.PathLike | None = None,
     maps: bool = True,
     map_weight: float = 1.0,
+    init_from: str | os.PathLike | None = None,
     progress_bar: bool | None = None,
     max_minutes: float | None = None,
     stop_after: int | None = None,
@@ -278,28 +311,34 @@ def train_and_save(
     With `vqgan_dir`, the first `round_trip_limit` held-out images are also passed through that
     VQGAN and measured (how the probe does on images that look generated); with
     `train_on_round_trip` the training images' reconstructions are added to the training set
-    (slow: a VQGAN round trip per image). The result's `last_eval` holds the figures written
+    (slow: a VQGAN round trip per image). Several `data_dir` folders are trained on together
+    (`limit` images from each). `init_from`, a probe folder, starts the run from its weights
+    (and its channels and sprite maps). The result's `last_eval` holds the figures written
     into probe.json.
     """
     common.TimeBudget.check(max_minutes)
+    if init_from is not None:
+        channels, maps = _warm_start_architecture(init_from, pool)
     out_dir = common.prepare_out_dir(out_dir)
     t0 = time.perf_counter()
-    train = load_attribute_data(data_dir, limit, pool=pool, cache_dir=cache_dir)
-    # the sprite maps' cells are the probe's second-stage grid: pool x 4 (stem) x 2 pixels
-    sprite_maps = load_sprite_maps(data_dir, limit, pool * 8, cache_dir) if maps else None
+    data_dirs = list(data_dir) if isinstance(data_dir, list | tuple) else [data_dir]
+    train = _concat(
+        [load_attribute_data(d, limit, pool=pool, cache_dir=cache_dir) for d in data_dirs]
+    )
+    sprite_maps = None
+    if maps:  # the maps' cells are the probe's second-stage grid: pool x 4 (stem) x 2 pixels
+        per_dir = [load_sprite_maps(d, limit, pool * 8, cache_dir) for d in data_dirs]
+        sprite_maps = {k: np.concatenate([m[k] for m in per_dir]) for k in per_dir[0]}
     held_out = load_attribute_data(eval_dir, eval_limit, pool=pool, cache_dir=cache_dir)
     round_trip = vqgan_round_trip(vqgan_dir) if vqgan_dir is not None else None
     if round_trip is not None and train_on_round_trip:
         if sprite_maps is not None:
             sprite_maps = {k: np.concatenate([v, v]) for k, v in sprite_maps.items()}
-        recon = load_attribute_data(data_dir, limit, transform=round_trip, pool=pool)
-        train = (
-            np.concatenate([train[0], recon[0]]),
-            {k: np.concatenate([train[1][k], recon[1][k]]) for k in train[1]},
-        )
+        recon = [load_attribute_data(d, limit, transform=round_trip, pool=pool) for d in data_dirs]
+        train = _concat([train, *recon])
     load_s = time.perf_counter() - t0
     info: dict[str, Any] = {
-        "train_data": str(data_dir),
+        "train_data": str(data_dirs[0]) if len(data_dirs) == 1 else [str(d) for d in data_dirs],
         "eval_data": str(eval_dir),
         "epochs": epochs,
         "seed": seed,
@@ -307,6 +346,8 @@ def train_and_save(
         "map_weight": map_weight if maps else None,
         "load_seconds": round(load_s, 1),
     }
+    if init_from is not None:
+        info["init_from"] = str(init_from)
     recon_eval = None
     if round_trip is not None:
         n = min(round_trip_limit, len(held_out[0]))
@@ -326,6 +367,7 @@ def train_and_save(
         seed=seed,
         channels=channels,
         degrade=degrade,
+        init_from=init_from,
     )
     trainer.start(False, max_minutes)
     # measured once, at the end; no checkpoints

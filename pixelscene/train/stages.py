@@ -100,7 +100,7 @@ class ProbeRequest(StageRequest):
     """Train the attribute probe that scores prompt adherence (no checkpoints, no resume)."""
 
     stage: ClassVar[str] = "probe"
-    data_dir: Folder
+    data_dir: Folder | list[Folder]  # one synthetic set, or several trained on together
     eval_dir: Folder  # required: the probe's figures are held-out figures
     epochs: int = 6
     batch_size: int = 64
@@ -116,6 +116,7 @@ class ProbeRequest(StageRequest):
     train_on_round_trip: bool = False
     maps: bool = True  # also learn per-cell landmark/vegetation maps from the sprite masks
     map_weight: float = 1.0  # weight of the sprite-map loss beside the attribute heads
+    init_from: Folder | None = None  # a probe folder whose weights (and architecture) start it
 
 
 def run_stage(request: StageRequest, progress: bool | None = None) -> TrainResult:
@@ -263,6 +264,7 @@ def _probe(request: ProbeRequest, progress: bool | None) -> TrainResult:
         cache_dir=request.cache_dir,
         maps=request.maps,
         map_weight=request.map_weight,
+        init_from=request.init_from,
         progress_bar=progress,
         max_minutes=request.max_minutes,
     )
