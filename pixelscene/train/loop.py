@@ -14,6 +14,11 @@ A trainer (a `Trainer` subclass) owns its model, optimizers and data, and suppli
 train and eval logs (JSON lines in the output folder), periodic evaluation and checkpoints,
 and the `TrainResult` every trainer returns. A caller that is not a terminal (a queue
 worker) hears each logged step and evaluation, and may stop the run, through `Hooks`.
+
+Under `mlx.launch` every rank runs this loop (`train.distributed`): a trainer that sets
+`data_parallel` keeps its `shard` of each global batch and averages its gradients over
+`group`; rank 0 alone logs, evaluates, checkpoints and exports, and every rank stops at the
+same step.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from pixelscene.train import common
+from pixelscene.errors import PixelsceneError
+from pixelscene.train import common, distributed
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +104,7 @@ class Trainer:
     train_log = "train.jsonl"
     eval_log = "eval.jsonl"
     eval_at_start = False  # evaluate before the first step of a new run (a baseline)
+    data_parallel = False  # shards its batches and averages its gradients over `group`
 
     def __init__(self, out_dir: str | Path, seed: int = 0):
         self.out_dir = Path(out_dir)
@@ -109,6 +116,13 @@ class Trainer:
         self.resumed = False
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, optim.Optimizer] = {}
+        self.group = distributed.init()  # the ranks of `mlx.launch`, or this process alone
+        self.shard = distributed.Shard.of(self.group)  # this rank's rows of a global batch
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, the one that writes."""
+        return self.shard.rank == 0
 
     # ---- what each trainer supplies -----------------------------------------------------
     def batch(self) -> Any:
@@ -134,7 +148,8 @@ class Trainer:
         """Take back `state()` and `arrays()` from a loaded checkpoint."""
 
     def after_step(self) -> None:
-        """After the step is logged, before it is evaluated (sample grids, ...)."""
+        """After the step is logged, before it is evaluated (sample grids, ...); rank 0
+        only."""
 
     def status(self) -> dict[str, str]:
         """Extra progress-bar fields."""
@@ -150,8 +165,9 @@ class Trainer:
         mx.random.seed(int(np.random.default_rng([self.seed, 3, self.step]).integers(2**31)))
 
     def save(self) -> None:
-        """Checkpoint (weights in float32, optimizer states, counters) and export."""
-        if self.checkpoint is not None:
+        """Checkpoint (weights in float32, optimizer states, counters) and export (rank 0);
+        every rank re-seeds."""
+        if self.checkpoint is not None and self.is_main:
             meta = {
                 "step": self.step,
                 "seed": self.seed,
@@ -167,7 +183,8 @@ class Trainer:
                 arrays=self.arrays(),
             )
         self.reseed()
-        self.export()
+        if self.is_main:
+            self.export()
 
     def load(self) -> None:
         meta, arrays = common.load_checkpoint(
@@ -215,11 +232,21 @@ def run(
     budget ends the run as reaching `steps` does, evaluated and saved (`budget_reached`).
     `progress_bar` None shows the bar on a terminal only; False never.
     """
-    _start_logs(trainer)
+    group, main = trainer.group, trainer.is_main
+    if group.size() > 1 and not trainer.data_parallel:
+        raise PixelsceneError(f"{trainer.desc} training does not run on several ranks")
+    distributed.start(trainer.modules, trainer.optimizers, trainer.step, group)
+    if main:
+        _start_logs(trainer)
     hooks = _HOOKS.get() or Hooks()
     last_eval: dict[str, Any] | None = None
+    evaluated_at: int | None = None
 
     def evaluate() -> dict[str, Any] | None:
+        nonlocal evaluated_at
+        evaluated_at = trainer.step
+        if not main:
+            return None
         metrics = trainer.evaluate()
         if metrics is None:
             return None
@@ -232,7 +259,10 @@ def run(
         last_eval = evaluate()
     throughput = common.Throughput()
     bar = common.progress(
-        plan.steps, initial=trainer.step, desc=trainer.desc, disable=progress_bar is False
+        plan.steps,
+        initial=trainer.step,
+        desc=trainer.desc,
+        disable=progress_bar is False or not main,
     )
     last_train: dict[str, float] | None = None
     rate = 0.0
@@ -247,7 +277,7 @@ def run(
     try:
         with common.stop_on_signals() as stop:
             while trainer.step < plan.steps:
-                if trainer.budget.reached():
+                if distributed.any_rank(main and trainer.budget.reached(), group):
                     budget_reached = True
                     break
                 batch = trainer.batch()
@@ -259,7 +289,7 @@ def run(
                 rate = throughput.add(trainer.items_per_step)
                 bar.update(1)
                 step = trainer.step
-                if step % plan.log_every == 0 or step == 1:
+                if main and (step % plan.log_every == 0 or step == 1):
                     bar.set_postfix(
                         {
                             **common.format_losses(last_train),
@@ -272,17 +302,19 @@ def run(
                         {"step": step, **last_train, f"{trainer.unit}_per_s": rate},
                     )
                     report()
-                trainer.after_step()
+                if main:
+                    trainer.after_step()
                 if step % plan.eval_every == 0:
                     last_eval = evaluate()
                     report()
                 if plan.checkpoint_every and step % plan.checkpoint_every == 0:
                     trainer.save()
                     saved_at = step
-                if stop or step == stop_after or (hooks.should_stop and hooks.should_stop()):
+                asked = bool(stop) or bool(hooks.should_stop and hooks.should_stop())
+                if distributed.any_rank(asked, group) or step == stop_after:
                     interrupted = True
                     break
-            if not interrupted and (last_eval is None or last_eval["step"] != trainer.step):
+            if not interrupted and evaluated_at != trainer.step:
                 last_eval = evaluate()
                 saved_at = None  # an evaluation may change what a checkpoint holds
                 report()
