@@ -291,6 +291,28 @@ class SamplingConfig:
             raise ConfigError(f"{prefix}.cfg_scale must be >= 0")
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """How one image's codes lie in the transformer's sequence.
+
+    `shape` is one image's codes as the image tokenizer encodes and decodes them: the
+    VQGAN's (13, 20) grid, or the categorical tokenizer's flat row (3 * palette tokens, then
+    the grid in raster order). `segments` restrict which tokens a position may take:
+    (start, stop, low, high) lets positions start..stop-1 take only tokens low..high-1 (a
+    palette slot never holds a grid code); none means every position takes any token.
+    """
+
+    vocab: int  # distinct token values; BOS is the extra id `vocab`
+    shape: tuple[int, ...]
+    grid: tuple[int, int]  # rows and columns of the code grid
+    grid_start: int = 0  # sequence position of the grid's first code
+    segments: tuple[tuple[int, int, int, int], ...] = ()
+
+    @property
+    def length(self) -> int:
+        return math.prod(self.shape)
+
+
 @dataclass
 class Config:
     name: str = "custom"
@@ -313,6 +335,23 @@ class Config:
             if hasattr(part, "validate"):
                 part.validate(f.name)
         return self
+
+    def token_layout(self) -> TokenLayout:
+        """The image tokenizer's codes as the transformer writes them."""
+        if self.image_tokenizer == "vqgan":
+            grid = tuple(self.vqgan.grid_size)
+            return TokenLayout(self.vqgan.codebook_size, grid, grid)
+        tk = self.tokenizer
+        grid = tuple(tk.grid_size)
+        codes = tk.codebook_size
+        if not tk.palette_size:
+            k = tk.codes_per_position
+            return TokenLayout(codes, grid if k == 1 else (*grid, k), grid)
+        head = 3 * tk.palette_size  # 3 level tokens per palette entry, then the grid
+        length = head + grid[0] * grid[1]
+        vocab = codes + tk.color_levels + 1  # the levels, then EMPTY
+        segments = ((0, head, codes, vocab), (head, length, 0, codes))
+        return TokenLayout(vocab, (length,), grid, head, segments)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -51,6 +51,19 @@ LOADERS: dict[str, Callable[[str | os.PathLike | None], ImageTokenizer]] = {
 }
 
 
+# Each kind's weights file in a model folder, and the weights (by name prefix) that decide
+# its codes: a decoder fine-tune leaves a model's codes, and token caches made with them, valid.
+WEIGHTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "vqgan": ("vqgan.safetensors", ("encoder.", "quantizer.")),
+    "categorical": ("tokenizer.safetensors", ("encoder.",)),
+}
+
+
+def weights_file(kind: str) -> str:
+    """The file name of a kind's weights in a model folder."""
+    return WEIGHTS[kind][0]
+
+
 def tokenizer_kind(model_dir: str | os.PathLike | None = None) -> str:
     """The kind of image tokenizer a model folder holds (None: the bundled model)."""
     from pixelscene import model_io

@@ -12,6 +12,7 @@ its own seed, so an image is the same whichever batch it was generated in.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ class GenerationError(PixelsceneError):
 class GeneratedImage:
     prompt: str
     seed: int
-    codes: np.ndarray  # (13, 20) int32
+    codes: np.ndarray  # int32 in the image tokenizer's shape: (13, 20) for the VQGAN
     pixels: np.ndarray  # (200, 320, 3) uint8
 
 
@@ -53,14 +54,17 @@ class GenerationStep:
 
 def model_files(cfg: Config) -> list[str]:
     """The files a complete model folder holds besides config.json."""
-    files = ["vqgan.safetensors", "transformer.safetensors"]
+    from pixelscene.image_tokenizers import weights_file
+
+    files = [weights_file(cfg.image_tokenizer), "transformer.safetensors"]
     if cfg.transformer.text_encoder == "learned":
         files.append("tokenizer.json")
     return files
 
 
 class PixelScene:
-    """A model folder loaded once: VQGAN + transformer + text encoder/tokenizer + config."""
+    """A model folder loaded once: image tokenizer (a VQGAN or the categorical tokenizer:
+    `vqgan` holds either) + transformer + text encoder/tokenizer + config."""
 
     def __init__(
         self,
@@ -82,8 +86,10 @@ class PixelScene:
         self.transformer = transformer
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
-        self.grid_size: tuple[int, int] = tuple(config.vqgan.grid_size)
-        self.codebook_size = config.vqgan.codebook_size
+        layout = config.token_layout()
+        self.codes_shape: tuple[int, ...] = layout.shape  # one image's codes
+        self.grid_size: tuple[int, int] = layout.grid
+        self.codebook_size = layout.vocab
         self.engine = resolve_engine(engine)  # "cpu" or "mlx": every batch samples with it
 
     @classmethod
@@ -95,22 +101,20 @@ class PixelScene:
             engine: the sampling engine, "auto" (cpu on MLX's CPU device, mlx on a GPU),
                 "cpu" or "mlx"; chosen here, once.
         """
+        from pixelscene.image_tokenizers import LOADERS
         from pixelscene.transformer.model import build_transformer
-        from pixelscene.vqgan import VQGAN
 
         path = model_io.resolve_model_dir(model_dir)
         cfg = model_io.load_model_config(path)
         missing = [f for f in model_files(cfg) if not (path / f).is_file()]
         if missing:
             hint = ""
-            if "transformer.safetensors" in missing and "vqgan.safetensors" not in missing:
-                hint = " (a VQGAN-only folder: train the transformer into it with `pixelscene train transformer`)"
+            if missing == ["transformer.safetensors"]:
+                hint = " (a tokenizer-only folder: train the transformer into it with `pixelscene train transformer`)"
             raise ModelLoadError(
                 f"{path} is not a complete model: missing {', '.join(missing)}{hint}"
             )
-        vqgan = VQGAN(cfg.vqgan)
-        model_io.load_weights(path / "vqgan.safetensors", vqgan)
-        vqgan.eval()
+        vqgan = LOADERS[cfg.image_tokenizer](path)
         transformer = build_transformer(cfg)
         model_io.load_weights(path / "transformer.safetensors", transformer)
         transformer.eval()
@@ -210,8 +214,7 @@ class PixelScene:
     def _iter_jobs(self, jobs, settings, batch_size) -> Iterator[GenerationStep]:
         from pixelscene.sampling import generate_codes
 
-        rows, cols = self.grid_size
-        per_image = rows * cols
+        per_image = math.prod(self.codes_shape)
         total = len(jobs) * per_image
         done = 0
         images: list[GeneratedImage] = []
@@ -234,7 +237,7 @@ class PixelScene:
                         codes = step.codes
                         continue
                     yield GenerationStep(done + step.done * len(batch), total)
-            grids = np.asarray(codes, dtype=np.int32).reshape(len(batch), rows, cols)
+            grids = np.asarray(codes, dtype=np.int32).reshape(len(batch), *self.codes_shape)
             pixels = self.decode_codes(grids)
             images += [GeneratedImage(p, s, grids[k], pixels[k]) for k, (p, s) in enumerate(batch)]
             done += len(batch) * per_image
@@ -248,15 +251,17 @@ class PixelScene:
         return images
 
     def decode_codes(self, codes: np.ndarray) -> np.ndarray:
-        """(13, 20) or (B, 13, 20) codes -> uint8 (200, 320, 3) or (B, 200, 320, 3) pixels."""
+        """One image's codes (`codes_shape`: (13, 20) for the VQGAN) or a batch of them ->
+        uint8 (200, 320, 3) or (B, 200, 320, 3) pixels."""
         codes = np.asarray(codes)
-        single = codes.ndim == 2
+        shape = self.codes_shape
+        single = codes.ndim == len(shape)
         if single:
             codes = codes[None]
-        if codes.ndim != 3 or tuple(codes.shape[1:]) != self.grid_size:
+        if codes.ndim != len(shape) + 1 or tuple(codes.shape[1:]) != shape:
             raise GenerationError(
-                f"codes must have shape {self.grid_size} or (B, {self.grid_size[0]}, "
-                f"{self.grid_size[1]}), got {codes.shape}"
+                f"codes must have shape {shape} or (B, {', '.join(map(str, shape))}), "
+                f"got {codes.shape}"
             )
         if not np.issubdtype(codes.dtype, np.integer):
             raise GenerationError(f"codes must be integers, got {codes.dtype}")

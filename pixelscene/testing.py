@@ -185,6 +185,15 @@ def micro_config() -> Config:
     return Config.from_dict(MICRO_CONFIG)
 
 
+def micro_categorical_config() -> Config:
+    """The micro transformer on a micro categorical tokenizer: 16x16 patches (a 13x20 grid
+    of 60 codes) and an 8-colour palette, so 24 + 260 tokens an image of 60 + 65 values."""
+    cfg = micro_config()
+    cfg.image_tokenizer = "categorical"
+    cfg.tokenizer = micro_tokenizer_config(patch_size=16, palette_size=8)
+    return cfg.validate()
+
+
 def make_random_model_dir(
     path: str | os.PathLike, config_name_or_config: str | Config | None = None, seed: int = 0
 ) -> Path:
@@ -197,6 +206,8 @@ def make_random_model_dir(
             call writes the same files (and the same model version).
     """
     from pixelscene import model_io
+    from pixelscene.image_tokenizers import weights_file
+    from pixelscene.imagetok import ImageTokenizer
     from pixelscene.transformer.model import build_transformer
     from pixelscene.vqgan import VQGAN
 
@@ -209,11 +220,14 @@ def make_random_model_dir(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     mx.random.seed(seed)
-    vqgan = VQGAN(cfg.vqgan)
+    if cfg.image_tokenizer == "vqgan":
+        vqgan = VQGAN(cfg.vqgan)
+    else:
+        vqgan = ImageTokenizer(cfg.tokenizer)
     transformer = build_transformer(cfg)
     mx.eval(vqgan.parameters(), transformer.parameters())
     model_io.save_model_config(path, cfg)
-    model_io.save_weights(path / "vqgan.safetensors", vqgan)
+    model_io.save_weights(path / weights_file(cfg.image_tokenizer), vqgan)
     model_io.save_weights(path / "transformer.safetensors", transformer)
     if cfg.transformer.text_encoder == "learned":
         from pixelscene.transformer.tokenizer import Tokenizer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from pixelscene.commands.generate import add_output_arguments
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
             meta["model_version"],
             scene.version,
         )
+    if codes.size == math.prod(scene.codes_shape):  # a token row is written as one row
+        codes = codes.reshape(scene.codes_shape)
     pixels = scene.decode_codes(codes)
     settings = meta.get("settings") or {}
     text = output.generation_metadata(

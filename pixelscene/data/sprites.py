@@ -61,24 +61,30 @@ def _rerender(record: dict, image_path: str | Path | None) -> dict:
     return info
 
 
-def cell_coverage(mask: np.ndarray, pad_rows: tuple[int, int]) -> np.ndarray:
-    """Fraction of each 16x16 cell of the padded image that a (200, 320) mask covers, as the
-    flattened grid (codes in raster order): (13 * 20,) float32 for pads (4, 4)."""
+def cell_coverage(mask: np.ndarray, pad_rows: tuple[int, int], cell: int = CELL) -> np.ndarray:
+    """Fraction of each cell x cell square of the padded image that a (200, 320) mask
+    covers, as the flattened grid (codes in raster order): (13 * 20,) float32 for 16x16
+    cells and pads (4, 4)."""
     top, bottom = pad_rows
     padded = np.pad(mask.astype(np.float32), ((top, bottom), (0, 0)))
-    h, w = padded.shape[0] // CELL, padded.shape[1] // CELL
-    return padded.reshape(h, CELL, w, CELL).mean(axis=(1, 3)).reshape(-1)
+    h, w = padded.shape[0] // cell, padded.shape[1] // cell
+    return padded.reshape(h, cell, w, cell).mean(axis=(1, 3)).reshape(-1)
 
 
 def sprite_coverage(
-    data_dir: str | Path, names: list[str], pad_rows: tuple[int, int], progress: bool = True
+    data_dir: str | Path,
+    names: list[str],
+    pad_rows: tuple[int, int],
+    progress: bool = True,
+    cell: int = CELL,
 ) -> np.ndarray:
-    """(len(names), codes) float32 sprite coverage of each named image of a synthetic dataset,
-    cached in DATA_DIR/sprites_HxW.npz (extended when new names are asked for)."""
+    """(len(names), codes) float32 sprite coverage of each named image of a synthetic dataset
+    by cells of `cell` pixels, cached in DATA_DIR/sprites_HxW.npz (extended when new names
+    are asked for)."""
     from tqdm import tqdm
 
     data_dir = Path(data_dir)
-    grid = ((H + sum(pad_rows)) // CELL, W // CELL)
+    grid = ((H + sum(pad_rows)) // cell, W // cell)
     path = data_dir / f"sprites_{grid[0]}x{grid[1]}.npz"
     known: dict[str, np.ndarray] = {}
     if path.is_file():
@@ -92,7 +98,7 @@ def sprite_coverage(
             if name not in records:
                 raise DataError(f"{data_dir / 'attributes.jsonl'}: no record for {name}")
             mask = scene_sprites(records[name], data_dir / "images" / name)
-            known[name] = cell_coverage(mask, pad_rows)
+            known[name] = cell_coverage(mask, pad_rows, cell)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(
             tmp,

@@ -1,14 +1,18 @@
-"""Token cache: every dataset image encoded once by the VQGAN into its (13, 20) code grid.
+"""Token cache: every dataset image encoded once by a model's image tokenizer.
 
-`DIR/tokens.npz` holds `codes` (N, 13, 20) int16, `images` (N,) file names and `vqgan`, a
-fingerprint of the VQGAN weights that made it; a cache made by other weights is stale.
-The transformer trains on these codes instead of re-encoding images every batch.
+`DIR/tokens.npz` holds `codes` (N, *shape) int16 (the VQGAN's (13, 20) grids, or the
+categorical tokenizer's token rows: `Config.token_layout`), `images` (N,) file names and
+`vqgan`, a fingerprint of the tokenizer that made it (the key keeps its first name); a cache
+made by another tokenizer is stale. The transformer trains on these codes instead of
+re-encoding images every batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +30,9 @@ CACHE_NAME = "tokens.npz"
 
 @dataclass
 class TokenCache:
-    codes: np.ndarray  # (N, H, W) int16
+    codes: np.ndarray  # (N, *shape) int16
     images: list[str]
-    vqgan: str
+    vqgan: str  # the fingerprint of the image tokenizer that made it
 
     def index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.images)}
@@ -38,15 +42,20 @@ def default_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / CACHE_NAME
 
 
-def vqgan_fingerprint(vqgan_dir: str | Path) -> str:
-    """Content hash of the weights that decide the codes: the encoder's and the codebook's.
+def vqgan_fingerprint(model_dir: str | Path) -> str:
+    """Content hash of what decides a model folder's codes: its image tokenizer's encoder
+    (and the VQGAN's codebook) weights, and for a categorical tokenizer its config section.
 
     The decoder does not count, so a cache stays valid for a VQGAN whose decoder was
     fine-tuned (`pixelscene train decoder`), and other files in the folder do not count.
     """
     import mlx.core as mx
 
-    path = Path(vqgan_dir) / "vqgan.safetensors"
+    from pixelscene.image_tokenizers import WEIGHTS, tokenizer_kind
+
+    kind = tokenizer_kind(model_dir)
+    name, prefixes = WEIGHTS[kind]
+    path = Path(model_dir) / name
     if not path.is_file():
         raise ModelLoadError(f"missing weights file {path}")
     try:
@@ -54,8 +63,13 @@ def vqgan_fingerprint(vqgan_dir: str | Path) -> str:
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelLoadError(f"{path}: not a readable safetensors file ({e})") from None
     digest = hashlib.sha256()
+    if kind != "vqgan":  # FSQ levels, palette size: not weights, but they decide the codes
+        from pixelscene.model_io import load_model_config
+
+        section = load_model_config(model_dir).tokenizer
+        digest.update(json.dumps(dataclasses.asdict(section), sort_keys=True).encode())
     for name in sorted(weights):
-        if name.startswith(("encoder.", "quantizer.")):
+        if name.startswith(prefixes):
             array = np.array(weights[name])
             digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
             digest.update(array.tobytes())
@@ -66,7 +80,7 @@ def save_token_cache(path: str | Path, cache: TokenCache) -> None:
     buf = io.BytesIO()
     np.savez(
         buf,
-        codes=cache.codes.astype(np.int16),
+        codes=cache.codes.astype(np.int16 if cache.codes.max(initial=0) < 2**15 else np.int32),
         images=np.array(cache.images, dtype=str),
         vqgan=np.array(cache.vqgan),
     )
@@ -87,14 +101,15 @@ def load_token_cache(path: str | Path) -> TokenCache:
 
 
 def encode_dataset(
-    vqgan,
+    tokenizer,
     data_dir: str | Path,
     fingerprint: str,
     out: str | Path | None = None,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> TokenCache:
-    """Encode every image named in DIR/captions.jsonl once and save the cache."""
+    """Encode every image named in DIR/captions.jsonl once with an image tokenizer
+    (`pixelscene.image_tokenizers`) and save the cache."""
     import mlx.core as mx
 
     dataset = CaptionDataset(data_dir)
@@ -107,7 +122,7 @@ def encode_dataset(
             to_float(read_image(dataset.image_dir / n, dataset.image_size))
             for n in names[start : start + batch_size]
         ]
-        codes = vqgan.encode(mx.array(np.stack(batch)))
+        codes = tokenizer.encode(mx.array(np.stack(batch)))
         chunks.append(np.array(codes).astype(np.int16))
         if progress is not None:
             progress(min(start + batch_size, len(names)), len(names))
@@ -119,7 +134,8 @@ def encode_dataset(
 def ensure_token_cache(
     vqgan_dir: str | Path, data_dir: str | Path, path: str | Path | None = None
 ) -> TokenCache:
-    """The dataset's token cache, built (or rebuilt when stale or incomplete) if needed."""
+    """The dataset's token cache for the image tokenizer of the model folder `vqgan_dir`
+    (a VQGAN or a categorical tokenizer), built (or rebuilt when stale or incomplete)."""
     path = Path(path) if path else default_path(data_dir)
     fingerprint = vqgan_fingerprint(vqgan_dir)
     if path.is_file():
@@ -127,9 +143,8 @@ def ensure_token_cache(
         wanted = set(CaptionDataset(data_dir).images())
         if cache.vqgan == fingerprint and wanted <= set(cache.images):
             return cache
-        log.info("token cache %s is stale (other VQGAN weights or new images): rebuilding", path)
-    from pixelscene.vqgan import load_vqgan
+        log.info("token cache %s is stale (another tokenizer or new images): rebuilding", path)
+    from pixelscene.image_tokenizers import load_tokenizer
 
-    log.info("encoding %s with the VQGAN in %s into %s", data_dir, vqgan_dir, path)
-    vqgan = load_vqgan(vqgan_dir)
-    return encode_dataset(vqgan, data_dir, fingerprint, path)
+    log.info("encoding %s with the image tokenizer in %s into %s", data_dir, vqgan_dir, path)
+    return encode_dataset(load_tokenizer(vqgan_dir), data_dir, fingerprint, path)

@@ -172,7 +172,9 @@ class ImageTokenizer(PaddedFrame, nn.Module):
         C, L, P = self.codebook_size, self.cfg.color_levels, self.cfg.palette_size
         h, w = self.cfg.grid_size
         head = tokens[:, : 3 * P].reshape(-1, P, 3) - C
-        palette = mx.where((head >= 0) & (head < L), head, EMPTY)
+        # an entry is a colour only when all three of its tokens are levels
+        whole = mx.all((head >= 0) & (head < L), axis=-1, keepdims=True)
+        palette = mx.where(whole, head, EMPTY)
         codes = mx.clip(tokens[:, 3 * P :], 0, C - 1).reshape(-1, h, w)
         return palette.astype(mx.int32), codes
 

@@ -27,9 +27,12 @@ def codes_to_json(
     palette: str | None = None,
     scale: int | None = None,
 ) -> str:
-    """A (rows, cols) code grid as JSON text, with what made it and, where given, the
-    output options its PNG was written with (`decode` uses them unless told otherwise)."""
+    """A (rows, cols) code grid (or a row of tokens, written as one row) as JSON text, with
+    what made it and, where given, the output options its PNG was written with (`decode`
+    uses them unless told otherwise)."""
     codes = np.asarray(codes)
+    if codes.ndim == 1:
+        codes = codes[None]
     if codes.ndim != 2:
         raise ValueError(f"expected a 2-D code grid, got shape {codes.shape}")
     doc = {

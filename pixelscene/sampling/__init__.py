@@ -19,6 +19,7 @@ from pixelscene.sampling.generate import (
 )
 from pixelscene.sampling.mlx_engine import WINDOW_CHUNK, attention_window
 from pixelscene.sampling.samplers import (
+    GumbelNoise,
     Sampler,
     guided,
     gumbel_noise,
@@ -29,6 +30,7 @@ from pixelscene.sampling.samplers import (
 
 __all__ = [
     "ENGINES",
+    "GumbelNoise",
     "WINDOW_CHUNK",
     "Sampler",
     "SamplingStep",

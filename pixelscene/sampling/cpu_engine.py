@@ -35,7 +35,7 @@ import mlx.core as mx
 import numpy as np
 
 from pixelscene.errors import PixelsceneError
-from pixelscene.sampling.samplers import gumbel_noise, make_sampler, pick
+from pixelscene.sampling.samplers import GumbelNoise, make_sampler, pick
 from pixelscene.transformer.model import Context, ImageTransformer
 from pixelscene.transformer.text_encoder import NEG_INF
 
@@ -279,13 +279,19 @@ def _pick_fn(temperature, top_k, top_p, cfg_scale) -> Callable:
     return _PICKERS[key]
 
 
-def _numpy_pick(noise: mx.array, temperature, top_k, top_p, cfg_scale):
+def _numpy_pick(noise: GumbelNoise, temperature, top_k, top_p, cfg_scale):
     """`pick` in NumPy, `pick(logits, t) -> tokens`, for settings without top-k/top-p
     filters (the defaults), else None. Saves a round trip through MLX every token."""
-    if (0 < top_k < noise.shape[-1]) or top_p < 1.0:
+    if (0 < top_k < noise.vocab) or top_p < 1.0:
         return None
-    gumbel = np.array(noise, dtype=np.float32)  # (N, S, V)
     scale = np.float32(cfg_scale)
+    current: list = [None, None]  # the chunk of noise in use, and it as NumPy
+
+    def gumbel_at(t: int) -> np.ndarray:
+        values, i = noise.chunk_of(t)
+        if current[0] is not values:
+            current[:] = [values, np.array(values, dtype=np.float32)]
+        return current[1][:, i]
 
     def numpy_pick(logits: np.ndarray, t: int) -> np.ndarray:
         if cfg_scale != 1.0:  # rows [conditional; unconditional], as `guided`
@@ -294,7 +300,7 @@ def _numpy_pick(noise: mx.array, temperature, top_k, top_p, cfg_scale):
             logits = uncond + scale * (cond - uncond)
         if temperature <= 0:
             return np.argmax(logits, axis=-1).astype(np.int32)
-        return np.argmax(logits / np.float32(temperature) + gumbel[:, t], axis=-1).astype(np.int32)
+        return np.argmax(logits / np.float32(temperature) + gumbel_at(t), axis=-1).astype(np.int32)
 
     return numpy_pick
 
@@ -313,18 +319,21 @@ def cpu_codes(
     state = decoder.start(ctx, rows)
     guide = settings["cfg_scale"] != 1.0
     N, S, V = len(seeds), model.seq_len, model.codebook_size
-    noise = gumbel_noise(seeds, S, V)
+    noise = GumbelNoise(seeds, S, V)
     choose = _numpy_pick(noise, **settings)
     if choose is None:  # filters: the compiled MLX pick
         mlx_pick = _pick_fn(**settings)
 
         def choose(logits, t):
-            return np.array(mlx_pick(mx.array(logits), noise[:, t]), dtype=np.int32)
+            return np.array(mlx_pick(mx.array(logits), noise.at(t)), dtype=np.int32)
 
     codes = np.empty((N, S), np.int32)
     tokens = np.full(2 * N if guide else N, model.bos_id, np.int32)
     for t in range(S):
         logits = decoder.step(state, tokens, t)
+        bias = model.token_bias_at(t)
+        if bias is not None:  # as `ImageTransformer.decode` adds it
+            logits += bias
         nxt = choose(logits, t)
         codes[:, t] = nxt
         tokens = np.concatenate([nxt, nxt]) if guide else nxt

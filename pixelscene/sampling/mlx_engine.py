@@ -14,7 +14,7 @@ from functools import partial
 import mlx.core as mx
 import numpy as np
 
-from pixelscene.sampling.samplers import gumbel_noise, make_sampler, pick
+from pixelscene.sampling.samplers import GumbelNoise, make_sampler, pick
 from pixelscene.transformer.cache import StaticKVCache
 from pixelscene.transformer.model import Context, ImageTransformer
 
@@ -33,12 +33,13 @@ def attention_window(t: int, length: int, chunk: int | None = None) -> int:
 
 
 def _step(model, sampler, cfg_scale, guide, window, tokens, offset, caches, ctx_arrays, noise):
-    """One token for every image; pure in its array arguments, so it compiles."""
+    """One token for every image (noise: the images' Gumbel noise at this position, (B, V));
+    pure in its array arguments, so it compiles."""
     n = len(model.blocks)
     cache = [StaticKVCache(caches[2 * i], caches[2 * i + 1], offset, window) for i in range(n)]
     ctx = Context.from_arrays(ctx_arrays, n)
     logits = model.decode(tokens, ctx, cache, offset)[:, -1]  # (B or 2B, V)
-    nxt = pick(sampler, cfg_scale, guide, logits, mx.take(noise, offset, axis=1)[:, 0])  # (B,)
+    nxt = pick(sampler, cfg_scale, guide, logits, noise)  # (B,)
     feed = mx.concatenate([nxt, nxt]) if guide else nxt
     new_caches = [a for c in cache for a in (c.keys, c.values)]
     return nxt, feed[:, None], new_caches
@@ -96,16 +97,16 @@ def mlx_codes(
     B, H, d = states.shape[0], model.num_heads, model.cfg.embed_dim // model.num_heads
     empty = StaticKVCache.empty(B, H, S, d)
     caches = [mx.zeros_like(empty.keys) for _ in range(2 * len(model.blocks))]
-    noise = gumbel_noise(seeds, S, V)
+    noise = GumbelNoise(seeds, S, V)
     tokens = mx.full((B, 1), model.bos_id, dtype=mx.int32)
     offsets = [mx.array([t], mx.int32) for t in range(S)]
     wins = [attention_window(t, S) for t in range(S)]
-    mx.eval(ctx_arrays, caches, noise)
+    mx.eval(ctx_arrays, caches)
     steps = {w: _step_fn(model, **settings, window=w, compiled=compiled) for w in set(wins)}
     out = []
     for t in range(S):
         step = steps[wins[t]]
-        nxt, tokens, caches = step(tokens, offsets[t], caches, ctx_arrays, noise)
+        nxt, tokens, caches = step(tokens, offsets[t], caches, ctx_arrays, noise.at(t))
         out.append(nxt)
         mx.async_eval(nxt, tokens, caches)
         if (t + 1) % progress_every == 0 and t + 1 < S:

@@ -1,4 +1,5 @@
-"""Train the text-conditioned transformer on a token cache of VQGAN codes.
+"""Train the text-conditioned transformer on a token cache of an image tokenizer's codes
+(the VQGAN's grids or the categorical tokenizer's token rows: `Config.token_layout`).
 
 A trainer of the common shape (`train.loop`): AdamW on the shared warm-up + cosine schedule,
 a compiled step whose state is the model, optimizer and random state, held-out loss every
@@ -6,9 +7,10 @@ a compiled step whose state is the model, optimizer and random state, held-out l
 (the common format; the caption vocabulary rides in its meta.json), and exact resume: the
 data of every step and its random key are functions of (seed, step).
 
-Output goes into the VQGAN's model folder (so the names say "transformer" beside the VQGAN's
-own checkpoint and logs): transformer.safetensors (float16), tokenizer.json, and the
-transformer sections of config.json. With held-out data the model written is the one with
+Output is a model folder (the tokenizer's own, or a new one that gets a copy of its weights;
+the names say "transformer" beside the tokenizer's own checkpoint and logs):
+transformer.safetensors (float16), tokenizer.json, and the transformer sections of
+config.json. With held-out data the model written is the one with
 the best held-out loss so far.
 """
 
@@ -26,11 +28,12 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from pixelscene.config import Config, load_config
+from pixelscene.config import Config, TokenLayout, load_config
 from pixelscene.data.captioned_codes import CaptionedCodes, batch_rows, captioned_codes
 from pixelscene.data.datasets import CaptionDataset
 from pixelscene.data.token_cache import ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
+from pixelscene.image_tokenizers import weights_file
 from pixelscene.model_io import load_model_config, load_weights, save_model_config, save_weights
 from pixelscene.train import common, loop
 from pixelscene.train.loop import TrainResult
@@ -48,6 +51,18 @@ def position_weights(seq_len: int, row_len: int, first_row_weight: float) -> mx.
     `first_row_weight` times the others."""
     w = mx.where(mx.arange(seq_len) < row_len, first_row_weight, 1.0)
     return w * (seq_len / w.sum())
+
+
+def layout_weights(layout: TokenLayout, first_row_weight: float) -> np.ndarray:
+    """(length,) loss weights with mean 1 for a token layout: the grid's first row weighs
+    `first_row_weight` times the other codes; tokens before the grid (a palette) weigh as
+    the grid's other codes."""
+    rows, cols = layout.grid
+    if not layout.grid_start:
+        return np.array(position_weights(rows * cols, cols, first_row_weight))
+    w = np.ones(layout.length, np.float32)
+    w[layout.grid_start : layout.grid_start + cols] = first_row_weight
+    return (w * (len(w) / w.sum())).astype(np.float32)
 
 
 def sprite_weights(position: np.ndarray, coverage: np.ndarray, sprite_weight: float) -> np.ndarray:
@@ -131,7 +146,7 @@ class TransformerTrainer(loop.Trainer):
         self.train = train
         self.held = held
         mx.random.seed(seed)
-        self.model = build_transformer(cfg)  # the grid matches the token cache (checked)
+        self.model = build_transformer(cfg)  # the layout matches the token cache (checked)
         if init_from is not None:
             load_weights(Path(init_from) / "transformer.safetensors", self.model)
             log.info("starting from the weights in %s", init_from)
@@ -142,9 +157,9 @@ class TransformerTrainer(loop.Trainer):
         self.opt.init(self.model.trainable_parameters())
         self.modules = {"transformer": self.model}
         self.optimizers = {"transformer": self.opt}
-        H, W = cfg.vqgan.grid_size
-        self.items_per_step = tc.batch_size * H * W  # tokens
-        self.position = np.array(position_weights(H * W, W, tc.first_row_weight))
+        layout = cfg.token_layout()
+        self.items_per_step = tc.batch_size * layout.length  # tokens
+        self.position = layout_weights(layout, tc.first_row_weight)
         self.best = math.inf  # the best held-out loss so far (its model is the one written)
         self.ema: float | None = None  # the training loss, smoothed
         self._step_fn = None
@@ -297,9 +312,12 @@ def train_transformer(
     dataset = CaptionDataset(data_dir)
     _warn_if_heldout(data_dir)
     cache = ensure_token_cache(vqgan_dir, data_dir)
-    H, W = cache.codes.shape[1:]
-    if (H, W) != tuple(cfg.vqgan.grid_size):
-        raise DataError(f"token cache grid {H}x{W} != the VQGAN's {cfg.vqgan.grid_size}")
+    layout = cfg.token_layout()
+    if tuple(cache.codes.shape[1:]) != layout.shape:
+        raise DataError(
+            f"token cache codes of shape {cache.codes.shape[1:]} != the image tokenizer's "
+            f"{layout.shape}"
+        )
     if not resume:
         if init_from is not None and (Path(init_from) / "tokenizer.json").is_file():
             tok = Tokenizer.load(Path(init_from) / "tokenizer.json")  # the ids it was trained on
@@ -310,12 +328,17 @@ def train_transformer(
             )
     train = captioned_codes(cache, dataset, tok, cfg.transformer, progress)
     if tcfg.sprite_weight > 0:
-        from pixelscene.data.sprites import sprite_coverage
+        from pixelscene.data.sprites import CELL, sprite_coverage
 
-        pad = tuple(cfg.vqgan.pad_rows)
-        train.sprites = sprite_coverage(data_dir, train.names, pad, progress)
-        if train.sprites.shape[1] != H * W:
-            raise DataError(f"sprite grid of {train.sprites.shape[1]} codes != the VQGAN's {H * W}")
+        if cfg.image_tokenizer == "vqgan":
+            pad, cell = cfg.vqgan.pad_rows, CELL
+        else:
+            pad, cell = cfg.tokenizer.pad_rows, cfg.tokenizer.patch_size
+        cover = sprite_coverage(data_dir, train.names, tuple(pad), progress, cell)
+        if cover.shape[1] != layout.grid[0] * layout.grid[1]:
+            raise DataError(f"sprite grid of {cover.shape[1]} codes != the grid's {layout.grid}")
+        # tokens before the grid (a palette) cover no sprite
+        train.sprites = np.pad(cover, ((0, 0), (layout.grid_start, 0)))
     held = None
     if eval_dir is not None:
         held = captioned_codes(
@@ -333,8 +356,9 @@ def train_transformer(
         log.info("resuming at step %d", trainer.step)
     else:
         common.prepare_out_dir(out)
-        if not (out / "vqgan.safetensors").exists() and out.resolve() != vqgan_dir.resolve():
-            shutil.copy2(vqgan_dir / "vqgan.safetensors", out / "vqgan.safetensors")
+        weights = weights_file(cfg.image_tokenizer)
+        if not (out / weights).exists() and out.resolve() != vqgan_dir.resolve():
+            shutil.copy2(vqgan_dir / weights, out / weights)
     save_model_config(out, cfg)
     mx.eval(trainer.model.parameters(), trainer.opt.state)
     trainer.model.train()

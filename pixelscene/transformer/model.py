@@ -1,8 +1,12 @@
-"""Text-conditioned decoder that writes the 13x20 code grid as 260 tokens, one at a time.
+"""Text-conditioned decoder that writes an image's codes as tokens, one at a time: the
+VQGAN's 13x20 grid (260 tokens), or the categorical tokenizer's palette then 26x40 grid
+(`Config.token_layout`).
 
 Pre-norm blocks: causal self-attention (KV-cached when sampling), cross-attention to the
 caption states, MLP. Generation starts from BOS = codebook_size, a token outside the
-codebook, and produces all 260 codes. Text conditioning is split from the decoder: the
+vocabulary, and produces all the image's tokens; where the layout has segments, each
+position's logits are restricted to its segment's tokens (a palette slot never gets a grid
+code). Text conditioning is split from the decoder: the
 decoder reads `(states, mask)` of any width `text_dim` through `text_proj`, so states from a
 frozen external encoder plug in as well as the learned `TextEncoder`'s. A caption with no
 real tokens (empty, or dropped for classifier-free guidance) reads a learned null state.
@@ -14,6 +18,7 @@ from typing import NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from pixelscene.config import Config, TransformerConfig
 from pixelscene.transformer.cache import KVCache
@@ -25,6 +30,10 @@ from pixelscene.transformer.text_encoder import (
     merge_heads,
     split_heads,
 )
+
+# The logit of a token its position may not take: finite, so guidance (a difference of two
+# such logits) and the loss stay finite, and low enough that it is never sampled.
+MASKED = -1e9
 
 
 class Context(NamedTuple):
@@ -107,11 +116,15 @@ class ImageTransformer(nn.Module):
 
     Args:
         cfg: the transformer section of the config.
-        codebook_size: VQGAN codes; BOS is the extra id `codebook_size`.
-        seq_len: codes per image (13 * 20 = 260).
+        codebook_size: distinct image tokens (the image tokenizer's vocabulary); BOS is the
+            extra id `codebook_size`.
+        seq_len: tokens per image (13 * 20 = 260 for the VQGAN).
         text_dim: width of the conditioning states (default cfg.text_embed_dim; 384 for
             frozen MiniLM states). The learned TextEncoder exists only for
             cfg.text_encoder == "learned".
+        segments: (start, stop, low, high): positions start..stop-1 may only take tokens
+            low..high-1 (`TokenLayout.segments`); the others' logits are pushed to
+            `MASKED`, in training and sampling alike. None: every token everywhere.
     """
 
     def __init__(
@@ -120,12 +133,16 @@ class ImageTransformer(nn.Module):
         codebook_size: int = 512,
         seq_len: int = 260,
         text_dim: int | None = None,
+        segments: tuple[tuple[int, int, int, int], ...] = (),
     ):
         super().__init__()
         self.cfg = cfg
         self.codebook_size = codebook_size
         self.bos_id = codebook_size
         self.seq_len = seq_len
+        # the segments' logit biases, (segments + 1, V), and each position's row of it, or
+        # None; underscored: not parameters
+        self._token_bias, self._segment_of = token_bias(segments, seq_len, codebook_size)
         self.num_heads = cfg.num_heads
         dim = cfg.embed_dim
         if cfg.text_encoder == "learned":
@@ -189,7 +206,21 @@ class ImageTransformer(nn.Module):
         x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             x = block(x, ctx.kv[i], ctx.bias, offset, None if cache is None else cache[i])
-        return self.head(self.norm(x))
+        logits = self.head(self.norm(x))
+        if self._token_bias is None:
+            return logits
+        if isinstance(offset, int):
+            rows = self._segment_of[offset : offset + T]
+        else:
+            rows = mx.take(self._segment_of, mx.arange(T) + offset, axis=0)
+        return logits + mx.take(self._token_bias, rows, axis=0)
+
+    def token_bias_at(self, t: int) -> np.ndarray | None:
+        """Position t's additive logit bias (V,) float32 (0 or MASKED), or None: no
+        restriction (what `decode` adds, for engines that compute logits themselves)."""
+        if self._token_bias is None:
+            return None
+        return np.array(self._token_bias[int(self._segment_of[t].item())])
 
     def inputs_for(self, codes: mx.array) -> mx.array:
         """Teacher-forcing inputs: BOS then codes[:, :-1]."""
@@ -205,13 +236,28 @@ class ImageTransformer(nn.Module):
         return [KVCache() for _ in self.blocks]
 
 
+def token_bias(segments, seq_len: int, vocab: int) -> tuple[mx.array | None, mx.array | None]:
+    """Logit biases (len(segments) + 1, vocab) float32, 0 where a segment's positions may
+    take a token and MASKED elsewhere (the last row, for positions in no segment, all 0),
+    and each position's row (seq_len,) int32; (None, None) without segments."""
+    if not segments:
+        return None, None
+    bias = np.zeros((len(segments) + 1, vocab), np.float32)
+    row = np.full(seq_len, len(segments), np.int32)
+    for i, (start, stop, low, high) in enumerate(segments):
+        bias[i] = MASKED
+        bias[i, low:high] = 0.0
+        row[start:stop] = i
+    return mx.array(bias), mx.array(row)
+
+
 def build_transformer(cfg: Config) -> ImageTransformer:
-    """An ImageTransformer shaped by a model's config: the image tokenizer's codebook and
-    grid, and the conditioning width of its text encoder."""
+    """An ImageTransformer shaped by a model's config: the image tokenizer's vocabulary and
+    sequence (`Config.token_layout`), and the conditioning width of its text encoder."""
     text_dim = None
     if cfg.transformer.text_encoder == "minilm":
         from pixelscene.transformer.minilm import MINILM_DIM
 
         text_dim = MINILM_DIM
-    rows, cols = cfg.vqgan.grid_size
-    return ImageTransformer(cfg.transformer, cfg.vqgan.codebook_size, rows * cols, text_dim)
+    layout = cfg.token_layout()
+    return ImageTransformer(cfg.transformer, layout.vocab, layout.length, text_dim, layout.segments)
