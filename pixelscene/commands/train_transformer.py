@@ -10,7 +10,13 @@ from pixelscene.commands.arguments import add_run_arguments, run_and_report, run
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="tiny", help="preset name or YAML file (default tiny)")
     parser.add_argument("--data", required=True, help="dataset folder (images/ + captions.jsonl)")
-    parser.add_argument("--vqgan", required=True, help="model folder holding vqgan.safetensors")
+    parser.add_argument(
+        "--vqgan",
+        required=True,
+        metavar="MODEL_DIR",
+        help="model folder of the image tokenizer whose codes it writes (a VQGAN, or the "
+        "categorical tokenizer: then a palette and a 26x40 grid)",
+    )
     parser.add_argument(
         "--init-from",
         metavar="MODEL_DIR",
