@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from service import responses
+from service.api.datasets import NAME_SCHEMA
 from service.api.generations import IDEMPOTENCY_KEY_SCHEMA
 from service.api.internal import OBJECT_NAME
 from service.api.jobs import LIST_PARAMETERS
@@ -29,6 +30,12 @@ INDEX = {
     "in": "path",
     "required": True,
     "schema": {"type": "integer", "minimum": 0},
+}
+DATASET_ID = {
+    "name": "dataset_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
 }
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
@@ -134,6 +141,104 @@ def _upload() -> dict[str, Any]:
     }
 
 
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+DATASET_UPLOAD = """A zip or tar.gz of `images/` (320x200 images) and `captions.jsonl` (one
+`{"image": "<name in images/>", "caption": "<text>" or ["<text>", ...]}` a line), the layout
+`pixelscene synth` writes, optionally inside one top-level folder (`mystyle/images/...`);
+`attributes.jsonl` and `patterns.jsonl` are kept too. Send it as the body or as the
+multipart field `file`. At most PIXELSCENE_DATASET_MAX_BYTES in the body and again
+unpacked, and PIXELSCENE_DATASET_MAX_MEMBERS members.
+
+Refused whole (details.member names the entry): members that would land outside the
+dataset folder (`..`, absolute paths), symbolic and hard links, device files and FIFOs,
+more bytes or members than the limits (whatever the headers declare: bytes are counted as
+they are unpacked), corrupt archives. Nothing of a refused upload is kept.
+
+Accepted with `problems` (file as named in the archive, line where one applies): images
+that are unreadable or not 320x200 (their size is said) are left out, not resized, as is
+anything that is not part of the layout; caption lines that are malformed, or name an image
+that is missing or left out, are left out of captions.jsonl; images without a caption are
+kept (the image tokenizer trains on images alone) and reported. With no usable image at
+all, 422. Train on it with `POST /v1/trainings` naming its id as `dataset`."""
+
+
+def _dataset_upload() -> dict[str, Any]:
+    form = {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}, "name": NAME_SCHEMA},
+    }
+    return {
+        "summary": "Upload a dataset to train on",
+        "description": DATASET_UPLOAD,
+        "parameters": [{"name": "name", "in": "query", "required": False, "schema": NAME_SCHEMA}],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/zip": BINARY,
+                "application/gzip": BINARY,
+                "multipart/form-data": {"schema": form},
+            },
+        },
+        "responses": {
+            "201": _json("Dataset", "stored; `problems` says what was left out"),
+            "400": _err(
+                "not an archive, a corrupt one, an unsafe member (details.member) or an "
+                "invalid name"
+            ),
+            "413": _err("the body, its unpacked files or its members over the limits"),
+            "415": _err("neither an archive body nor multipart/form-data"),
+            "422": _err("no usable image (details.problems says why each file was left out)"),
+            "507": _err("the object directory is full"),
+        },
+    }
+
+
+def _dataset_paths() -> dict[str, Any]:
+    return {
+        "/v1/datasets": {
+            "post": _dataset_upload(),
+            "get": {
+                "summary": "List the uploaded datasets, newest first",
+                "responses": {"200": _json("DatasetList", "the datasets")},
+            },
+        },
+        "/v1/datasets/{dataset_id}": {
+            "get": {
+                "summary": "A dataset, with the problems its upload reported",
+                "parameters": [DATASET_ID],
+                "responses": {
+                    "200": _json("Dataset", "the dataset"),
+                    "404": _err("unknown dataset"),
+                },
+            },
+            "delete": {
+                "summary": "Delete a dataset",
+                "parameters": [DATASET_ID],
+                "responses": {
+                    "204": {"description": "deleted"},
+                    "404": _err("unknown dataset"),
+                    "409": _err("a queued or running training names it (details.jobs)"),
+                },
+            },
+        },
+        "/v1/internal/datasets/{dataset_id}/archive": {
+            "get": {
+                "summary": "A worker without the object directory fetches a dataset",
+                "description": "The dataset's folder as an uncompressed tar.",
+                "parameters": [DATASET_ID],
+                "responses": {
+                    "200": {
+                        "description": "tar",
+                        "content": {"application/x-tar": BINARY},
+                    },
+                    "404": _err("unknown dataset"),
+                },
+            }
+        },
+    }
+
+
 def build_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of this app."""
     st = state()
@@ -142,7 +247,8 @@ def build_document() -> dict[str, Any]:
         {
             "Error": responses.ERROR, "Accepted": responses.ACCEPTED, "Job": responses.JOB,
             "JobList": responses.JOB_LIST, "ModelList": responses.MODEL_LIST,
-            "Health": responses.HEALTH,
+            "Health": responses.HEALTH, "Dataset": responses.DATASET,
+            "DatasetList": responses.DATASET_LIST,
         }
     )  # fmt: skip
     list_params = [
@@ -189,6 +295,7 @@ def build_document() -> dict[str, Any]:
             "get": _file("An image's code grid", "application/json", "code grid JSON")
         },
         "/v1/internal/jobs/{job_id}/objects/{name}": {"put": _upload()},
+        **_dataset_paths(),
         "/v1/models": {
             "get": {
                 "summary": "Models served",

@@ -167,3 +167,53 @@ HEALTH = {
         },
     },
 }
+PROBLEM = {
+    "type": "object",
+    "required": ["file", "line", "message"],
+    "properties": {
+        "file": {"type": "string", "description": "as named in the archive"},
+        "line": {"type": ["integer", "null"], "minimum": 1},
+        "message": {"type": "string", "description": "what is wrong, and what was left out"},
+    },
+}
+_DATASET_FIELDS = {
+    "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    "name": {"type": ["string", "null"]},
+    "images": {"type": "integer", "minimum": 1, "description": "usable images kept"},
+    "captions": {"type": "integer", "minimum": 0, "description": "caption lines kept"},
+    "problem_count": {"type": "integer", "minimum": 0},
+    "bytes": {"type": "integer", "minimum": 0},
+    "created": TIMESTAMP,
+    "links": {
+        "type": "object",
+        "required": ["self"],
+        "properties": {"self": {"type": "string", "description": "this dataset's URL"}},
+    },
+}
+DATASET = {
+    "type": "object",
+    "required": [*_DATASET_FIELDS, "problems"],
+    "properties": {
+        **_DATASET_FIELDS,
+        "problems": {
+            "type": "array",
+            "items": PROBLEM,
+            "description": "the first 1000 problems; problem_count has them all",
+        },
+    },
+}
+DATASET_LIST = {
+    "type": "object",
+    "required": ["datasets"],
+    "properties": {
+        "datasets": {
+            "type": "array",
+            "description": "newest first, without their problems",
+            "items": {
+                "type": "object",
+                "required": list(_DATASET_FIELDS),
+                "properties": _DATASET_FIELDS,
+            },
+        }
+    },
+}

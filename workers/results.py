@@ -11,6 +11,7 @@ fails the job with the API's reason.
 from __future__ import annotations
 
 import errno
+import http.client
 import json
 import shutil
 import time
@@ -29,9 +30,10 @@ FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 class ResultsError(PixelsceneError):
     """The results could not be stored; `code` is what the job's error says."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status  # the API's HTTP status, where it refused
 
 
 def storage_error(exc: OSError) -> ResultsError:
@@ -58,29 +60,54 @@ def upload(settings: Settings, job_id: str, worker: str, names: Iterable[str]) -
 
 
 def _put(settings: Settings, job_id: str, worker: str, name: str, data: bytes) -> None:
+    headers = {"Content-Type": "application/octet-stream", WORKER_HEADER: worker}
+    path = f"/v1/internal/jobs/{job_id}/objects/{name}"
+    with call_api(settings, "PUT", path, name, f"hand {name} to", data=data, headers=headers):
+        return
+
+
+def call_api(
+    settings: Settings,
+    method: str,
+    path: str,
+    what: str,
+    action: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> http.client.HTTPResponse:
+    """One request to the API at `results_url` with the worker key; an unreachable or busy
+    API (no answer, 5xx, 429) is retried for `results_upload_seconds`.
+
+    Args:
+        what: what the request is about, for errors ("0.png", "dataset <id>").
+        action: what the request does, for errors: "could not {action} the API at ...".
+
+    Returns:
+        The open 2xx response (a context manager).
+
+    Raises:
+        ResultsError: `storage_full` (507), `results_refused` (another 4xx; `status` says
+            which) or `results_upload_failed` (no answer in time).
+    """
     base = settings.results_url.rstrip("/")
-    url = f"{base}/v1/internal/jobs/{job_id}/objects/{name}"
-    headers = {
-        "Authorization": f"Bearer {settings.worker_key}",
-        "Content-Type": "application/octet-stream",
-        WORKER_HEADER: worker,
-    }
+    headers = {"Authorization": f"Bearer {settings.worker_key}", **(headers or {})}
     deadline = time.monotonic() + settings.results_upload_seconds
     delay = 0.25
     while True:
-        request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
+        request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=30):
-                return
+            return urllib.request.urlopen(request, timeout=30)
         except urllib.error.HTTPError as e:
             code, message = _api_error(e)
             if e.code == 507:
                 raise ResultsError(
-                    "storage_full", f"the API could not store {name}: {message}"
+                    "storage_full", f"the API could not store {what}: {message}"
                 ) from None
             if e.code < 500 and e.code != 429:
                 raise ResultsError(
-                    "results_refused", f"the API refused {name} ({e.code} {code}: {message})"
+                    "results_refused",
+                    f"the API refused {what} ({e.code} {code}: {message})",
+                    status=e.code,
                 ) from None
             reason = f"{e.code} {code}"
         except OSError as e:  # URLError, refused or reset connections, timeouts
@@ -88,7 +115,7 @@ def _put(settings: Settings, job_id: str, worker: str, name: str, data: bytes) -
         if time.monotonic() + delay > deadline:
             raise ResultsError(
                 "results_upload_failed",
-                f"could not hand {name} to the API at {base} within "
+                f"could not {action} the API at {base} within "
                 f"{settings.results_upload_seconds:g} s ({reason})",
             )
         time.sleep(delay)

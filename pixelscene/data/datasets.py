@@ -12,7 +12,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,24 @@ class ImageDataset(_Reporting):
             return None
 
 
+def parse_jsonl(lines: Iterable[str], required: Sequence[str]) -> Iterator[tuple[int, dict | str]]:
+    """(line number, row) for each non-blank line that is a JSON object with the required
+    keys, (line number, what is wrong) for each other one."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield lineno, f"malformed JSON ({e.msg})"
+            continue
+        if not isinstance(row, dict):
+            yield lineno, "expected a JSON object"
+            continue
+        missing = [k for k in required if k not in row]
+        yield lineno, f"missing key {missing[0]!r}" if missing else row
+
+
 def read_jsonl(path: Path, required: Sequence[str], report: Callable[[str], None]) -> list[dict]:
     """Parse a JSONL file; malformed lines and missing keys are reported with file:line."""
     rows = []
@@ -126,20 +144,9 @@ def read_jsonl(path: Path, required: Sequence[str], report: Callable[[str], None
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            report(f"{path}:{lineno}: malformed JSON ({e.msg})")
-            continue
-        if not isinstance(row, dict):
-            report(f"{path}:{lineno}: expected a JSON object")
-            continue
-        missing = [k for k in required if k not in row]
-        if missing:
-            report(f"{path}:{lineno}: missing key {missing[0]!r}")
+    for lineno, row in parse_jsonl(lines, required):
+        if isinstance(row, str):
+            report(f"{path}:{lineno}: {row}")
             continue
         row["_line"] = lineno
         rows.append(row)

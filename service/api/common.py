@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
 from typing import Any
 
@@ -14,6 +16,8 @@ from service.state import state
 from workers.jobstore.records import get_job, valid_job_id
 
 DEFAULT_JOB_SECONDS = 10.0
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+log = logging.getLogger("service")
 
 
 def json_body() -> Any:
@@ -66,3 +70,13 @@ def eta_seconds(position: int, workers: int, mean: float) -> float:
 def retry_after(depth: int, limit: int, workers: int, mean: float) -> str:
     seconds = (depth - limit + 1) * mean / max(workers, 1)
     return str(min(300, max(1, math.ceil(seconds))))
+
+
+def storage_error(e: OSError, what: str) -> ApiError:
+    """The answer when the object directory refuses to store `what`: 507 when it is full."""
+    log.error("could not store %s: %s", what, e)
+    if e.errno in FULL_DISK:
+        return ApiError(
+            507, "storage_full", f"the object directory is full (no space left for {what})"
+        )
+    return ApiError(500, "storage_error", f"the object directory refused {what}")

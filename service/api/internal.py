@@ -1,34 +1,38 @@
-"""PUT /v1/internal/jobs/<id>/objects/<name>: a worker without the object directory hands
-a result file to the API, which writes it there atomically.
+"""What workers without the object directory need from the API, under /v1/internal/.
 
-Only for worker keys (or admins), only the files a generation writes (`0.png`,
-`codes_0.json`, ..., `result.json`), only while the job runs on the worker that names
-itself in `X-Pixelscene-Worker`. Not in /openapi.json: clients never call it.
+PUT /v1/internal/jobs/<id>/objects/<name>: a worker hands a result file to the API, which
+writes it there atomically: only the files a generation writes (`0.png`, `codes_0.json`,
+..., `result.json`), only while the job runs on the worker that names itself in
+`X-Pixelscene-Worker`.
+
+GET /v1/internal/datasets/<id>/archive: an uploaded dataset's folder as a tar, which the
+worker unpacks into its own object directory (`workers.datasets.fetch_dataset`).
+
+Only for worker keys (or admins); clients never call these.
 """
 
 from __future__ import annotations
 
-import errno
-import logging
 import re
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from pixelscene.model_io import atomic_write_bytes
+from service.api.common import storage_error
 from service.auth import WORKER, requires
 from service.errors import ApiError
 from service.state import state
+from workers.jobstore.archives import tar_chunks
+from workers.jobstore.datasets import DatasetNotFoundError, dataset_dir
 from workers.jobstore.objects import job_dir
 from workers.jobstore.records import get_job, valid_job_id
 
 bp = Blueprint("internal", __name__)
-log = logging.getLogger("service")
 
 WORKER_HEADER = "X-Pixelscene-Worker"
 OBJECT_NAME = re.compile(
     r"(?:(?:0|[1-9][0-9]{0,3})\.png|codes_(?:0|[1-9][0-9]{0,3})\.json|result\.json)"
 )
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @bp.put("/internal/jobs/<job_id>/objects/<name>")
@@ -55,10 +59,20 @@ def put_object(job_id: str, name: str) -> tuple[str, int]:
     try:
         atomic_write_bytes(job_dir(st.settings.objects_dir, job_id) / name, data)
     except OSError as e:
-        log.error("could not write %s of job %s: %s", name, job_id, e)
-        if e.errno in FULL_DISK:
-            raise ApiError(
-                507, "storage_full", "the object directory is full (no space left for results)"
-            ) from None
-        raise ApiError(500, "storage_error", "the object directory refused the file") from None
+        raise storage_error(e, f"{name} of job {job_id}") from None
     return "", 204
+
+
+@bp.get("/internal/datasets/<dataset_id>/archive")
+@requires(WORKER)
+def get_dataset_archive(dataset_id: str) -> Response:
+    """An uploaded dataset's folder as an uncompressed tar (its images are compressed)."""
+    try:
+        folder = dataset_dir(state().settings, dataset_id)
+    except DatasetNotFoundError:
+        raise ApiError(404, "dataset_not_found", f"no dataset {dataset_id!r}") from None
+    return Response(
+        tar_chunks(folder),
+        mimetype="application/x-tar",
+        headers={"Content-Disposition": f"attachment; filename={dataset_id}.tar"},
+    )

@@ -29,6 +29,11 @@ OPERATIONS = [
     "GET /v1/jobs/{job_id}/images/{index}.png",
     "GET /v1/jobs/{job_id}/codes/{index}.json",
     "PUT /v1/internal/jobs/{job_id}/objects/{name}",
+    "POST /v1/datasets",
+    "GET /v1/datasets",
+    "GET /v1/datasets/{dataset_id}",
+    "DELETE /v1/datasets/{dataset_id}",
+    "GET /v1/internal/datasets/{dataset_id}/archive",
     "GET /v1/models",
     "GET /v1/health",
     "GET /metrics",
@@ -67,6 +72,15 @@ def schema(api):
                     "expected-statuses": ["2xx", "401", "403", "404", "409", "422", "429"]
                 }
             },
+            # Any bytes fit a binary body's schema, yet only an archive is a dataset: a
+            # schema-valid upload may be refused (400 invalid_archive).
+            "operations": [
+                {
+                    "include-path": "/v1/datasets",
+                    "include-method": "POST",
+                    "checks": {"positive_data_acceptance": {"enabled": False}},
+                }
+            ],
         }
     )
     return schemathesis.openapi.from_wsgi("/openapi.json", api, config=config)
@@ -157,6 +171,46 @@ def test_real_jobs_match_the_document(api, schema, run_worker, fake_model):
         ("DELETE", "/v1/jobs/{job_id}", 409),
         ("DELETE", "/v1/jobs/{job_id}", 200),
     } <= seen
+
+
+def test_real_datasets_match_the_document(api, schema):
+    """Generated bodies are no archives and generated ids name no dataset; these requests
+    store one, list it, refuse and then allow its deletion, and fetch it as a worker."""
+    from test_service_datasets import good_files, zip_of
+
+    from workers.jobstore.queues import TRAIN, enqueue_job
+
+    client = api.test_client()
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    body = zip_of({**good_files(2), "notes.txt": b"x"})
+    with client.post(
+        "/v1/datasets", data=body, headers={**auth, "Content-Type": "application/zip"}
+    ) as r:
+        schema["/v1/datasets"]["POST"].Case(media_type="application/zip").validate_response(
+            r, checks=CONFORMANCE
+        )
+        assert r.status_code == 201, r.get_json()
+        dataset = r.get_json()["id"]
+    st = api.extensions["pixelscene"]
+    enqueue_job(st.redis, st.settings, TRAIN, "e" * 32, {"stage": "vqgan", "dataset": dataset})
+    cases = [
+        ("GET", "/v1/datasets", {}, 200),
+        ("GET", "/v1/datasets/{dataset_id}", {"dataset_id": dataset}, 200),
+        ("GET", "/v1/internal/datasets/{dataset_id}/archive", {"dataset_id": dataset}, 200),
+        ("DELETE", "/v1/datasets/{dataset_id}", {"dataset_id": dataset}, 409),
+    ]
+    for method, path, params, status in cases:
+        case = schema[path][method].Case(path_parameters=params)
+        with client.open(case.formatted_path, method=method, headers=auth) as r:
+            case.validate_response(r, checks=CONFORMANCE)
+            assert r.status_code == status, (method, path, r.get_json())
+    client.delete(f"/v1/jobs/{'e' * 32}", headers=auth)
+    case = schema["/v1/datasets/{dataset_id}"]["DELETE"].Case(
+        path_parameters={"dataset_id": dataset}
+    )
+    with client.open(case.formatted_path, method="DELETE", headers=auth) as r:
+        case.validate_response(r, checks=CONFORMANCE)
+        assert r.status_code == 204
 
 
 BLANK = ["\x1d", "\ufeff", " \u3000", "\x85"]  # white space to Python or to ECMA regexes

@@ -51,6 +51,11 @@ class JobSettings:
     # refused (workers.jobstore.hooks says what else).
     webhook_private_networks: list[str] = field(default_factory=list)
     key_prefix: str = "pixelscene"
+    # An uploaded dataset (`POST /v1/datasets`): the most bytes of its archive and, apart,
+    # of its unpacked files, and the most members its archive may hold. A worker fetching a
+    # dataset from the API unpacks it under the same limits.
+    dataset_max_bytes: int = 1 << 30
+    dataset_max_members: int = 100_000
 
     @classmethod
     def load(
@@ -81,7 +86,10 @@ class JobSettings:
                 f"{ENV_PREFIX}DEFAULT_MODEL={self.default_model!r} is not one of "
                 f"{ENV_PREFIX}MODELS ({', '.join(self.models) or 'none'})"
             )
-        require_positive(self, "job_timeout", "result_ttl", "failure_ttl")
+        require_positive(
+            self, "job_timeout", "result_ttl", "failure_ttl", "dataset_max_bytes",
+            "dataset_max_members",
+        )  # fmt: skip
         if self.max_retries < 0:
             raise SettingsError(f"{ENV_PREFIX}MAX_RETRIES must be >= 0")
         try:
