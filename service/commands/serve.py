@@ -41,5 +41,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     import waitress
 
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="pixelscene")
+    # Waitress refuses bodies over its own limit (1 GiB) before the app sees them, without
+    # saying why: leave the limits to the app (dataset uploads and, above all, 64 KiB).
+    body_limit = max(settings.max_content_length, settings.dataset_max_bytes) + (1 << 20)
+    waitress.serve(
+        app, host=args.host, port=args.port, threads=args.threads, ident="pixelscene",
+        max_request_body_size=body_limit,
+    )  # fmt: skip
     return 0

@@ -473,3 +473,40 @@ def test_bytes_are_counted_while_unpacking_whatever_the_header_said(tmp_path: Pa
     with pytest.raises(ArchiveError, match="counted while unpacking") as e:
         writer.file(10, io.BytesIO(b"\0" * 200_000))
     assert e.value.code == "archive_too_large" and writer.total <= 100_000 + 65_536
+
+
+@pytest.mark.integration
+def test_datasets_through_the_real_server(redis_server: Any, real_redis: Any, tmp_path: Path):
+    """`pixelscene serve` (waitress) with a real redis-server: upload over HTTP, the limit,
+    a delete refused while a training is queued, and a worker without the object
+    directory fetching the dataset."""
+    from test_service_farm import ADMIN, KEYS_ENV, WORKER, Api
+
+    env = {**KEYS_ENV, "PIXELSCENE_DATASET_MAX_BYTES": "200000"}
+    api = Api(redis_server.url, tmp_path / "objects", env, tmp_path / "api.log").start()
+    try:
+        zipped = {"Content-Type": "application/zip"}
+        status, _, doc = api.call(
+            "POST", "/v1/datasets?name=castles", zip_of(good_files(3)), ADMIN, zipped
+        )
+        assert status == 201 and (doc["images"], doc["name"]) == (3, "castles"), doc
+        status, _, error = api.call("POST", "/v1/datasets", b"\0" * 300_000, ADMIN, zipped)
+        assert status == 413 and error["error"]["code"] == "payload_too_large", error
+        settings = Settings.load({"objects_dir": str(tmp_path / "objects")}, environ={})
+        enqueue_job(real_redis, settings, TRAIN, "d" * 32, {"stage": "vqgan", "dataset": doc["id"]})
+        status, _, error = api.call("DELETE", f"/v1/datasets/{doc['id']}", key=ADMIN)
+        assert status == 409 and error["error"]["details"]["jobs"] == ["d" * 32], error
+
+        worker = Settings.load(
+            {"objects_dir": str(tmp_path / "mac-mini"), "results_url": api.url,
+             "worker_key": WORKER},
+            environ={},
+        )  # fmt: skip
+        folder = fetch_dataset(worker, doc["id"])
+        assert len(CaptionDataset(folder, strict=True)) == 3
+
+        assert api.call("DELETE", f"/v1/jobs/{'d' * 32}", key=ADMIN)[0] == 200
+        assert api.call("DELETE", f"/v1/datasets/{doc['id']}", key=ADMIN)[0] == 204
+        assert datasets_left(tmp_path / "objects") == []
+    finally:
+        api.stop()
