@@ -99,6 +99,14 @@ def understated_zip() -> bytes:
     return bytes(data)
 
 
+def encrypted_zip() -> bytes:
+    """A zip whose member says it is encrypted (general purpose flag bit 0)."""
+    data = bytearray(zip_of({"images/secret.png": png()}))
+    for at in (data.find(b"PK\x03\x04") + 6, data.find(b"PK\x01\x02") + 8):
+        data[at] |= 0x1
+    return bytes(data)
+
+
 def big_pax_header() -> bytes:
     """A tar.gz whose members declare 0 bytes but whose stream carries a 300 kB pax header."""
     info = tarfile.TarInfo("images/empty.png")
@@ -262,6 +270,7 @@ BAD_ARCHIVES = {
                  400, "unsafe_member", "images/fifo"),
     "duplicate member": (tar_of([("images/a.png", png()), ("images/a.png", png())]), GZIP,
                          400, "unsafe_member", "images/a.png"),
+    "encrypted member": (encrypted_zip(), ZIP, 400, "unsafe_member", "images/secret.png"),
     "declared zip bomb": (zip_of({"images/big.png": b"\0" * 200_000}), ZIP,
                           413, "archive_too_large", None),
     "declared tar bomb": (tar_of([("images/a.png", b"\0" * 60_000), ("images/b.png",
