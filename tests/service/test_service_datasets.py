@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -21,7 +23,7 @@ from werkzeug.serving import make_server
 from pixelscene.data.datasets import CaptionDataset, ImageDataset
 from workers.datasets import fetch_dataset
 from workers.jobstore.archives import ArchiveError
-from workers.jobstore.datasets import DatasetNotFoundError, dataset_dir
+from workers.jobstore.datasets import DatasetNotFoundError, dataset_dir, upload_folder
 from workers.jobstore.queues import TRAIN, enqueue_job
 from workers.jobstore.records import Keys, transition
 from workers.results import ResultsError
@@ -154,6 +156,19 @@ def test_dataset_dir_names_a_complete_dataset_folder(tmp_path: Path):
 def test_dataset_dir_refuses_ids_that_could_name_another_path(tmp_path: Path, bad: str):
     with pytest.raises(DatasetNotFoundError, match="invalid dataset id"):
         dataset_dir(SimpleNamespace(objects_dir=str(tmp_path)), bad)
+
+
+def test_only_stale_upload_and_delete_folders_are_swept(tmp_path: Path):
+    settings = SimpleNamespace(objects_dir=str(tmp_path))
+    root = tmp_path / "datasets"
+    old = int(time.time()) - 2 * 86400
+    stale = [root / f".incoming-{old}-x", root / f".deleting-{old}-{DATASET_ID}-y"]
+    under_way = root / f".deleting-{int(time.time())}-{DATASET_ID}-z"
+    for folder in (*stale, under_way, root / DATASET_ID):
+        folder.mkdir(parents=True)
+    os.utime(under_way, (old, old))  # a renamed dataset folder keeps its old times
+    work = upload_folder(settings)
+    assert sorted(p.name for p in root.iterdir()) == sorted([under_way.name, work.name, DATASET_ID])
 
 
 # --- good uploads ---

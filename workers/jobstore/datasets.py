@@ -108,11 +108,25 @@ def upload_folder(settings: Any) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - 86400
     for stale in root.glob(".*-*"):
-        if stale.name.startswith((INCOMING, DELETING)) and stale.stat().st_mtime < cutoff:
+        if _made_before(stale.name, cutoff):
             shutil.rmtree(stale, ignore_errors=True)
-    folder = root / f"{INCOMING}{uuid.uuid4().hex}"
+    folder = root / _side_name(INCOMING, uuid.uuid4().hex)
     folder.mkdir()
     return folder
+
+
+def _side_name(prefix: str, rest: str) -> str:
+    """`.incoming-<time>-<rest>` or `.deleting-<time>-<rest>`: the time it was made is in its
+    name, as a renamed folder keeps its old times."""
+    return f"{prefix}{int(time.time())}-{rest}"
+
+
+def _made_before(name: str, cutoff: float) -> bool:
+    for prefix in (INCOMING, DELETING):
+        if name.startswith(prefix):
+            made = name[len(prefix) :].split("-", 1)[0]
+            return made.isdigit() and int(made) < cutoff
+    return False
 
 
 def store_dataset(
@@ -186,7 +200,7 @@ def delete_dataset(r: redis.Redis, keys: Keys, settings: Any, dataset_id: str) -
         raise DatasetInUseError(dataset_id, users)
     # Out of sight first, so a training queued from now on finds no dataset; then look again
     # for one queued between the first look and the rename.
-    trash = datasets_root(settings) / f"{DELETING}{dataset_id}-{uuid.uuid4().hex}"
+    trash = datasets_root(settings) / _side_name(DELETING, f"{dataset_id}-{uuid.uuid4().hex}")
     try:
         os.rename(folder, trash)
     except FileNotFoundError:
