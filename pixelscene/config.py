@@ -274,6 +274,11 @@ class SamplingConfig:
     top_k: int = 0  # 0 disables
     top_p: float = 1.0
     cfg_scale: float = 3.0
+    # How a token is drawn (`pixelscene.sampling.samplers`): "gumbel", the Gumbel-max trick
+    # with one noise value per token of the vocabulary per position; "uniform", one uniform
+    # value per position and the inverse of the cumulative distribution: far less noise to
+    # draw for a large vocabulary and a long sequence. A model's images depend on it.
+    noise: str = "gumbel"
 
     def validate(self, prefix: str = "sampling") -> None:
         for key in ("temperature", "top_p", "cfg_scale"):
@@ -289,6 +294,8 @@ class SamplingConfig:
             raise ConfigError(f"{prefix}.top_p must be in (0, 1]")
         if self.cfg_scale < 0:
             raise ConfigError(f"{prefix}.cfg_scale must be >= 0")
+        if self.noise not in ("gumbel", "uniform"):
+            raise ConfigError(f"{prefix}.noise must be 'gumbel' or 'uniform', got {self.noise!r}")
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,7 @@ class PixelScene:
                     mask,
                     seeds=[s for _, s in batch],
                     engine=self.engine,
+                    noise=self.config.sampling.noise,
                     **settings,
                 )
             ) as steps:

@@ -187,10 +187,12 @@ def micro_config() -> Config:
 
 def micro_categorical_config() -> Config:
     """The micro transformer on a micro categorical tokenizer: 16x16 patches (a 13x20 grid
-    of 60 codes) and an 8-colour palette, so 24 + 260 tokens an image of 60 + 65 values."""
+    of 60 codes) and an 8-colour palette, so 24 + 260 tokens an image of 60 + 65 values,
+    sampled with uniform noise (as the large vocabularies of real categorical models are)."""
     cfg = micro_config()
     cfg.image_tokenizer = "categorical"
     cfg.tokenizer = micro_tokenizer_config(patch_size=16, palette_size=8)
+    cfg.sampling.noise = "uniform"
     return cfg.validate()
 
 

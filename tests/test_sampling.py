@@ -95,6 +95,26 @@ def test_top_p_keeps_the_nucleus():
     assert np.isfinite(np.array(top_p_filter(x, 1e-6)))[0].sum() == 1  # always keeps the top
 
 
+def draw_uniform(sampler, logits, n=40000, seed=0):
+    x = mx.broadcast_to(mx.array(logits), (n, len(logits)))
+    return np.array(sampler(x, mx.random.uniform(shape=(n,), key=mx.random.key(seed))))
+
+
+def test_uniform_noise_draws_the_same_distribution():
+    samples = draw_uniform(make_sampler(1.0, noise="uniform"), LOGITS)
+    assert chi_square(samples, softmax(LOGITS)) < CHI2_CRIT_7
+    assert chi_square(samples, softmax(softmax(LOGITS))) > 10 * CHI2_CRIT_7
+    hot = draw_uniform(make_sampler(0.5, noise="uniform"), LOGITS, seed=1)
+    assert chi_square(hot, softmax(np.array(LOGITS) / 0.5)) < CHI2_CRIT_7
+    kept = draw_uniform(make_sampler(1.0, top_k=3, noise="uniform"), LOGITS, seed=2)
+    assert set(np.unique(kept)) == {0, 1, 6}
+    # masked tokens (very low logits, as a segment mask makes them) are never drawn, even at
+    # the ends of the uniform range
+    masked = mx.array([[-1e9, 0.0, 1.0, -1e9]] * 3)
+    edges = make_sampler(1.0, noise="uniform")(masked, mx.array([0.0, 0.5, 0.9999999]))
+    assert np.isin(np.array(edges), [1, 2]).all()
+
+
 def test_gumbel_noise_is_per_seed():
     a = gumbel_noise([7, 8], 5, 4)
     b = gumbel_noise([8], 5, 4)
@@ -123,10 +143,12 @@ def test_generate_yields_progress_then_codes(model, engine):
     assert m.training  # restored after generation (build() leaves the model in training mode)
 
 
+@pytest.mark.parametrize("noise", ["gumbel", "uniform"])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_same_seed_alone_or_in_a_batch_gives_same_codes(model, engine):
+def test_same_seed_alone_or_in_a_batch_gives_same_codes(model, engine, noise):
     m, states, mask = model
     kw = dict(temperature=1.0, top_k=20, top_p=0.95, cfg_scale=2.5, compiled=False, engine=engine)
+    kw["noise"] = noise
     batch = sample_codes(m, states, mask, seeds=[11, 12, 13, 14], **kw)  # 2 prompts x 2
     alone = sample_codes(m, states[1:], mask[1:], seeds=[13], **kw)
     assert np.array_equal(batch[2], alone[0])
@@ -150,8 +172,10 @@ def test_compiled_matches_uncompiled(model):
         dict(cfg_scale=1.0, temperature=0.7),
         dict(cfg_scale=2.0, top_k=10, top_p=0.9),
         dict(cfg_scale=5.0, temperature=0.0),
+        dict(cfg_scale=3.0, noise="uniform"),
+        dict(cfg_scale=2.0, top_k=10, top_p=0.9, noise="uniform"),
     ],
-    ids=["cfg3", "no-guidance", "filters", "greedy"],
+    ids=["cfg3", "no-guidance", "filters", "greedy", "uniform", "uniform-filters"],
 )
 @pytest.mark.parametrize(
     "seeds", [[5, 6], [5, 6, 7, 8]], ids=["one-part", "parts"]

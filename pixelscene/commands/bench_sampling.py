@@ -134,7 +134,7 @@ def bench_preset(
 
     cfg = load_config(name)
     mx.random.seed(0)
-    H, W = cfg.vqgan.grid_size
+    length = cfg.token_layout().length
     model = build_transformer(cfg)
     model.eval()
     # float16 values, as every model folder holds them (and a loaded model has them)
@@ -149,7 +149,10 @@ def bench_preset(
         states = mx.random.normal((1, ids.shape[1], model.text_dim))
         mask = mx.array(mask)
     s = cfg.sampling
-    settings = dict(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, cfg_scale=s.cfg_scale)
+    settings = dict(
+        temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, cfg_scale=s.cfg_scale,
+        noise=s.noise,
+    )  # fmt: skip
     mx.clear_cache()
     mx.reset_peak_memory()
     result: dict = {"params": int(sum(v.size for _, v in _flat(model.parameters())))}
@@ -162,7 +165,7 @@ def bench_preset(
 
     def run(b: int, **kw) -> None:
         codes = sample_codes(model, states, mask, seeds=list(range(b)), **kw)
-        assert codes.shape == (b, H * W) and np.all((codes >= 0) & (codes < model.codebook_size))
+        assert codes.shape == (b, length) and np.all((codes >= 0) & (codes < model.codebook_size))
 
     default = resolve_engine("auto")
     runs = [(f"b{b}_s_per_image", b, {}) for b in batches]

@@ -35,7 +35,7 @@ import mlx.core as mx
 import numpy as np
 
 from pixelscene.errors import PixelsceneError
-from pixelscene.sampling.samplers import GumbelNoise, make_sampler, pick
+from pixelscene.sampling.samplers import make_noise, make_sampler, pick
 from pixelscene.transformer.model import Context, ImageTransformer
 from pixelscene.transformer.text_encoder import NEG_INF
 
@@ -268,30 +268,33 @@ def cpu_decoder(model: ImageTransformer) -> CpuDecoder:
 _PICKERS: dict[tuple, Callable] = {}
 
 
-def _pick_fn(temperature, top_k, top_p, cfg_scale) -> Callable:
+def _pick_fn(temperature, top_k, top_p, cfg_scale, noise) -> Callable:
     """The compiled MLX pick (it holds no model, so settings are the key)."""
-    key = (temperature, top_k, top_p, cfg_scale)
+    key = (temperature, top_k, top_p, cfg_scale, noise)
     if key not in _PICKERS:
         if len(_PICKERS) >= 64:
             _PICKERS.pop(next(iter(_PICKERS)))
-        sampler = make_sampler(temperature, top_k, top_p)
+        sampler = make_sampler(temperature, top_k, top_p, noise)
         _PICKERS[key] = mx.compile(partial(pick, sampler, cfg_scale, cfg_scale != 1.0))
     return _PICKERS[key]
 
 
-def _numpy_pick(noise: GumbelNoise, temperature, top_k, top_p, cfg_scale):
+def _numpy_pick(draws, vocab: int, temperature, top_k, top_p, cfg_scale, noise):
     """`pick` in NumPy, `pick(logits, t) -> tokens`, for settings without top-k/top-p
-    filters (the defaults), else None. Saves a round trip through MLX every token."""
-    if (0 < top_k < noise.vocab) or top_p < 1.0:
+    filters (the defaults), else None. Saves a round trip through MLX every token. `draws`
+    is the images' GumbelNoise or UniformNoise, as `noise` says."""
+    if (0 < top_k < vocab) or top_p < 1.0:
         return None
     scale = np.float32(cfg_scale)
-    current: list = [None, None]  # the chunk of noise in use, and it as NumPy
+    current: list = [None, None]  # the chunk of Gumbel noise in use, and it as NumPy
 
     def gumbel_at(t: int) -> np.ndarray:
-        values, i = noise.chunk_of(t)
+        values, i = draws.chunk_of(t)
         if current[0] is not values:
             current[:] = [values, np.array(values, dtype=np.float32)]
         return current[1][:, i]
+
+    uniform = np.array(draws.values, dtype=np.float32) if noise == "uniform" else None
 
     def numpy_pick(logits: np.ndarray, t: int) -> np.ndarray:
         if cfg_scale != 1.0:  # rows [conditional; unconditional], as `guided`
@@ -300,7 +303,14 @@ def _numpy_pick(noise: GumbelNoise, temperature, top_k, top_p, cfg_scale):
             logits = uncond + scale * (cond - uncond)
         if temperature <= 0:
             return np.argmax(logits, axis=-1).astype(np.int32)
-        return np.argmax(logits / np.float32(temperature) + gumbel_at(t), axis=-1).astype(np.int32)
+        logits = logits / np.float32(temperature)
+        if uniform is None:
+            return np.argmax(logits + gumbel_at(t), axis=-1).astype(np.int32)
+        # `samplers.inverse_cdf`, operation for operation
+        weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        cumulative = np.cumsum(weights, axis=-1, dtype=np.float32)
+        below = (cumulative <= uniform[:, t, None] * cumulative[:, -1:]).sum(axis=-1)
+        return np.minimum(below, logits.shape[-1] - 1).astype(np.int32)
 
     return numpy_pick
 
@@ -319,8 +329,8 @@ def cpu_codes(
     state = decoder.start(ctx, rows)
     guide = settings["cfg_scale"] != 1.0
     N, S, V = len(seeds), model.seq_len, model.codebook_size
-    noise = GumbelNoise(seeds, S, V)
-    choose = _numpy_pick(noise, **settings)
+    noise = make_noise(settings["noise"], seeds, S, V)
+    choose = _numpy_pick(noise, V, **settings)
     if choose is None:  # filters: the compiled MLX pick
         mlx_pick = _pick_fn(**settings)
 

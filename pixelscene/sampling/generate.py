@@ -63,6 +63,7 @@ def generate_codes(
     top_k: int = 0,
     top_p: float = 1.0,
     cfg_scale: float = 3.0,
+    noise: str = "gumbel",
     progress_every: int = 20,
     compiled: bool = True,
     engine: str = "auto",
@@ -77,6 +78,8 @@ def generate_codes(
         seeds: one seed per image; an image's codes depend only on its own seed.
         temperature, top_k, top_p: sampler settings (top_k 0 and top_p 1 disable them).
         cfg_scale: classifier-free guidance; 1 turns the unconditional branch off.
+        noise: "gumbel" or "uniform": how tokens are drawn (`samplers`; the model's
+            `config.sampling.noise`).
         progress_every: yield a progress step every this many codes.
         compiled: compile the mlx engine's steps (False runs them eagerly, for tests).
         engine: "auto", "cpu" or "mlx" (see `resolve_engine`).
@@ -89,7 +92,9 @@ def generate_codes(
     if N == 0 or N % P:
         raise ValueError(f"{N} seeds for {P} prompts: need a positive multiple")
     engine = resolve_engine(engine)
-    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale)
+    settings = dict(
+        temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, noise=noise
+    )
     # rows: prompt i's n images, then (with guidance) as many unconditional rows
     rows = np.repeat(np.arange(P), N // P)
     if cfg_scale != 1.0:  # unconditional half: no real tokens, so the learned null state

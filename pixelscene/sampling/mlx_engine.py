@@ -14,7 +14,7 @@ from functools import partial
 import mlx.core as mx
 import numpy as np
 
-from pixelscene.sampling.samplers import GumbelNoise, make_sampler, pick
+from pixelscene.sampling.samplers import make_noise, make_sampler, pick
 from pixelscene.transformer.cache import StaticKVCache
 from pixelscene.transformer.model import Context, ImageTransformer
 
@@ -33,7 +33,8 @@ def attention_window(t: int, length: int, chunk: int | None = None) -> int:
 
 
 def _step(model, sampler, cfg_scale, guide, window, tokens, offset, caches, ctx_arrays, noise):
-    """One token for every image (noise: the images' Gumbel noise at this position, (B, V));
+    """One token for every image (noise: the images' noise at this position, (B, V) Gumbel or
+    (B,) uniform values);
     pure in its array arguments, so it compiles."""
     n = len(model.blocks)
     cache = [StaticKVCache(caches[2 * i], caches[2 * i + 1], offset, window) for i in range(n)]
@@ -63,13 +64,16 @@ class _CompiledSteps(dict):
         return steps
 
 
-def _step_fn(model, temperature, top_k, top_p, cfg_scale, window, compiled: bool) -> Callable:
+def _step_fn(
+    model, temperature, top_k, top_p, cfg_scale, noise, window, compiled: bool
+) -> Callable:
     guide = cfg_scale != 1.0
-    fn = partial(_step, model, make_sampler(temperature, top_k, top_p), cfg_scale, guide, window)
+    sampler = make_sampler(temperature, top_k, top_p, noise)
+    fn = partial(_step, model, sampler, cfg_scale, guide, window)
     if not compiled:
         return fn
     steps = _CompiledSteps.of(model)
-    key = (temperature, top_k, top_p, cfg_scale, window)
+    key = (temperature, top_k, top_p, cfg_scale, noise, window)
     if key not in steps:
         if len(steps) >= _CompiledSteps.LIMIT:
             steps.pop(next(iter(steps)))
@@ -97,7 +101,7 @@ def mlx_codes(
     B, H, d = states.shape[0], model.num_heads, model.cfg.embed_dim // model.num_heads
     empty = StaticKVCache.empty(B, H, S, d)
     caches = [mx.zeros_like(empty.keys) for _ in range(2 * len(model.blocks))]
-    noise = GumbelNoise(seeds, S, V)
+    noise = make_noise(settings["noise"], seeds, S, V)
     tokens = mx.full((B, 1), model.bos_id, dtype=mx.int32)
     offsets = [mx.array([t], mx.int32) for t in range(S)]
     wins = [attention_window(t, S) for t in range(S)]

@@ -1,10 +1,14 @@
 """Samplers and filters: how a step's logits become the next codes.
 
-`make_sampler(temperature, top_k, top_p)` returns `sampler(logits, gumbel) -> tokens`: the
-Gumbel-max trick, `argmax(filtered(logits / T) + g)`, draws exactly from the softmax of the
-filtered logits. The Gumbel noise of each image comes from its own key `mx.random.key(seed)`,
-so an image's codes depend only on its prompt, seed, model and settings, not on which batch
-it was generated in or in which process.
+`make_sampler(temperature, top_k, top_p, noise)` returns `sampler(logits, noise) -> tokens`.
+Both kinds draw exactly from the softmax of the filtered logits `filtered(logits / T)`:
+- "gumbel": the Gumbel-max trick, `argmax(filtered + g)` with one Gumbel value per token;
+- "uniform": the inverse of the cumulative distribution at one uniform value u per
+  position: the first token whose cumulative weight exceeds u times the total. It draws
+  V times less noise, which matters for a 15,425-token vocabulary over 1,232 positions.
+The noise of each image comes from its own key `mx.random.key(seed)`, so an image's codes
+depend only on its prompt, seed, model and settings, not on which batch it was generated in
+or in which process.
 """
 
 from __future__ import annotations
@@ -35,14 +39,28 @@ def top_p_filter(logits: mx.array, p: float) -> mx.array:
     return mx.where(logits < threshold, -mx.inf, logits)
 
 
-def make_sampler(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Sampler:
-    """`sampler(logits (B, V), gumbel (B, V)) -> tokens (B,) int32`; temperature 0 is greedy."""
+def inverse_cdf(logits: mx.array, u: mx.array) -> mx.array:
+    """Tokens (B,) drawn from softmax(logits (B, V)) at uniform values u (B,) in [0, 1): the
+    first token whose cumulative weight exceeds u times the total weight."""
+    weights = mx.exp(logits - mx.max(logits, axis=-1, keepdims=True))
+    cumulative = mx.cumsum(weights, axis=-1)
+    below = mx.sum(cumulative <= u[:, None] * cumulative[:, -1:], axis=-1)
+    return mx.minimum(below, logits.shape[-1] - 1).astype(mx.int32)
 
-    def sampler(logits: mx.array, gumbel: mx.array) -> mx.array:
+
+def make_sampler(
+    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, noise: str = "gumbel"
+) -> Sampler:
+    """`sampler(logits (B, V), noise) -> tokens (B,) int32`, noise being Gumbel values
+    (B, V) or uniform values (B,) as `noise` says; temperature 0 is greedy."""
+
+    def sampler(logits: mx.array, values: mx.array) -> mx.array:
         if temperature <= 0:
             return mx.argmax(logits, axis=-1).astype(mx.int32)
         logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
-        return mx.argmax(logits + gumbel, axis=-1).astype(mx.int32)
+        if noise == "uniform":
+            return inverse_cdf(logits, values)
+        return mx.argmax(logits + values, axis=-1).astype(mx.int32)
 
     return sampler
 
@@ -91,6 +109,28 @@ class GumbelNoise:
     def at(self, t: int) -> mx.array:
         values, i = self.chunk_of(t)
         return values[:, i]
+
+
+class UniformNoise:
+    """Each image's uniform value in [0, 1) for every position, `at(t)` -> (B,), from
+    mx.random.key(seed) alone (the "uniform" sampler's noise)."""
+
+    def __init__(self, seeds: list[int], length: int):
+        keys = [mx.random.key(s) for s in seeds]
+        self.values = mx.stack([mx.random.uniform(shape=(length,), key=k) for k in keys])
+        mx.eval(self.values)
+
+    def at(self, t: int) -> mx.array:
+        return self.values[:, t]
+
+
+def make_noise(kind: str, seeds: list[int], length: int, vocab: int):
+    """The noise a `kind` sampler reads: GumbelNoise or UniformNoise."""
+    if kind == "uniform":
+        return UniformNoise(seeds, length)
+    if kind != "gumbel":
+        raise ValueError(f"noise must be 'gumbel' or 'uniform', got {kind!r}")
+    return GumbelNoise(seeds, length, vocab)
 
 
 def guided(logits: mx.array, cfg_scale: float) -> mx.array:
