@@ -59,12 +59,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     # Here, not at the top: the blueprints bring in MLX (the object directory's atomic
     # writer), which `pixelscene --help` imports this module without needing.
-    from service.api import datasets, generations, internal, jobs, system
+    from service.api import datasets, generations, internal, jobs, models, system
     from service.metrics import bp as metrics_bp
     from service.openapi import bp as openapi_bp
     from service.page import bp as page_bp
 
-    for bp in (generations.bp, jobs.bp, datasets.bp, system.bp, internal.bp):
+    for bp in (generations.bp, jobs.bp, datasets.bp, models.bp, system.bp, internal.bp):
         app.register_blueprint(bp, url_prefix="/v1")
     app.register_blueprint(openapi_bp)
     app.register_blueprint(metrics_bp)

@@ -2,7 +2,8 @@
 
 A key has a role: `generate` (queue generations; read, download and cancel the jobs it
 created), `admin` (everything, every key's jobs included) or `worker` (nothing but hand a
-running job's result files to the API, under `/v1/internal/`). `before_request` identifies
+running job's result files to the API, under `/v1/internal/`, and fetch a model version's
+files). `before_request` identifies
 the caller once (`check_api_key`); views that need more than `generate` say so with
 `@requires("admin")`. Without configured keys the API serves localhost only and treats the
 local caller as admin, with no rate limit.
@@ -17,6 +18,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,6 +35,7 @@ PUBLIC_PREFIXES = ("/ui/",)  # the page's script, styles and icon
 ROLES = ("generate", "admin")  # each may do what those before it may
 WORKER = "worker"  # beside ROLES: may only upload results, which admins may do too
 INTERNAL_PREFIX = "/v1/internal/"
+WORKER_READS = re.compile(r"/v1/models/[^/]+/[^/]+(?:/files/[^/]+)?")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,13 +114,21 @@ def check_api_key() -> None:
             401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)",
             headers={"WWW-Authenticate": "Bearer"},
         )  # fmt: skip
-    if caller.role == WORKER and not request.path.startswith(INTERNAL_PREFIX):
+    if caller.role == WORKER and not _worker_path():
         raise errors.ApiError(
             403, "forbidden", "a worker key may only upload results",
             details={"required_role": "generate"},
         )  # fmt: skip
     if caller is not LOCAL:
         _take_token(caller)
+
+
+def _worker_path() -> bool:
+    """Where a worker key may go: `/v1/internal/`, and reading a model version's files (a
+    worker without the object directory fetches a version it has not got)."""
+    if request.path.startswith(INTERNAL_PREFIX):
+        return True
+    return request.method in ("GET", "HEAD") and bool(WORKER_READS.fullmatch(request.path))
 
 
 def _take_token(caller: Caller) -> None:

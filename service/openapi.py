@@ -16,6 +16,7 @@ from service.api.internal import OBJECT_NAME
 from service.api.jobs import LIST_PARAMETERS
 from service.auth import INTERNAL_PREFIX, PUBLIC_PATHS
 from service.state import state
+from workers.jobstore import models
 
 bp = Blueprint("openapi", __name__)
 
@@ -94,7 +95,10 @@ def _submit(summary: str, schema: str) -> dict[str, Any]:
             ),
             "413": _err("body too large"),
             "415": _err("body is not application/json"),
-            "422": _err("Idempotency-Key reused with a different body"),
+            "422": _err(
+                "Idempotency-Key reused with a different body, or an unknown model "
+                "or version (details.fields)"
+            ),
             "429": _err("queue full, or this key's rate limit", RETRY_AFTER),
         },
     }
@@ -239,6 +243,112 @@ def _dataset_paths() -> dict[str, Any]:
     }
 
 
+MODEL_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{models.NAME_PATTERN}$"},
+}
+MODEL_VERSION = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{models.VERSION_PATTERN}$"},
+}
+
+
+def _model_paths() -> dict[str, Any]:
+    """Model versions, their files, and how a worker without the object directory hands a
+    trained model over."""
+    filename = {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
+    model_file = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": f"^(?:{models.MODEL_FILES.pattern})$"},
+    }
+    missing = _err("no such model version")
+    return {
+        "/v1/models/{name}/{version}": {
+            "get": {
+                "summary": "One version of a trained model",
+                "parameters": [MODEL_NAME, MODEL_VERSION],
+                "responses": {"200": _json("ModelVersion", "the version"), "404": missing},
+            },
+            "delete": {
+                "summary": "Delete a version",
+                "parameters": [MODEL_NAME, MODEL_VERSION],
+                "responses": {
+                    "204": {"description": "deleted"},
+                    "404": missing,
+                    "409": _err(
+                        "a bundled model, or a queued or running job names the "
+                        "version (details.jobs)"
+                    ),
+                },
+            },  # fmt: skip
+        },
+        "/v1/models/{name}/{version}/files/{filename}": {
+            "get": {
+                "summary": "A file of a version (config.json, weights, MODEL_CARD.md, "
+                "version.json)",
+                "parameters": [MODEL_NAME, MODEL_VERSION, filename],
+                "responses": {
+                    "200": {"description": "the file", "content": {"*/*": BINARY}},
+                    "304": {"description": "not modified (If-None-Match, If-Modified-Since)"},
+                    "404": _err("no such version or file"),
+                },
+            }
+        },
+        "/v1/jobs/{job_id}/sample.png": {
+            "get": {
+                "summary": "A training's latest sample grid",
+                "parameters": [JOB_ID],
+                "responses": {
+                    "200": {"description": "PNG", "content": {"image/png": {}}},
+                    "304": {"description": "not modified (If-None-Match, If-Modified-Since)"},
+                    "404": _err("no such training, or no grid yet"),
+                },
+            }
+        },
+        "/v1/internal/jobs/{job_id}/model/{name}": {
+            "put": {
+                "summary": "A worker without the object directory hands over a model file",
+                "description": "Only while the training runs on the worker named in "
+                "X-Pixelscene-Worker.",
+                "parameters": [JOB_ID, model_file],
+                "requestBody": {"required": True, "content": {"application/octet-stream": BINARY}},
+                "responses": {
+                    "204": {"description": "stored"},
+                    "400": _err("not a model file name"),
+                    "404": _err("no such job"),
+                    "409": _err("not a training running on this worker"),
+                    "413": _err("larger than PIXELSCENE_MAX_MODEL_BYTES"),
+                    "507": _err("the object directory is full"),
+                },
+            }
+        },
+        "/v1/internal/jobs/{job_id}/model": {
+            "post": {
+                "summary": "Make the handed-over model the next version of the training's model",
+                "parameters": [JOB_ID],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "201": _json("ModelVersionRecord", "the version's record"),
+                    "400": _err("the body is not a JSON object"),
+                    "404": _err("no such job"),
+                    "409": _err("not a named training running on this worker, or no model"),
+                    "415": _err("body is not application/json"),
+                    "507": _err("the object directory is full"),
+                },
+            }
+        },
+    }
+
+
 def build_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of this app."""
     st = state()
@@ -248,7 +358,8 @@ def build_document() -> dict[str, Any]:
             "Error": responses.ERROR, "Accepted": responses.ACCEPTED, "Job": responses.JOB,
             "JobList": responses.JOB_LIST, "ModelList": responses.MODEL_LIST,
             "Health": responses.HEALTH, "Dataset": responses.DATASET,
-            "DatasetList": responses.DATASET_LIST,
+            "DatasetList": responses.DATASET_LIST, "ModelVersion": responses.MODEL_VERSION,
+            "ModelVersionRecord": {"type": "object", "required": ["name", "version", "ref"]},
         }
     )  # fmt: skip
     list_params = [
@@ -282,9 +393,12 @@ def build_document() -> dict[str, Any]:
                 "parameters": [JOB_ID],
                 "responses": {
                     "200": _json("Job", "canceled"),
-                    "202": _json("Job", "running: stops at its next step"),
+                    "202": _json(
+                        "Job",
+                        "running: stops at its next step (a training keeps its last checkpoint)",
+                    ),
                     "404": _err("unknown job, or another key's"),
-                    "409": _err("already finished, or a running training"),
+                    "409": _err("already finished"),
                 },
             },
         },
@@ -298,10 +412,12 @@ def build_document() -> dict[str, Any]:
         **_dataset_paths(),
         "/v1/models": {
             "get": {
-                "summary": "Models served",
+                "summary": "Every model, the bundled ones and the trained ones with their "
+                "versions and metrics",
                 "responses": {"200": _json("ModelList", "the models")},
             }
         },
+        **_model_paths(),
         "/v1/health": {
             "get": {
                 "summary": "Redis, queues and workers (always 200)",

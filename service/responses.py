@@ -51,6 +51,31 @@ ACCEPTED = {
         "links": LINKS,
     },
 }
+TRAINING = {
+    "type": "object",
+    "description": "a training's progress (kind train only)",
+    "required": [
+        "phase", "phases", "step", "total", "losses", "items_per_second", "unit",
+        "eta_seconds", "eval", "resumed_from", "stopped_at", "sample_url",
+    ],
+    "properties": {
+        "phase": {"type": ["string", "null"], "description": "the stage running (of phases)"},
+        "phases": {"type": ["array", "null"], "items": {"type": "string"}},
+        "step": {"type": ["integer", "null"], "minimum": 0},
+        "total": {"type": ["integer", "null"], "minimum": 0},
+        "losses": {"type": ["object", "null"], "description": "the last logged step's"},
+        "items_per_second": {"type": ["number", "null"]},
+        "unit": {"type": ["string", "null"], "description": "what items are: img, tokens"},
+        "eta_seconds": {"type": ["number", "null"], "description": "to the phase's end"},
+        "eval": {"type": ["object", "null"], "description": "the latest held-out metrics"},
+        "resumed_from": {
+            "type": ["integer", "null"],
+            "description": "the checkpoint's step this try resumed from (its worker died)",
+        },
+        "stopped_at": {"type": ["integer", "null"], "description": "where a cancel stopped it"},
+        "sample_url": {"type": ["string", "null"], "description": "the latest sample grid"},
+    },
+}  # fmt: skip
 JOB = {
     "type": "object",
     "required": [
@@ -77,7 +102,8 @@ JOB = {
         "output": {
             "type": ["object", "null"],
             "description": "images [{index, seed, url, codes_url}], model, model_version, "
-            "timings, peak_memory_bytes; a training's: stage, dataset, config",
+            "timings, peak_memory_bytes; a training's: stage, dataset, config, steps, "
+            "metrics, and model (name@version) once registered, or stopped_at if canceled",
             "properties": {
                 "images": {
                     "type": "array",
@@ -103,6 +129,7 @@ JOB = {
             },
         },
         "links": LINKS,
+        "training": TRAINING,
     },
 }  # fmt: skip
 JOB_LIST = {
@@ -117,6 +144,31 @@ JOB_LIST = {
         },
     },
 }
+MODEL_VERSION = {
+    "type": "object",
+    "required": [
+        "version", "ref", "content_version", "created_at", "job_id", "stage", "preset",
+        "dataset", "base_model", "steps", "metrics", "generates", "files",
+    ],
+    "properties": {
+        "version": {"type": "integer", "minimum": 1},
+        "ref": {"type": "string", "description": "name@version, as requests name it"},
+        "content_version": {"type": "string", "description": "a hash of config and weights"},
+        "created_at": {"type": "number", "description": "Unix time"},
+        "job_id": {"type": "string", "description": "the training that made it"},
+        "stage": {"type": "string"},
+        "preset": {"type": ["string", "null"]},
+        "dataset": {"type": "string"},
+        "base_model": {"type": ["string", "null"]},
+        "steps": {"type": "object", "description": "steps of each stage it ran"},
+        "metrics": {
+            "type": "object",
+            "description": "each stage's last held-out evaluation (psnr, eval_loss, ...)",
+        },
+        "generates": {"type": "boolean", "description": "false: an image tokenizer only"},
+        "files": {"type": "array", "items": {"type": "string"}},
+    },
+}  # fmt: skip
 MODEL_LIST = {
     "type": "object",
     "required": ["models"],
@@ -125,18 +177,35 @@ MODEL_LIST = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["name", "default", "available", "version", "config"],
+                "required": [
+                    "name", "default", "available", "version", "config", "bundled", "latest",
+                    "versions",
+                ],
                 "properties": {
                     "name": {"type": "string"},
                     "default": {"type": "boolean"},
-                    "available": {"type": "boolean"},
-                    "version": {"type": ["string", "null"]},
+                    "available": {"type": "boolean", "description": "whether it can generate"},
+                    "version": {
+                        "type": ["string", "null"],
+                        "description": "content version of what `model: name` runs",
+                    },
                     "config": {"type": ["string", "null"]},
+                    "bundled": {
+                        "type": "boolean",
+                        "description": "a model of the server's settings: served as it is, "
+                        "without numbered versions, never deleted",
+                    },
+                    "latest": {"type": ["integer", "null"], "minimum": 1},
+                    "versions": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/ModelVersion"},
+                        "description": "a trained model's versions, oldest first",
+                    },
                 },
             },
         }
     },
-}
+}  # fmt: skip
 QUEUE_HEALTH = {
     "type": "object",
     "required": ["queued", "running"],

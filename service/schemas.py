@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from workers.jobstore.models import NAME_PATTERN, REF_PATTERN
 from workers.jobstore.settings import JobSettings
 
 PROMPT_MAX = 500
@@ -109,8 +110,10 @@ def generation_schema(settings: JobSettings) -> dict[str, Any]:
             "scale": {"type": "integer", "minimum": 1, "maximum": 8, "default": 1},
             "model": {
                 "type": "string",
-                "enum": sorted(settings.models),
+                "pattern": REF_PATTERN,
                 "default": settings.default_model,
+                "description": "a model of GET /v1/models: a name (a trained model's newest "
+                "version) or name@version; an unknown one is refused (422)",
             },
             "webhook": webhook_schema(),
         },
@@ -119,7 +122,8 @@ def generation_schema(settings: JobSettings) -> dict[str, Any]:
 
 
 def training_schema(settings: JobSettings) -> dict[str, Any]:
-    """`POST /v1/trainings`: run `pixelscene train <stage>` on a dataset folder."""
+    """`POST /v1/trainings`: train on a dataset; a `name` makes the result a model version."""
+    presets = preset_names(settings)
     schema = {
         "type": "object",
         "additionalProperties": False,
@@ -127,65 +131,157 @@ def training_schema(settings: JobSettings) -> dict[str, Any]:
         "properties": {
             "stage": {
                 "type": "string",
-                "enum": ["vqgan", "transformer", "decoder"],
-                "description": "decoder: fine-tune the VQGAN decoder of model `vqgan` on whole "
-                "images; its codes (and a transformer trained on them) stay valid",
+                "enum": ["tokenizer", "transformer", "all", "vqgan", "decoder"],
+                "description": "tokenizer: the preset's image tokenizer (the VQGAN, or the "
+                "categorical one of `pixel`), or with `base_model` a fine-tune of its VQGAN's "
+                "decoder (its codes, and so its transformer, stay valid); transformer: a "
+                "transformer on `base_model`'s tokenizer (its own transformer fine-tuned "
+                "unless a `preset` is given); all: both, and the encoding between, as one "
+                "job. The older names: vqgan = tokenizer; decoder = tokenizer of `vqgan`",
             },
             "dataset": {
                 "type": "string",
                 "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-                "description": "a dataset folder name under the server's datasets directory",
+                "description": "an uploaded dataset's id (POST /v1/datasets), or a folder "
+                "under the workers' datasets directory",
+            },
+            "preset": {
+                "type": "string",
+                "enum": presets,
+                "description": "the architecture and training settings: a preset in configs/ "
+                "or one of the server's (PIXELSCENE_PRESETS). Default: tiny, or with "
+                "`base_model` the base's own (a fine-tune)",
             },
             "config": {
                 "type": "string",
-                "enum": ["tiny", "tiny-learned", "tiny-sprites", "tiny-sprites-2", "base"],
-                "default": "tiny",
-                "description": "a preset in configs/ (tiny-sprites: the sprite-weighted "
-                "fine-tune, with `init_from`)",
+                "enum": presets,
+                "description": "the older name of `preset`",
             },
-            "steps": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+            "steps": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1_000_000,
+                "description": "steps of each stage (default: the preset's)",
+            },
             "max_minutes": {
                 "type": "number",
                 "exclusiveMinimum": 0,
                 "maximum": 10080,
-                "description": "stop (evaluated and exported) once training has run this long",
+                "description": "stop (evaluated and exported) once training has run this long; "
+                "stage all gives its tokenizer half and its transformer the rest",
+            },
+            "base_model": {
+                "type": "string",
+                "pattern": REF_PATTERN,
+                "description": "start from this model (a name or name@version of GET "
+                "/v1/models): its tokenizer and transformer are fine-tuned, not trained anew",
+            },
+            "name": {
+                "type": "string",
+                "pattern": f"^{NAME_PATTERN}$",
+                "description": "the model whose next version the result becomes (GET "
+                "/v1/models); not a bundled model's name. Without it (the older stages only) "
+                "the result stays in the job's folder",
             },
             "vqgan": {
                 "type": "string",
                 "enum": sorted(settings.models),
-                "description": "stages transformer and decoder (required): the model whose VQGAN "
-                "the transformer trains on, or whose decoder is fine-tuned",
+                "description": "the older form of `base_model` for stages transformer and "
+                "decoder: the model whose VQGAN the transformer trains on, or whose decoder "
+                "is fine-tuned",
             },
             "init_from": {
                 "type": "string",
                 "enum": sorted(settings.models),
-                "description": "stage transformer: start from this model's transformer weights "
-                "(a fine-tune: new optimizer and schedule; the config's architecture must match)",
+                "description": "stage transformer with `vqgan`: start from this model's "
+                "transformer weights (a fine-tune: new optimizer and schedule; the config's "
+                "architecture must match)",
             },
             "webhook": webhook_schema(),
         },
-        "allOf": TRAINING_RULES,
+        "allOf": training_rules(),
     }
     return nullable_optionals(schema)
 
 
-# The rules `rule_errors` enforces, as JSON Schema. A field that is null counts as absent,
-# hence `type: string` beside each `required`.
-TRAINING_RULES: list[dict[str, Any]] = [
-    {
-        "description": "stages transformer and decoder need `vqgan`",
-        "if": {
-            "required": ["stage"],
-            "properties": {"stage": {"enum": ["transformer", "decoder"]}},
+def _given(*names: str) -> dict[str, Any]:
+    """JSON Schema for "each of these fields is there and not null"."""
+    return {"required": list(names), "properties": {n: {"type": "string"} for n in names}}
+
+
+def training_rules() -> list[dict[str, Any]]:
+    """The rules `rule_errors` enforces, as JSON Schema. A field that is null counts as
+    absent, hence `type: string` beside each `required`."""
+    absent = {"type": "null"}
+    rules: list[dict[str, Any]] = [
+        {
+            "description": "stages transformer and decoder need `base_model` (or `vqgan`)",
+            "if": {
+                "required": ["stage"],
+                "properties": {"stage": {"enum": ["transformer", "decoder"]}},
+            },
+            "then": {"anyOf": [_given("vqgan"), _given("base_model")]},
         },
-        "then": {"required": ["vqgan"], "properties": {"vqgan": {"type": "string"}}},
-    },
-    {
-        "description": "`init_from` is only for stage transformer",
-        "if": {"required": ["init_from"], "properties": {"init_from": {"type": "string"}}},
-        "then": {"properties": {"stage": {"const": "transformer"}}},
-    },
-]
+        {
+            "description": "`init_from` is only for stage transformer",
+            "if": _given("init_from"),
+            "then": {"properties": {"stage": {"const": "transformer"}}},
+        },
+        {
+            "description": "stages tokenizer and all, and a `base_model`, need a `name`",
+            "if": {
+                "anyOf": [
+                    {
+                        "required": ["stage"],
+                        "properties": {"stage": {"enum": ["tokenizer", "all"]}},
+                    },
+                    _given("base_model"),
+                ]
+            },
+            "then": _given("name"),
+        },
+        {
+            "description": "`base_model` replaces `vqgan` and `init_from`: not with them",
+            "if": _given("base_model"),
+            "then": {"properties": {"vqgan": absent, "init_from": absent}},
+        },
+        {
+            "description": "`config` is the older name of `preset`: not both",
+            "if": _given("preset"),
+            "then": {"properties": {"config": absent}},
+        },
+    ]
+    return rules
+
+
+def training_rule_errors(params: Mapping[str, Any]) -> dict[str, str]:
+    """The rules of `training_rules` that `params` breaks: one message per field to change."""
+    errors = {}
+    stage = params.get("stage")
+    base = params.get("base_model")
+    if stage in ("transformer", "decoder") and not params.get("vqgan") and not base:
+        errors["base_model"] = f"is required for stage {stage} (or its older form, vqgan)"
+    if params.get("init_from") and stage != "transformer":
+        errors["init_from"] = "is only for stage transformer"
+    if (stage in ("tokenizer", "all") or base) and not params.get("name"):
+        errors["name"] = (
+            f"is required for stage {stage}" if stage in ("tokenizer", "all")
+            else "is required with base_model"
+        )  # fmt: skip
+    if base:
+        for old in ("vqgan", "init_from"):
+            if params.get(old):
+                errors[old] = "is the older form of base_model: give one of them"
+    if params.get("preset") and params.get("config"):
+        errors["config"] = "is the older name of preset: give one of them"
+    return errors
+
+
+def preset_names(settings: JobSettings) -> list[str]:
+    """The presets a training may name: configs/*.yaml and the server's own."""
+    from pixelscene.config_io import CONFIGS_DIR
+
+    return sorted({p.stem for p in CONFIGS_DIR.glob("*.yaml")} | set(settings.presets))
 
 
 def rule_errors(schema: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, str]:
@@ -193,13 +289,7 @@ def rule_errors(schema: Mapping[str, Any], params: Mapping[str, Any]) -> dict[st
     `validate` accepted, breaks: one message per field to change."""
     if "allOf" not in schema:  # only the training schema has rules
         return {}
-    errors = {}
-    stage = params.get("stage")
-    if stage in ("transformer", "decoder") and not params.get("vqgan"):
-        errors["vqgan"] = f"is required for stage {stage}"
-    if params.get("init_from") and stage != "transformer":
-        errors["init_from"] = "is only for stage transformer"
-    return errors
+    return training_rule_errors(params)
 
 
 def webhook_schema() -> dict[str, Any]:

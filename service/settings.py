@@ -43,10 +43,11 @@ class ServiceSettings(JobSettings):
     max_content_length: int = 64 * 1024
     idempotency_ttl: int = 86400
     max_object_bytes: int = 32 * 2**20  # one result file a worker uploads
+    max_model_bytes: int = 4 * 2**30  # one file of a trained model a worker uploads
 
     def validate(self) -> None:
         super().validate()
-        require_positive(self, "max_queue", "max_object_bytes")
+        require_positive(self, "max_queue", "max_object_bytes", "max_model_bytes")
         self.api_keys = _hashed(self.api_keys, "API_KEYS")
         self.admin_keys = _hashed(self.admin_keys, "ADMIN_KEYS")
         self.worker_keys = _hashed(self.worker_keys, "WORKER_KEYS")

@@ -7,6 +7,7 @@ gets one built from the environment on first use.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import redis
 
@@ -21,6 +22,7 @@ class WorkerContext:
     redis: redis.Redis
     registry: ModelRegistry
     worker_name: str = ""
+    stop_requested: bool = False  # a job saw the worker asked to stop (the worker then stops)
 
     @property
     def keys(self) -> Keys:
@@ -44,10 +46,19 @@ def current() -> WorkerContext:
         _current = WorkerContext(
             settings=settings,
             redis=redis.Redis.from_url(settings.redis_url),
-            registry=ModelRegistry(
-                settings.models,
-                settings.model_cache_size,
-                import_loader(settings.pipeline_loader, settings.engine),
-            ),
+            registry=worker_registry(settings),
         )
     return _current
+
+
+def worker_registry(settings: Settings) -> ModelRegistry:
+    """The registry of a worker: its configured models, and trained versions by
+    `name@version` from the object directory (or fetched from the API)."""
+    from workers.versions import version_folder
+
+    return ModelRegistry(
+        settings.models,
+        settings.model_cache_size,
+        import_loader(settings.pipeline_loader, settings.engine),
+        resolver=partial(version_folder, settings),
+    )

@@ -7,6 +7,7 @@ which is also where status, progress and the result go.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,8 @@ from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 from pixelscene.errors import ModelLoadError, PixelsceneError
-from pixelscene.train.stages import (
-    DecoderRequest,
-    StageRequest,
-    TransformerRequest,
-    VqganRequest,
-    result_summary,
-    run_stage,
-)
-from workers import context, results
-from workers.jobstore import hooks
+from workers import context, results, training
+from workers.jobstore import hooks, models
 from workers.jobstore.objects import codes_path, image_path, job_dir, write_json_atomic
 from workers.jobstore.records import (
     cancel_requested,
@@ -73,7 +66,11 @@ def error_doc(
 def train_error_doc(exc: BaseException, request: dict[str, Any], timeout: int) -> dict[str, str]:
     """A training failure for clients: trainer messages carry server paths, so name only the
     stage and dataset; the full request and message are in the worker log."""
-    if isinstance(exc, PixelsceneError) and not isinstance(exc, ModelLoadError):
+    if isinstance(exc, training.DatasetMissing):
+        return {"code": "dataset_not_found", "message": f"no dataset {request['dataset']!r}"}
+    if isinstance(exc, PixelsceneError) and not isinstance(
+        exc, ModelLoadError | results.ResultsError
+    ):
         return {
             "code": "job_error",
             "message": (
@@ -81,7 +78,7 @@ def train_error_doc(exc: BaseException, request: dict[str, Any], timeout: int) -
                 "failed: see the worker log"
             ),
         }
-    return error_doc(exc, timeout, model=request.get("vqgan"))
+    return error_doc(exc, timeout, model=request.get("base_model") or request.get("vqgan"))
 
 
 def _finish(ctx: context.WorkerContext, job_id: str, status: str, **fields: Any) -> bool:
@@ -238,87 +235,121 @@ def _write_images(
 
 
 def train(job_id: str) -> dict[str, Any]:
-    """Run a training stage for a job; the model lands in the object directory."""
+    """Run a training job in its folder (resuming what an earlier try checkpointed); with a
+    `name`, its model becomes that model's next version."""
     ctx = context.current()
     rec = _start(ctx, job_id)
     if rec is None:
         return {"status": "canceled"}
     request = rec["request"]
-    out_dir = job_dir(ctx.settings.objects_dir, job_id) / "model"
     try:
-        stage, summary = _run_trainer(ctx, request, out_dir)
+        return _train(ctx, job_id, request, rec.get("training"))
+    except WorkerStopping:
+        _requeue(ctx, job_id)
+        raise
     except Exception as e:
         log.exception("training job %s failed", job_id)
         _finish(
             ctx, job_id, "failed", error=train_error_doc(e, request, ctx.settings.train_timeout)
         )
         raise
+
+
+class WorkerStopping(PixelsceneError):
+    """A signal (the worker is being stopped) interrupted a training at a checkpoint."""
+
+
+def _train(
+    ctx: context.WorkerContext,
+    job_id: str,
+    request: dict[str, Any],
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the recipe (`previous`: what an earlier try reported); returns the job's result."""
+    s = ctx.settings
+    run = training.run_dir(s.objects_dir, job_id)
+    base = _model_dir(ctx, request.get("base_model") or request.get("vqgan"))
+    init = _model_dir(ctx, request.get("init_from"))
+    source = training.dataset_folder(ctx, request["dataset"])
+    data, held = training.split_dataset(source, run / "data")
+    recipe = training.plan(training.resolve_preset(request, s.presets), run, data, held, base, init)
+    reporter = training.Reporter(ctx, job_id, [p.name for p in recipe.phases], previous)
+    outcome = training.run_recipe(recipe, reporter, run)
+    preset = request.get("preset") or request.get("config")
+    result: dict[str, Any] = {
+        "images": [],
+        "stage": request["stage"],
+        "dataset": request["dataset"],
+        "config": preset or (None if base else training.DEFAULT_PRESET),
+    }
+    if outcome.stopped_at is not None:
+        reporter.doc["stopped_at"] = outcome.stopped_at
+        reporter.save()
+        if not outcome.canceled:
+            raise WorkerStopping(f"stopped by a signal at step {outcome.stopped_at}")
+        log.info("training job %s canceled at step %d", job_id, outcome.stopped_at)
+        _finish(ctx, job_id, "canceled", output={**result, "stopped_at": outcome.stopped_at})
+        return {"status": "canceled", "stopped_at": outcome.stopped_at}
+    result["steps"] = {name: summary["step"] for name, summary in outcome.summaries.items()}
+    result["metrics"] = {name: summary["eval"] for name, summary in outcome.summaries.items()}
+    if request.get("name"):
+        record = _register(ctx, job_id, request, recipe, outcome)
+        result.update(model=record["ref"], model_version=record["content_version"])
+        log.info("training job %s registered %s", job_id, record["ref"])
     # The server's record keeps the paths; clients see only what they asked for.
     server_doc = {
         "id": job_id,
-        "model_dir": str(out_dir),
-        "request": stage.describe(),
-        "result": summary,
+        "model_dir": str(recipe.model_dir),
+        "requests": [phase.request.describe() for phase in recipe.phases],
+        "result": outcome.summaries,
     }
-    write_json_atomic(job_dir(ctx.settings.objects_dir, job_id) / "result.json", server_doc)
-    log.info("training job %s wrote %s", job_id, out_dir)
-    result = {
-        "stage": request["stage"],
-        "dataset": request["dataset"],
-        "config": request.get("config", "tiny"),
-    }
-    _finish(ctx, job_id, "succeeded", output={"images": [], **result}, progress=1.0)
-    return result
+    write_json_atomic(job_dir(s.objects_dir, job_id) / "result.json", server_doc)
+    _finish(ctx, job_id, "succeeded", output=result, progress=1.0)
+    return {k: v for k, v in result.items() if k != "images"}
 
 
-def _run_trainer(
-    ctx: context.WorkerContext, request: dict[str, Any], out_dir: Path
-) -> tuple[StageRequest, dict[str, Any]]:
-    """Run the stage in this process; returns it and its result summary. Errors name server
-    paths."""
+def _model_dir(ctx: context.WorkerContext, ref: str | None) -> Path | None:
+    """The folder of a model a training starts from (a configured one or a version)."""
+    if not ref:
+        return None
     from pixelscene.model_io import resolve_model_dir
 
-    vqgan_dir = init_dir = None
-    if request.get("vqgan"):
-        vqgan_dir = resolve_model_dir(ctx.registry.model_dir(request["vqgan"]))
-    if request.get("init_from"):
-        init_dir = resolve_model_dir(ctx.registry.model_dir(request["init_from"]))
-    stage = stage_request(request, Path(ctx.settings.datasets_dir), out_dir, vqgan_dir, init_dir)
-    log.info("running training stage %s", stage.describe())
-    summary = result_summary(run_stage(stage, progress=False))
-    log.info("training stage %s ended: %s", stage.stage, summary)
-    if summary["interrupted"]:
-        raise PixelsceneError(f"training stage {stage.stage} stopped at step {summary['step']}")
-    return stage, summary
+    return resolve_model_dir(ctx.registry.model_dir(ref))
 
 
-def stage_request(
+def _register(
+    ctx: context.WorkerContext,
+    job_id: str,
     request: dict[str, Any],
-    datasets_dir: Path,
-    out_dir: Path,
-    vqgan_dir: Path | None = None,
-    init_dir: Path | None = None,
-) -> StageRequest:
-    """The stage request of an API training request (validated by the API's schema)."""
-    stage = request["stage"]
-    options: dict[str, Any] = {
-        "data_dir": datasets_dir / request["dataset"],
-        "out_dir": out_dir,
-        "steps": request.get("steps") or None,
-        "max_minutes": request.get("max_minutes") or None,
-    }
-    if stage == "decoder":  # the starting model decides the architecture: no config
-        if vqgan_dir is None:
-            raise PixelsceneError("stage decoder needs the model whose decoder to fine-tune")
-        return DecoderRequest(model_dir=vqgan_dir, **options)
-    config = request.get("config", "tiny")
-    if stage == "transformer":
-        if vqgan_dir is None:
-            raise PixelsceneError("stage transformer needs the model whose VQGAN it trains on")
-        return TransformerRequest(config=config, vqgan_dir=vqgan_dir, init_from=init_dir, **options)
-    if stage == "vqgan":
-        return VqganRequest(config=config, **options)
-    raise PixelsceneError(f"no training stage {stage!r} for jobs")
+    recipe: training.Recipe,
+    outcome: training.Outcome,
+) -> dict[str, Any]:
+    """The run's model as the next version of the request's `name`: registered here on the
+    shared object directory, or by the API for a worker without it."""
+    s = ctx.settings
+    export = job_dir(s.objects_dir, job_id) / "export"
+    doc = training.version_doc(job_id, request, recipe, outcome)
+    doc["content_version"] = training.stage_model(recipe, export, request["name"])
+    try:
+        if s.results_url:
+            return results.register_model(s, job_id, ctx.worker_name, export, doc)
+        return models.register(s.objects_dir, request["name"], export, doc)
+    finally:
+        shutil.rmtree(export, ignore_errors=True)
+
+
+def _requeue(ctx: context.WorkerContext, job_id: str) -> None:
+    """A signal stopped the training at a checkpoint: back to queued (RQ re-runs it, and the
+    next try resumes), and the worker, whose signal handler the training loop held
+    meanwhile, told to stop after this job as it was asked to."""
+    rq_job = get_current_job()
+    if rq_job is not None and rq_job.retries_left:
+        rq_job.meta["requeue"] = True
+        transition(ctx.redis, ctx.keys, job_id, ("running",), "queued", progress=0.0)
+    else:
+        error = {"code": "worker_stopped", "message": "the worker stopped; no retries left"}
+        _finish(ctx, job_id, "failed", error=error)
+    ctx.stop_requested = True
 
 
 def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:

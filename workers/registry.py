@@ -2,7 +2,10 @@
 
 A worker loads a model once and reuses it for every job that names it. The key is the model
 version (a content hash of the folder), so replacing a model folder's weights loads the new
-ones on the next job instead of serving the stale copy.
+ones on the next job instead of serving the stale copy. Names beyond the configured models
+(a trained version, `name@3`) go to the registry's `resolver`, which finds their folder (and
+may fetch it): a version trained after the worker started loads on its first job, and
+evicts the least recently used model like any other.
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ class ModelRegistry:
         capacity: int = 2,
         loader: Loader | None = None,
         versioner: Callable[[Path | None], str] | None = None,
+        resolver: Callable[[str], Path] | None = None,
     ) -> None:
         self.models = dict(models)
+        self.resolver = resolver
         self.capacity = max(1, capacity)
         self.loader = loader or _default_loader
         self.versioner = versioner or getattr(self.loader, "version_of", None) or _default_versioner
@@ -69,8 +74,11 @@ class ModelRegistry:
         self.on_load: LoadListener | None = None
 
     def model_dir(self, name: str) -> Path | None:
+        """The folder of a model name (None: the bundled model)."""
         if name not in self.models:
-            raise ModelLoadError(f"model {name!r} is not configured on this worker")
+            if self.resolver is None:
+                raise ModelLoadError(f"model {name!r} is not configured on this worker")
+            return self.resolver(name)
         folder = self.models[name]
         return Path(folder) if folder else None
 
@@ -80,6 +88,8 @@ class ModelRegistry:
         stamp = _folder_stamp(folder)
         key = (name, stamp)
         if key not in self._versions:
+            if len(self._versions) >= 256:  # stale stamps of changed folders: forget them
+                self._versions.clear()
             self._versions[key] = self.versioner(folder)
         return self._versions[key]
 

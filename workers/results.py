@@ -3,7 +3,8 @@
 With `PIXELSCENE_RESULTS_URL` (and `PIXELSCENE_WORKER_KEY`) a worker writes a job's files
 under its own `objects_dir` as usual, then PUTs each to the API
 (`service.api.internal`), which writes it atomically into the farm's object directory;
-`result.json` goes last, as it marks a complete folder. The local copy is then removed.
+`result.json` goes last, as it marks a complete folder. The local copy is then removed. A
+finished training's model goes the same way (`register_model`), then becomes a version.
 An unreachable API (restarting, say) is retried for `results_upload_seconds`; a refusal
 fails the job with the API's reason.
 """
@@ -18,6 +19,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from pixelscene.errors import PixelsceneError
 from workers.jobstore.objects import job_dir
@@ -48,15 +51,38 @@ def storage_error(exc: OSError) -> ResultsError:
     )
 
 
-def upload(settings: Settings, job_id: str, worker: str, names: Iterable[str]) -> None:
+def upload(
+    settings: Settings, job_id: str, worker: str, names: Iterable[str], keep: bool = False
+) -> None:
     """PUT each named file of the job's local folder to the API, in order; then remove the
-    folder (also when an upload fails: the job then fails and nothing stays behind)."""
+    folder (also when an upload fails: the job then fails and nothing stays behind), unless
+    `keep` (a running training's sample grid: its folder holds the run)."""
     folder = job_dir(settings.objects_dir, job_id)
     try:
         for name in names:
             _put(settings, job_id, worker, name, (folder / name).read_bytes())
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def register_model(
+    settings: Settings, job_id: str, worker: str, export: Path, doc: dict[str, Any]
+) -> dict[str, Any]:
+    """Hand a finished training's model folder to the API, which makes it the next version
+    of the job's model (`workers.jobstore.models.register`); returns the version's record."""
+    headers = {"Content-Type": "application/octet-stream", WORKER_HEADER: worker}
+    for path in sorted(export.iterdir()):
+        route = f"/v1/internal/jobs/{job_id}/model/{path.name}"
+        data = path.read_bytes()
+        with call_api(settings, "PUT", route, path.name, f"hand {path.name} to", data, headers):
+            pass
+    body = json.dumps(doc).encode()
+    headers = {"Content-Type": "application/json", WORKER_HEADER: worker}
+    route = f"/v1/internal/jobs/{job_id}/model"
+    with call_api(settings, "POST", route, "the model", "register the model with", body,
+                  headers) as resp:  # fmt: skip
+        return json.loads(resp.read())
 
 
 def _put(settings: Settings, job_id: str, worker: str, name: str, data: bytes) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from typing import Any
 
@@ -27,9 +28,10 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
 from workers import context, webhooks
+from workers.context import worker_registry
 from workers.jobstore import metrics
 from workers.jobstore.records import Keys
-from workers.registry import ModelRegistry, import_loader
+from workers.registry import ModelRegistry
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,11 +53,7 @@ class PixelsceneWorker(SimpleWorker):
         super().__init__(queues, connection=connection, **kwargs)
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self.registry = registry or ModelRegistry(
-            settings.models,
-            settings.model_cache_size,
-            import_loader(settings.pipeline_loader, settings.engine),
-        )
+        self.registry = registry or worker_registry(settings)
         self.registry.on_load = self._count_model_load
         context.install(
             context.WorkerContext(settings, connection, self.registry, worker_name=self.name)
@@ -111,6 +109,10 @@ class PixelsceneWorker(SimpleWorker):
             done.set()
             beat.join(timeout=5)
             self._after_job(job)
+            ctx = context.current()
+            if ctx.stop_requested:  # a training held the signal handler when it came
+                ctx.stop_requested = False
+                self.request_stop(signal.SIGTERM, None)
         from rq.worker import WorkerStatus
 
         self.set_state(WorkerStatus.IDLE)
@@ -148,14 +150,19 @@ class PixelsceneWorker(SimpleWorker):
             log.warning("could not count the load of model %s: %s", model, e)
 
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
-        # A job that raised would raise again: keep retries for abandoned jobs only.
-        job.retries_left = 0
+        # A job that raised would raise again: keep retries for abandoned jobs, and for a
+        # training a signal stopped at a checkpoint (`jobs.train`), which resumes.
+        if not job.meta.pop("requeue", False):
+            job.retries_left = 0
         super().handle_job_failure(job, queue, *args, **kwargs)
 
     def _reap_loop(self) -> None:
         while not self._threads_stop.wait(self.settings.reap_interval):
             try:
-                reap_abandoned(self.connection, [q.name for q in self.queues])
+                # A worker killed while it holds the lock holds up reaping until it expires:
+                # a few intervals are plenty for a cleanup that takes milliseconds.
+                lock = max(5, round(4 * self.settings.reap_interval))
+                reap_abandoned(self.connection, [q.name for q in self.queues], lock)
             except redis.RedisError as e:
                 log.warning("reaper: %s", e)
             except Exception:

@@ -15,6 +15,7 @@ from service.auth import client_scope, requires
 from service.errors import ApiError
 from service.schemas import SEED_LIMIT, ValidationError, check_value, rule_errors, validate
 from service.state import state
+from workers.jobstore import models
 from workers.jobstore.hooks import refused_literal
 from workers.jobstore.queues import GENERATE, TRAIN, enqueue_job
 from workers.jobstore.records import get_job
@@ -46,7 +47,7 @@ def create_generation() -> tuple[Response, int]:
 @bp.post("/trainings")
 @requires("admin")
 def create_training() -> tuple[Response, int]:
-    """Queue a training job (`pixelscene train <stage>` on a server-side dataset)."""
+    """Queue a training job; with a `name`, its result becomes that model's next version."""
     return _submit(TRAIN, "TrainingRequest")
 
 
@@ -76,6 +77,7 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
         replay = _replay(idem_key, body_hash)
         if replay is not None:
             return replay
+    resolve_models(kind, params)  # after the hash: the same body later is the same request
 
     r = st.redis
     depth, workers, mean = queue_figures(kind)
@@ -107,6 +109,37 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
             r.delete(idem_key)
         raise
     return jsonify(_accepted(job_id, "queued", depth, workers, mean)), 202
+
+
+def resolve_models(kind: str, params: dict[str, Any]) -> None:
+    """Pin the model a request names to a version now (`name` -> `name@3`), so the job runs
+    on the version that was newest when it was queued and a version's deletion sees it; 422
+    for a name or version that does not exist, or a training that would take a bundled
+    model's name."""
+    settings = state().settings
+    field = "model" if kind == GENERATE else "base_model"
+    problems = {}
+    if params.get(field):
+        try:
+            ref = models.resolve(settings.objects_dir, settings.models, params[field])
+        except models.ModelNotFoundError as e:
+            problems[field] = str(e)
+        else:
+            params[field] = ref.ref
+            if kind == GENERATE and ref.version is not None:
+                doc = models.read_version(ref.folder) or {}
+                if not doc.get("generates"):
+                    problems[field] = (
+                        f"{ref.ref} is an image tokenizer without a transformer: it cannot "
+                        "generate (train one on it: stage transformer, base_model " + ref.ref + ")"
+                    )
+    if kind == TRAIN and params.get("name") in settings.models:
+        problems["name"] = f"{params['name']!r} is a bundled model's name: pick another"
+    if problems:
+        raise ApiError(
+            422, "unknown_model", "; ".join(f"{k}: {v}" for k, v in problems.items()),
+            details={"fields": problems},
+        )  # fmt: skip
 
 
 def _accepted(

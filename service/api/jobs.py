@@ -15,7 +15,7 @@ from service.errors import ApiError
 from service.schemas import ValidationError, check_value
 from service.state import state
 from workers.jobstore import hooks
-from workers.jobstore.objects import codes_path, image_path
+from workers.jobstore.objects import codes_path, image_path, sample_path
 from workers.jobstore.records import (
     STATUSES,
     TERMINAL,
@@ -133,19 +133,14 @@ def _list_args() -> dict[str, Any]:
 
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id: str) -> tuple[Response, int]:
-    """Cancel a job: a queued one at once (200), a running one at its next step (202)."""
+    """Cancel a job: a queued one at once (200), a running one at its next step (202; a
+    training keeps its last checkpoint and says the step it stopped at)."""
     st = state()
     rec = load_job(job_id)
     if rec["status"] == "canceled":
         return jsonify(job_view(rec)), 200
     if rec["status"] in TERMINAL:
         raise ApiError(409, "job_finished", f"job {job_id} already {rec['status']}")
-    if rec["status"] == "running" and rec.get("kind") == "train":
-        # A trainer checkpoints on its own schedule and has no step hook here: say so
-        # rather than promise a stop that would never come.
-        raise ApiError(
-            409, "not_cancelable", f"training job {job_id} is running; it cannot be stopped"
-        )
     st.redis.hset(st.keys.job(job_id), "cancel", "1")
     if transition(
         st.redis, st.keys, job_id, ("queued",), "canceled",
@@ -171,6 +166,17 @@ def get_image(job_id: str, index: int) -> Response:
 def get_codes(job_id: str, index: int) -> Response:
     """One image's code grid as JSON (decode it again with `pixelscene decode`)."""
     return _send(job_id, index, "json")
+
+
+@bp.get("/jobs/<job_id>/sample.png")
+def get_sample(job_id: str) -> Response:
+    """A training's latest sample grid (reconstructions, or generated images over their
+    captions' originals), written at each evaluation."""
+    rec = load_job(job_id)
+    path = sample_path(state().settings.objects_dir, job_id)
+    if rec.get("kind") != "train" or not path.is_file():
+        raise ApiError(404, "sample_not_found", f"job {job_id} has no sample grid (yet)")
+    return send_file(path, mimetype="image/png", max_age=0, conditional=True)
 
 
 def _send(job_id: str, index: int, what: str) -> Response:

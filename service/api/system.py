@@ -1,10 +1,7 @@
-"""GET /v1/models and GET /v1/health."""
+"""GET /v1/health."""
 
 from __future__ import annotations
 
-import json
-import threading
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -17,44 +14,6 @@ from service.state import state
 from workers.jobstore.queues import QUEUES, get_queue
 
 bp = Blueprint("system", __name__)
-_versions: dict[tuple[str, float], str] = {}
-_versions_lock = threading.Lock()
-
-
-@bp.get("/models")
-def list_models() -> Response:
-    """The models this deployment serves, with their content versions."""
-    settings = state().settings
-    models = []
-    for name, folder in sorted(settings.models.items()):
-        models.append(
-            {"name": name, "default": name == settings.default_model, **_describe(folder)}
-        )
-    return jsonify({"models": models})
-
-
-def _describe(folder: str) -> dict[str, Any]:
-    from pixelscene.model_io import BUNDLED_MODEL_DIR
-
-    path = Path(folder) if folder else BUNDLED_MODEL_DIR
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        return {"available": False, "version": None, "config": None}
-    try:
-        config_name = json.loads(config_file.read_text()).get("name")
-    except (OSError, ValueError):
-        config_name = None
-    stamp = max((f.stat().st_mtime for f in path.iterdir()), default=0.0)
-    with _versions_lock:
-        key = (str(path), stamp)
-        if key not in _versions:
-            from pixelscene.model_io import model_version
-
-            try:
-                _versions[key] = model_version(path)
-            except Exception:
-                return {"available": False, "version": None, "config": config_name}
-        return {"available": True, "version": _versions[key], "config": config_name}
 
 
 @bp.get("/health")

@@ -35,6 +35,12 @@ OPERATIONS = [
     "DELETE /v1/datasets/{dataset_id}",
     "GET /v1/internal/datasets/{dataset_id}/archive",
     "GET /v1/models",
+    "GET /v1/models/{name}/{version}",
+    "DELETE /v1/models/{name}/{version}",
+    "GET /v1/models/{name}/{version}/files/{filename}",
+    "GET /v1/jobs/{job_id}/sample.png",
+    "PUT /v1/internal/jobs/{job_id}/model/{name}",
+    "POST /v1/internal/jobs/{job_id}/model",
     "GET /v1/health",
     "GET /metrics",
 ]  # and GET /openapi.json, which schemathesis leaves out as the document it reads

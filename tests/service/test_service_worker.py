@@ -16,10 +16,11 @@ from rq import Queue, Retry
 from rq.registry import StartedJobRegistry
 from service_fakes import FakePixelScene, wait_for
 
+from pixelscene.data.synth import write_dataset
 from pixelscene.errors import ModelLoadError, PixelsceneError
 from pixelscene.train.loop import TrainResult
 from pixelscene.train.stages import VqganRequest
-from workers import jobs, webhooks
+from workers import training, webhooks
 from workers.jobstore import hooks
 from workers.jobstore.objects import ObjectPathError, collect_garbage, job_dir
 from workers.jobstore.records import Keys, get_job
@@ -151,45 +152,47 @@ def _fake_trainer(monkeypatch, interrupted=False):
         ran.append((request, progress))
         return TrainResult(3, interrupted, 0.5, {"psnr": 20.0}, last_train={"loss": 0.1})
 
-    monkeypatch.setattr(jobs, "run_stage", run_stage)
+    monkeypatch.setattr(training, "run_stage", run_stage)
     return ran
 
 
-def _train(client, run_worker, overrides):
+def _train(client, run_worker, datasets):
+    """A vqgan training (the older stage name) on a 3-image folder of `datasets_dir`."""
+    write_dataset(datasets / "synth-1k", 3, seed=1, captions=1)
     job_id = client.post(
         "/v1/trainings", json={"stage": "vqgan", "dataset": "synth-1k", "steps": 3}
     ).get_json()["id"]
-    run_worker(datasets_dir="/srv/pixelscene-datasets")
+    run_worker(datasets_dir=str(datasets))
     job = client.get(f"/v1/jobs/{job_id}").get_json()
     return job, json.dumps(job)
 
 
 @pytest.mark.parametrize("interrupted", [False, True])
 def test_training_job_view_has_no_server_paths(
-    client, run_worker, overrides, monkeypatch, interrupted
+    client, run_worker, overrides, monkeypatch, tmp_path, interrupted
 ):
     ran = _fake_trainer(monkeypatch, interrupted)
-    job, text = _train(client, run_worker, overrides)
-    out_dir = Path(overrides["objects_dir"]) / "jobs" / job["id"] / "model"
-    data_dir = Path("/srv/pixelscene-datasets/synth-1k")
+    job, text = _train(client, run_worker, tmp_path / "srv-datasets")
+    out_dir = Path(overrides["objects_dir"]) / "jobs" / job["id"] / "run" / "tokenizer"
+    data_dir = tmp_path / "srv-datasets" / "synth-1k"  # too few images to hold some out
     expected_request = VqganRequest(data_dir=data_dir, out_dir=out_dir, config="tiny", steps=3)
-    assert ran == [(expected_request, False)]  # typed, and no progress bar in a worker
-    assert overrides["objects_dir"] not in text and "/srv/" not in text and "--" not in text
+    assert ran[0] == (expected_request, False)  # typed, and no progress bar in a worker
+    assert overrides["objects_dir"] not in text and str(tmp_path) not in text
     if not interrupted:
         assert job["status"] == "succeeded"
-        expected = {"images": [], "stage": "vqgan", "dataset": "synth-1k", "config": "tiny"}
-        assert job["output"] == expected
+        assert job["output"] == {
+            "images": [], "stage": "vqgan", "dataset": "synth-1k", "config": "tiny",
+            "steps": {"tokenizer": 3}, "metrics": {"tokenizer": {"psnr": 20.0}},
+        }  # fmt: skip
         # the server's own record keeps the paths
-        result = json.loads((out_dir.parent / "result.json").read_text())
-        assert result["request"] == expected_request.describe()
-        assert result["request"]["data_dir"] == str(data_dir)
-        assert result["result"]["step"] == 3 and result["result"]["eval"] == {"psnr": 20.0}
-    else:
-        assert job["status"] == "failed"
-        assert job["error"] == {
-            "code": "job_error",
-            "message": "training stage 'vqgan' on dataset 'synth-1k' failed: see the worker log",
-        }
+        result = json.loads((out_dir.parent.parent / "result.json").read_text())
+        assert result["requests"] == [expected_request.describe()]
+        assert result["requests"][0]["data_dir"] == str(data_dir)
+        assert result["result"]["tokenizer"]["step"] == 3
+    else:  # a signal (the worker is stopping): back to the queue to resume, not failed
+        assert job["status"] == "queued" and job["error"] is None
+        assert job["training"]["stopped_at"] == 3 and job["attempts"] == 1
+        assert len(ran) == 1  # the worker stopped after it, as the signal asked
 
 
 def test_training_vqgan_load_error_names_the_model(client, run_worker, overrides, monkeypatch):
@@ -209,6 +212,16 @@ def test_training_vqgan_load_error_names_the_model(client, run_worker, overrides
         "code": "model_unavailable",
         "message": "model 'tiny' is unavailable on this worker: see the worker log",
     }
+
+
+def test_a_training_on_a_missing_dataset_says_so(client, run_worker):
+    job_id = client.post(
+        "/v1/trainings", json={"stage": "tokenizer", "dataset": "nowhere", "name": "m"}
+    ).get_json()["id"]
+    run_worker()
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "failed"
+    assert job["error"] == {"code": "dataset_not_found", "message": "no dataset 'nowhere'"}
 
 
 def test_objects_use_the_shared_atomic_writer(tmp_path, monkeypatch):

@@ -1,4 +1,6 @@
-"""The object directory: `OBJECTS/jobs/<id>/{0.png, codes_0.json, ..., result.json}`.
+"""The object directory: `OBJECTS/jobs/<id>/{0.png, codes_0.json, ..., result.json}`; a
+training's job folder also holds its run (`run/`: data split, checkpoints, logs, the model)
+and its latest `sample.png`.
 
 Workers write every file atomically (temp file in the same folder + rename), so the API never
 serves half a PNG; `result.json` is written last and marks a complete job folder. Job ids
@@ -39,6 +41,11 @@ def codes_path(objects_dir: str | os.PathLike, job_id: str, index: int) -> Path:
     if not isinstance(index, int) or index < 0:
         raise ObjectPathError(f"invalid image index {index!r}")
     return job_dir(objects_dir, job_id) / f"codes_{index}.json"
+
+
+def sample_path(objects_dir: str | os.PathLike, job_id: str) -> Path:
+    """A training's latest sample grid."""
+    return job_dir(objects_dir, job_id) / "sample.png"
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:

@@ -4,7 +4,8 @@ RQ carries jobs between processes; the record here says what the client sees. A 
 hash `<prefix>:job:<id>` with fields
 
     kind, status, progress, created_at, started_at, finished_at, attempts, worker, owner,
-    request (JSON), output (JSON), error (JSON), cancel ("1" once requested), webhook
+    request (JSON), output (JSON), error (JSON), cancel ("1" once requested), webhook,
+    training (JSON: a training's step, losses, rate, ETA, metrics; `views.training_view`)
 
 and every job id is also in the sorted set `<prefix>:jobs` (score: creation time in
 microseconds) for listing, and in `<prefix>:jobs:<owner>` for listing one owner's jobs. The
@@ -34,7 +35,7 @@ from workers.jobstore import metrics
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 TERMINAL = ("succeeded", "failed", "canceled")
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-_JSON_FIELDS = ("request", "output", "error")
+_JSON_FIELDS = ("request", "output", "error", "training")
 
 
 class Keys:

@@ -39,6 +39,9 @@ class JobSettings:
     default_model: str = "tiny"
     # Palette name -> .gpl/.pal/.hex file on the workers; clients pick palettes by name only.
     palettes: dict[str, str] = field(default_factory=dict)
+    # Training preset name -> YAML file (read by the workers, and by the API where it can),
+    # beside configs/*.yaml: a studio's own architectures and schedules.
+    presets: dict[str, str] = field(default_factory=dict)
     job_timeout: int = 900
     train_timeout: int = 2 * 86400
     result_ttl: int = 7 * 86400

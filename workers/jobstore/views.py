@@ -38,10 +38,31 @@ def webhook_view(rec: dict[str, Any]) -> dict[str, Any] | None:
     return {"status": status, "detail": REFUSED_DETAIL if status == "refused" else detail}
 
 
+def training_view(rec: dict[str, Any], base_url: str = "") -> dict[str, Any]:
+    """A training's progress as the job JSON shows it: the phase it is in (of `phases`), step
+    and total, the latest losses, items per second, ETA, held-out metrics and sample grid,
+    the step a retry resumed from and the step a cancel stopped it at."""
+    doc = dict(rec.get("training") or {})
+    sample_step = doc.pop("sample_step", None)
+    out: dict[str, Any] = {
+        k: doc.get(k)
+        for k in (
+            "phase", "phases", "step", "total", "losses", "items_per_second", "unit",
+            "eta_seconds", "eval", "resumed_from", "stopped_at",
+        )
+    }  # fmt: skip
+    out["sample_url"] = (
+        None if sample_step is None
+        else f"{base_url}/v1/jobs/{rec['id']}/sample.png?step={sample_step}"
+    )  # fmt: skip
+    return out
+
+
 def job_view(
     rec: dict[str, Any], base_url: str = "", position: int | None = None
 ) -> dict[str, Any]:
-    """A record (records.get_job) as the public job document."""
+    """A record (records.get_job) as the public job document (a training's adds
+    `training`)."""
     job_id = rec["id"]
     status = rec["status"]
     output = rec.get("output")
@@ -55,7 +76,7 @@ def job_view(
             }
             for image in output.get("images", [])
         ]
-    return {
+    view = {
         "id": job_id,
         "kind": rec.get("kind", "generate"),
         "status": status,
@@ -72,3 +93,6 @@ def job_view(
         "webhook": webhook_view(rec),
         "links": job_links(job_id, base_url),
     }
+    if view["kind"] == "train":
+        view["training"] = training_view(rec, base_url)
+    return view
