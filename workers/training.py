@@ -217,15 +217,16 @@ def split_dataset(src: Path, dest: Path) -> tuple[Path, Path | None]:
     held_out = set(by_hash[:n_eval])
     if n_eval:
         shutil.rmtree(dest, ignore_errors=True)  # a split a crash left half made
-        for folder, keep in ((train, lambda n: n not in held_out), (held, held_out.__contains__)):
-            _link_split(src, folder, [n for n in names if keep(n)])
+        _link_split(src, train, [n for n in names if n not in held_out], bad_lines=True)
+        _link_split(src, held, [n for n in names if n in held_out], bad_lines=False)
     dest.mkdir(parents=True, exist_ok=True)
     write_json_atomic(dest / "split.json", {"train": len(names) - n_eval, "eval": n_eval})
     return (train, held) if n_eval else (src, None)
 
 
-def _link_split(src: Path, folder: Path, names: list[str]) -> None:
-    """A dataset folder of `names`: linked images, their caption lines, the other files."""
+def _link_split(src: Path, folder: Path, names: list[str], bad_lines: bool) -> None:
+    """A dataset folder of `names`: linked images, their caption lines (and with
+    `bad_lines` the lines naming no image, for the trainer to report), the other files."""
     (folder / "images").mkdir(parents=True)
     for name in names:
         os.symlink((src / "images" / name).resolve(), folder / "images" / name)
@@ -236,8 +237,8 @@ def _link_split(src: Path, folder: Path, names: list[str]) -> None:
         try:
             image = json.loads(line).get("image")
         except (ValueError, AttributeError):
-            image = None  # a bad line stays in, for the trainer to report
-        if image is None or image in wanted:
+            image = None
+        if (image is None and bad_lines) or image in wanted:
             lines.append(line)
     (folder / "captions.jsonl").write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
     for item in src.iterdir():  # attributes, sprite masks, ...: as they are
