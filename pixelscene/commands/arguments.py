@@ -88,16 +88,20 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_and_report(request: StageRequest, args: argparse.Namespace) -> int:
-    """Run a stage request (with a progress bar unless --no-progress) and report it."""
+    """Run a stage request (with a progress bar unless --no-progress) and report it; under
+    `mlx.launch` rank 0 reports for all."""
+    from pixelscene.train import distributed
     from pixelscene.train.stages import run_stage
 
-    return report(run_stage(request, progress=False if args.no_progress else None))
+    result = run_stage(request, progress=False if args.no_progress else None)
+    return report(result, show=distributed.init().rank() == 0)
 
 
-def report(result: Any) -> int:
-    """Print a trainer's TrainResult as one JSON line; exit status 130 when interrupted (a
-    spent --max-minutes budget is a normal end: 0)."""
+def report(result: Any, show: bool = True) -> int:
+    """Print a trainer's TrainResult as one JSON line (if `show`); exit status 130 when
+    interrupted (a spent --max-minutes budget is a normal end: 0)."""
     from pixelscene.train.stages import result_summary
 
-    print(json.dumps(result_summary(result)))
+    if show:
+        print(json.dumps(result_summary(result)))
     return 130 if result.interrupted else 0

@@ -231,11 +231,14 @@ def batch_iterator(
     prefetch: int = 4,
     load: Callable[[Any, int], np.ndarray | None] | None = None,
     epochs: int | None = None,
+    part: slice | None = None,
 ) -> Iterator[np.ndarray]:
     """Endless (or `epochs`-long) stream of stacked batches, decoded in a background thread.
 
     Batch k is always made of the same items for a given seed (bad items are skipped and the
     batch topped up from the same epoch), so `start_batch=k` resumes a stream exactly.
+    `part` (rows of each batch, one rank's of a data-parallel run) loads only those rows;
+    the parts of a batch without bad items are the whole batch's rows.
 
     Args:
         dataset: anything with __len__ and `try_get(idx)` (or pass `load(dataset, idx)`).
@@ -248,6 +251,8 @@ def batch_iterator(
     if n < batch_size:
         raise DataError(f"dataset has {n} items, fewer than batch size {batch_size}")
     per_epoch = n // batch_size
+    first, stop_row, _ = (part or slice(0, batch_size)).indices(batch_size)
+    count = stop_row - first
     out: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
 
@@ -257,13 +262,13 @@ def batch_iterator(
             while not stop.is_set() and (epochs is None or k < epochs * per_epoch):
                 epoch, j = divmod(k, per_epoch)
                 order = epoch_order(n, seed, epoch, shuffle)
-                pos, items = j * batch_size, []
-                while len(items) < batch_size and pos < n:
+                pos, items = j * batch_size + first, []
+                while len(items) < count and pos < n:
                     item = load(dataset, int(order[pos]))
                     pos += 1
                     if item is not None:
                         items.append(item)
-                if len(items) < batch_size:
+                if len(items) < count:
                     raise DataError("too many bad items to fill a batch")
                 out.put(np.stack(items))
                 k += 1

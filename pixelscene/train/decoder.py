@@ -12,7 +12,8 @@ before: a transformer trained on the old model's codes works with the new decode
 and token caches stay valid (their fingerprint covers only the encoder and the codebook).
 
 Resuming is exact as in the VQGAN trainer: batch k is a function of (seed, k), and the
-checkpoint holds the decoder, its optimizer state, the step and the settings.
+checkpoint holds the decoder, its optimizer state, the step and the settings. Under
+`mlx.launch` each rank reads and trains on its part of every batch (`train.distributed`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from pixelscene.data.datasets import CaptionDataset, epoch_order, read_image, to
 from pixelscene.data.token_cache import ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan
-from pixelscene.train import common, loop
+from pixelscene.train import common, distributed, loop
+from pixelscene.train.distributed import WHOLE, Shard
 from pixelscene.train.loop import TrainResult
 from pixelscene.vqgan import VQGAN, PatchDiscriminator, load_vqgan
 from pixelscene.vqgan.layers import depth_to_space
@@ -92,13 +94,17 @@ class CodeImageData:
     def __len__(self) -> int:
         return len(self.names)
 
-    def batch(self, k: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch k of the shuffled stream: (codes (B, 13, 20), uint8 images (B, 200, 320, 3))."""
+    def batch(
+        self, k: int, batch_size: int, seed: int, shard: Shard = WHOLE
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The shard's part of batch k of the shuffled stream: (codes (B, 13, 20), uint8
+        images (B, 200, 320, 3)); only its images are read."""
         per_epoch = len(self) // batch_size
         if per_epoch == 0:
             raise DataError(f"dataset has {len(self)} images, fewer than batch size {batch_size}")
         order = epoch_order(len(self), seed, k // per_epoch)
         idx = order[(k % per_epoch) * batch_size : (k % per_epoch + 1) * batch_size]
+        idx = idx[shard.part(batch_size)]
         images = [
             read_image(self.dataset.image_dir / self.names[i], self.dataset.image_size) for i in idx
         ]
@@ -110,6 +116,7 @@ class DecoderTuner(loop.Trainer):
 
     desc = "decoder"
     eval_at_start = True  # the starting point, for comparison
+    data_parallel = True
 
     def __init__(
         self,
@@ -124,7 +131,8 @@ class DecoderTuner(loop.Trainer):
         super().__init__(out_dir, settings.seed)
         self.model = model
         self.settings = settings
-        self.items_per_step = settings.batch_size
+        self.items_per_step = settings.batch_size  # over all ranks
+        self.shard.part(settings.batch_size)  # fails early if the batch does not split
         # The source file's tensors, written back unchanged (same bytes, same dtype) except
         # the decoder's, so the codes cannot drift by a rounding.
         self.stored = mx.load(str(weights_file))
@@ -170,7 +178,8 @@ class DecoderTuner(loop.Trainer):
         return total, (l1, l2, g_loss, recon)
 
     def _adaptive_weight(self, codes: mx.array, x: mx.array) -> mx.array:
-        """gan_weight * |grad rec| / |grad gan| at the decoder's last convolution (detached)."""
+        """gan_weight * |grad rec| / |grad gan| at the decoder's last convolution (detached),
+        of the gradients averaged over the ranks."""
         decoder, s = self.model.decoder, self.settings
         h = mx.stop_gradient(decoder.features(self.model.quantizer.decode(codes)))
         bias = decoder.conv_out.bias
@@ -185,21 +194,21 @@ class DecoderTuner(loop.Trainer):
             return s.l1_weight * mx.mean(mx.abs(r - x)) + s.l2_weight * mx.mean(mx.square(r - x))
 
         w = decoder.conv_out.weight
-        g_rec = mx.grad(rec)(w)
-        g_gan = mx.grad(lambda w: -mx.mean(self.disc(head(w))))(w)
+        g_rec = distributed.mean(mx.grad(rec)(w), self.group)
+        g_gan = distributed.mean(mx.grad(lambda w: -mx.mean(self.disc(head(w))))(w), self.group)
         ratio = mx.linalg.norm(g_rec.reshape(-1)) / (mx.linalg.norm(g_gan.reshape(-1)) + 1e-4)
         return mx.stop_gradient(mx.clip(ratio, 0.0, 1e4) * s.gan_weight)
 
     def _build(self) -> None:
-        decoder, opt = self.model.decoder, self.opt
+        decoder, opt, group = self.model.decoder, self.opt, self.group
         grad_fn = nn.value_and_grad(decoder, self.loss)
         state = [decoder.state, opt.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
         def rec_step(codes: mx.array, x: mx.array) -> mx.array:
             (total, (l1, l2, _, _)), grads = grad_fn(decoder, codes, x, None)
-            opt.update(decoder, grads)
-            return mx.stack([total, l1, l2])
+            opt.update(decoder, nn.average_gradients(grads, group))
+            return distributed.mean(mx.stack([total, l1, l2]), group)
 
         self._steps = {"rec": rec_step}
         if self.settings.gan_weight <= 0:
@@ -216,10 +225,10 @@ class DecoderTuner(loop.Trainer):
         def gan_step(codes: mx.array, x: mx.array) -> mx.array:
             weight = self._adaptive_weight(codes, x)
             (total, (l1, l2, g_loss, recon)), grads = grad_fn(decoder, codes, x, weight)
-            opt.update(decoder, grads)
+            opt.update(decoder, nn.average_gradients(grads, group))
             d_loss, d_grads = d_grad(disc, x, mx.stop_gradient(recon))
-            opt_d.update(disc, d_grads)
-            return mx.stack([total, l1, l2, g_loss, d_loss, weight])
+            opt_d.update(disc, nn.average_gradients(d_grads, group))
+            return distributed.mean(mx.stack([total, l1, l2, g_loss, d_loss, weight]), group)
 
         self._steps["gan"] = gan_step
 
@@ -236,7 +245,7 @@ class DecoderTuner(loop.Trainer):
 
     # ---- the loop's hooks --------------------------------------------------------------
     def batch(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.data.batch(self.step, self.settings.batch_size, self.settings.seed)
+        return self.data.batch(self.step, self.settings.batch_size, self.settings.seed, self.shard)
 
     def update(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         return self.train_step(*batch)
@@ -312,8 +321,10 @@ def finetune_decoder(
 
     model = load_vqgan(source)
     model.set_dtype(mx.float32)
-    data = CodeImageData(source, data_dir)
-    if not resume:
+    group = distributed.init()
+    with distributed.main_first(group):  # rank 0 builds the token cache the others read
+        data = CodeImageData(source, data_dir)
+    if not resume and group.rank() == 0:
         _copy_model_folder(source, out_dir)
     eval_set = CaptionDataset(eval_dir) if eval_dir else data.dataset
     if not eval_dir:

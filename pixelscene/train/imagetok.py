@@ -4,7 +4,8 @@ The loss is the cross-entropy of every pixel's DAC level per channel (64-way), s
 decoder learns to choose colours, not to average them. Crops come from several image
 folders mixed by weight (our scenes and the procedural pattern material, so the tokenizer
 holds any pixel art, not only what our renderer draws). Crop k of a run is a function of
-(seed, k), so a resumed run replays the data the uninterrupted one would have seen.
+(seed, k), so a resumed run replays the data the uninterrupted one would have seen. Under
+`mlx.launch` each rank trains on its part of every batch (`train.distributed`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan
 from pixelscene.imagetok.model import ImageTokenizer, color_levels
 from pixelscene.imagetok.palette import image_palette, levels_of
-from pixelscene.train import common, loop
+from pixelscene.train import common, distributed, loop
+from pixelscene.train.distributed import WHOLE, Shard
 from pixelscene.train.loop import TrainResult
 
 log = logging.getLogger(__name__)
@@ -72,17 +74,21 @@ class CropPool:
         log.info("%s: %d images", data_dir, len(images))
         return np.pad(np.stack(images), [(0, 0), tuple(pad_rows), (0, 0), (0, 0)], mode="edge")
 
-    def batch(self, size: int, crop: int, rng: np.random.Generator):
-        """(crops (B, S, S, 3) uint8, palettes (B, P, 3) or None, indices (B, S, S) or None)."""
+    def batch(self, size: int, crop: int, rng: np.random.Generator, shard: Shard = WHOLE):
+        """(crops (B, S, S, 3) uint8, palettes (B, P, 3) or None, indices (B, S, S) or None):
+        the shard's part of a batch of `size` (every crop is drawn, the shard's are cut)."""
         sources = rng.choice(len(self.pools), size=size, p=self.weights)
+        mine = range(size)[shard.part(size)]
         out, palettes, indices = [], [], []
-        for s in sources:
+        for k, s in enumerate(sources):
             pool = self.pools[s]
             _, H, W, _ = pool.shape
             if crop > min(H, W):
                 raise PixelsceneError(f"train_tokenizer.crop_size {crop} exceeds {H}x{W}")
             i = rng.integers(len(pool))
             y, x = rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)
+            if k not in mine:
+                continue
             out.append(pool[i, y : y + crop, x : x + crop])
             if self.palettes:
                 palettes.append(self.palettes[s][i])
@@ -90,6 +96,20 @@ class CropPool:
         if not self.palettes:
             return np.stack(out), None, None
         return np.stack(out), np.stack(palettes), np.stack(indices)
+
+
+def loss_pixels(
+    rng: np.random.Generator, crops: int, pixels: int, fraction: float, shard: Shard = WHOLE
+) -> np.ndarray:
+    """Flat indices into `crops` crops of `pixels` each of the pixels the loss reads: the same
+    number from every crop, drawn for the whole batch (all ranks' crops, in order) so that any
+    split of it over ranks averages to the same loss."""
+    k = max(1, int(round(pixels * fraction)))
+    if k >= pixels:
+        return np.arange(crops * pixels)
+    picks = [np.sort(rng.choice(pixels, size=k, replace=False)) for _ in range(crops * shard.size)]
+    mine = picks[shard.part(len(picks))]
+    return np.concatenate([p + c * pixels for c, p in enumerate(mine)])
 
 
 def load_matching(path: Path, model: nn.Module) -> None:
@@ -117,6 +137,7 @@ class TokenizerTrainer(loop.Trainer):
 
     desc = "tokenizer"
     unit = "crops"
+    data_parallel = True
 
     def __init__(
         self,
@@ -130,7 +151,8 @@ class TokenizerTrainer(loop.Trainer):
         super().__init__(out_dir, seed)
         self.cfg = cfg
         self.tc = cfg.train_tokenizer
-        self.items_per_step = self.tc.batch_size  # crops
+        self.items_per_step = self.tc.batch_size  # crops, over all ranks
+        self.shard.part(self.tc.batch_size)  # fails early if the batch does not split
         self.pool = pool
         self.eval_images = eval_images or []
         mx.random.seed(seed)
@@ -160,7 +182,7 @@ class TokenizerTrainer(loop.Trainer):
         model_io.save_weights(self.out_dir / WEIGHTS, self.model, dtype=dtype)
 
     def _build_step(self) -> None:
-        model, opt, clip = self.model, self.opt, self.tc.grad_clip
+        model, opt, clip, group = self.model, self.opt, self.tc.grad_clip, self.group
         levels = self.cfg.tokenizer.color_levels
         state = [model.state, opt.state, mx.random.state]
 
@@ -187,9 +209,10 @@ class TokenizerTrainer(loop.Trainer):
         @partial(mx.compile, inputs=state, outputs=state)
         def step(x: mx.array, idx: mx.array, *palette_and_index: mx.array) -> mx.array:
             (ce, exact), grads = grad_fn(model, x, idx, *palette_and_index)
+            grads = nn.average_gradients(grads, group)
             grads, norm = optim.clip_grad_norm(grads, clip)
             opt.update(model, grads)
-            return mx.stack([ce, exact, norm])
+            return distributed.mean(mx.stack([ce, exact, norm]), group)
 
         self._step_fn = step
 
@@ -200,9 +223,7 @@ class TokenizerTrainer(loop.Trainer):
         crops' palette indices when the model has a palette); rng picks the loss's pixels."""
         if self._step_fn is None:
             self._build_step()
-        n = x.shape[0] * x.shape[1] * x.shape[2]
-        k = max(1, int(round(n * self.tc.loss_pixels)))
-        idx = np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
+        idx = loss_pixels(rng, x.shape[0], x.shape[1] * x.shape[2], self.tc.loss_pixels, self.shard)
         extra = [] if palette is None else [mx.array(palette), mx.array(index.astype(np.int32))]
         out = self._step_fn(x, mx.array(idx.astype(np.int32)), *extra)
         mx.eval(out)
@@ -213,7 +234,9 @@ class TokenizerTrainer(loop.Trainer):
     def batch(self) -> tuple:
         """Crop k of a run (and the loss's pixels) are a function of (seed, k)."""
         rng = np.random.default_rng([self.seed, 0, self.step])
-        crops, palettes, indices = self.pool.batch(self.tc.batch_size, self.tc.crop_size, rng)
+        crops, palettes, indices = self.pool.batch(
+            self.tc.batch_size, self.tc.crop_size, rng, self.shard
+        )
         return crops, palettes, indices, rng
 
     def update(self, batch: tuple) -> dict[str, float]:

@@ -283,6 +283,12 @@ def run(
                 batch = trainer.batch()
                 t0 = time.perf_counter()
                 last_train = trainer.update(batch)
+                # All of the step now (weights and optimizer states, not only what update
+                # evaluated), so that each rank runs the step's all-reduces in one order.
+                mx.eval(
+                    [m.parameters() for m in trainer.modules.values()],
+                    [o.state for o in trainer.optimizers.values()],
+                )
                 dt = time.perf_counter() - t0
                 trainer.elapsed += dt
                 step_times.append(dt)

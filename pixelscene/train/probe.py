@@ -3,7 +3,8 @@
 A trainer of the common shape (`train.loop`) that cannot resume: it trains for whole epochs
 on pooled images in memory, with flips, colour jitter, noise and a VQGAN-like blur, then
 measures the probe as shipped (weights rounded to float16) on held-out scenes and writes the
-probe folder with those figures.
+probe folder with those figures. Under `mlx.launch` each rank trains on its part of every
+batch (`train.distributed`); rank 0 measures and writes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pixelscene.eval.probe import (
     save_probe,
 )
 from pixelscene.model_io import load_weights, round_to_float16
-from pixelscene.train import common, loop
+from pixelscene.train import common, distributed, loop
 from pixelscene.train.loop import TrainResult
 
 Labelled = tuple[np.ndarray, dict[str, np.ndarray]]  # pooled images, value index per attribute
@@ -124,6 +125,7 @@ class ProbeTrainer(loop.Trainer):
 
     desc = "probe"
     checkpoint = None
+    data_parallel = True
 
     def __init__(
         self,
@@ -161,7 +163,8 @@ class ProbeTrainer(loop.Trainer):
         if init_from is not None:  # a warm start: that probe's weights, this run's schedule
             load_weights(resolve_probe_dir(init_from) / "probe.safetensors", self.probe)
         mx.eval(self.probe.parameters())
-        self.batch_size = self.items_per_step = min(batch_size, n)
+        self.batch_size = self.items_per_step = min(batch_size, n)  # over all ranks
+        self.shard.part(self.batch_size)  # fails early if the batch does not split
         self.per_epoch = n // self.batch_size
         self.steps = epochs * self.per_epoch
         schedule = common.warmup_cosine(
@@ -181,7 +184,7 @@ class ProbeTrainer(loop.Trainer):
         self.probe.train()
 
     def _build(self) -> None:
-        probe, optimizer, names = self.probe, self.opt, self.names
+        probe, optimizer, names, group = self.probe, self.opt, self.names, self.group
         map_names, map_weight = list(probe.map_sizes), self.map_weight
 
         def loss_fn(model, x, ys, map_ys):
@@ -195,7 +198,9 @@ class ProbeTrainer(loop.Trainer):
                 none = probe.attribute_values[k].index("none")
                 w = mx.where(y < 0, 0.0, mx.where(y == none, 1.0, 4.0))
                 ce = nn.losses.cross_entropy(logits[f"{k}_map"], mx.maximum(y, 0))
-                loss = loss + map_weight * (ce * w).sum() / mx.maximum(w.sum(), 1.0)
+                # the whole batch's weight (per rank): ranks' losses average to the batch's
+                weight = mx.stop_gradient(distributed.mean(w.sum(), group))
+                loss = loss + map_weight * (ce * w).sum() / mx.maximum(weight, 1.0)
             return loss
 
         self._state = state = [probe.state, optimizer.state, mx.random.state]
@@ -203,8 +208,8 @@ class ProbeTrainer(loop.Trainer):
         @partial(mx.compile, inputs=state, outputs=state)
         def step(x, ys, map_ys):
             loss, grads = nn.value_and_grad(probe, loss_fn)(probe, x, ys, map_ys)
-            optimizer.update(probe, grads)
-            return loss
+            optimizer.update(probe, nn.average_gradients(grads, group))
+            return distributed.mean(loss, group)
 
         self._step = step
 
@@ -216,12 +221,14 @@ class ProbeTrainer(loop.Trainer):
         idx = np.sort(self.order[b * self.batch_size : (b + 1) * self.batch_size])
         flip = self.rng.random(len(idx)) < 0.5
         x = augment(pooled[idx].astype(np.float32), self.rng, self.degrade, flip)
+        # every rank draws and augments the whole batch (one generator), then keeps its part
+        mine = self.shard.part(len(idx))
         map_ys = []
         for k in self.probe.map_sizes:
             m = self.maps[k][idx].astype(np.int32)
             m[flip] = m[flip, :, ::-1]
-            map_ys.append(m)
-        return x, [labels[k][idx] for k in self.names], map_ys
+            map_ys.append(m[mine])
+        return x[mine], [labels[k][idx[mine]] for k in self.names], map_ys
 
     def update(self, batch: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]) -> dict:
         x, ys, map_ys = batch
@@ -322,14 +329,15 @@ def train_and_save(
     out_dir = common.prepare_out_dir(out_dir)
     t0 = time.perf_counter()
     data_dirs = list(data_dir) if isinstance(data_dir, list | tuple) else [data_dir]
-    train = _concat(
-        [load_attribute_data(d, limit, pool=pool, cache_dir=cache_dir) for d in data_dirs]
-    )
-    sprite_maps = None
-    if maps:  # the maps' cells are the probe's second-stage grid: pool x 4 (stem) x 2 pixels
-        per_dir = [load_sprite_maps(d, limit, pool * 8, cache_dir) for d in data_dirs]
-        sprite_maps = {k: np.concatenate([m[k] for m in per_dir]) for k in per_dir[0]}
-    held_out = load_attribute_data(eval_dir, eval_limit, pool=pool, cache_dir=cache_dir)
+    with distributed.main_first(distributed.init()):  # rank 0 writes the caches first
+        train = _concat(
+            [load_attribute_data(d, limit, pool=pool, cache_dir=cache_dir) for d in data_dirs]
+        )
+        sprite_maps = None
+        if maps:  # the maps' cells are the probe's second-stage grid: pool x 4 (stem) x 2 px
+            per_dir = [load_sprite_maps(d, limit, pool * 8, cache_dir) for d in data_dirs]
+            sprite_maps = {k: np.concatenate([m[k] for m in per_dir]) for k in per_dir[0]}
+        held_out = load_attribute_data(eval_dir, eval_limit, pool=pool, cache_dir=cache_dir)
     round_trip = vqgan_round_trip(vqgan_dir) if vqgan_dir is not None else None
     if round_trip is not None and train_on_round_trip:
         if sprite_maps is not None:

@@ -6,7 +6,9 @@ norms at the decoder's last layer). The codebook is initialised from encoder out
 codes unused over a window are restarted on recent encoder outputs.
 
 Everything a run needs to continue exactly is in MODEL_DIR/checkpoint/ (see train.common);
-batch k and its crops are a function of (seed, k), so resuming replays the same data.
+batch k and its crops are a function of (seed, k), so resuming replays the same data. Under
+`mlx.launch` each rank loads and trains on its part of every batch (`train.distributed`);
+code usage is counted over all ranks and dead codes restart from all ranks' encoder outputs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pixelscene.config import Config
 from pixelscene.data.datasets import ImageDataset, batch_iterator, to_float
 from pixelscene.errors import PixelsceneError
 from pixelscene.eval.vqgan_metrics import evaluate_vqgan
-from pixelscene.train import common, loop
+from pixelscene.train import common, distributed, loop
+from pixelscene.train.distributed import WHOLE, Shard
 from pixelscene.train.loop import TrainResult
 from pixelscene.vqgan import VQGAN, PatchDiscriminator
 from pixelscene.vqgan.layers import depth_to_space
@@ -40,15 +43,21 @@ RESTART_UNTIL = 0.9  # no restarts in the last 10% of training
 
 
 def random_crops(
-    images: np.ndarray, size: int, pad_rows: list[int], rng: np.random.Generator
+    images: np.ndarray,
+    size: int,
+    pad_rows: list[int],
+    rng: np.random.Generator,
+    shard: Shard = WHOLE,
 ) -> np.ndarray:
-    """Random size x size crops of uint8 (B, H, W, C) images padded as the model pads them."""
+    """Random size x size crops of uint8 (B, H, W, C) images padded as the model pads them;
+    the images are the shard's part of a batch whose crop positions are all drawn."""
     padded = np.pad(images, [(0, 0), tuple(pad_rows), (0, 0), (0, 0)], mode="edge")
     B, H, W, _ = padded.shape
     if size > min(H, W):
         raise PixelsceneError(f"train_vqgan.crop_size {size} exceeds the padded image {H}x{W}")
-    ys = rng.integers(0, H - size + 1, size=B)
-    xs = rng.integers(0, W - size + 1, size=B)
+    mine = shard.part(B * shard.size)
+    ys = rng.integers(0, H - size + 1, size=B * shard.size)[mine]
+    xs = rng.integers(0, W - size + 1, size=B * shard.size)[mine]
     return np.stack(
         [padded[i, y : y + size, x : x + size] for i, (y, x) in enumerate(zip(ys, xs, strict=True))]
     )
@@ -62,6 +71,7 @@ class VQGANTrainer(loop.Trainer):
     """
 
     desc = "vqgan"
+    data_parallel = True
 
     def __init__(
         self,
@@ -75,7 +85,8 @@ class VQGANTrainer(loop.Trainer):
         super().__init__(out_dir, seed)
         self.cfg = cfg
         self.tc = cfg.train_vqgan
-        self.items_per_step = self.tc.batch_size
+        self.items_per_step = self.tc.batch_size  # over all ranks
+        self.shard.part(self.tc.batch_size)  # fails early if the batch does not split
         self.restarts = 0
         mx.random.seed(seed)
         vc = cfg.vqgan
@@ -129,7 +140,8 @@ class VQGANTrainer(loop.Trainer):
         return self.tc.l1_weight * l1 + self.tc.l2_weight * l2, l1, l2
 
     def _adaptive_weight(self, x: mx.array) -> mx.array:
-        """disc_weight * |grad rec| / |grad gan| at the decoder's last conv weight (detached)."""
+        """disc_weight * |grad rec| / |grad gan| at the decoder's last conv weight (detached),
+        of the gradients averaged over the ranks."""
         model, disc = self.model, self.disc
         z_q, _, _ = model.quantizer(model.encoder(x))
         h = mx.stop_gradient(model.decoder.features(z_q))
@@ -141,8 +153,8 @@ class VQGANTrainer(loop.Trainer):
             return depth_to_space(out, p) if p > 1 else out
 
         w = model.decoder.conv_out.weight
-        g_rec = mx.grad(lambda w: self._rec_loss(head(w), x)[0])(w)
-        g_gan = mx.grad(lambda w: -mx.mean(disc(head(w))))(w)
+        g_rec = distributed.mean(mx.grad(lambda w: self._rec_loss(head(w), x)[0])(w), self.group)
+        g_gan = distributed.mean(mx.grad(lambda w: -mx.mean(disc(head(w))))(w), self.group)
         ratio = mx.linalg.norm(g_rec.reshape(-1)) / (mx.linalg.norm(g_gan.reshape(-1)) + 1e-4)
         return mx.stop_gradient(mx.clip(ratio, 0.0, 1e4) * self.tc.disc_weight)
 
@@ -160,16 +172,16 @@ class VQGANTrainer(loop.Trainer):
         return total, aux
 
     def _build_steps(self) -> None:
-        model, disc, opt_g, opt_d = self.model, self.disc, self.opt_g, self.opt_d
+        model, disc, opt_g, opt_d, group = self.model, self.disc, self.opt_g, self.opt_d, self.group
         state = [model.state, disc.state, opt_g.state, opt_d.state, mx.random.state]
         gen_grad = nn.value_and_grad(model, self._gen_loss)
 
         @partial(mx.compile, inputs=state, outputs=state)
         def ae_step(x: mx.array):
             (total, aux), grads = gen_grad(model, x, None)
-            opt_g.update(model, grads)
+            opt_g.update(model, nn.average_gradients(grads, group))
             l1, l2, vq, _, indices, z, _ = aux
-            return mx.stack([total, l1, l2, vq]), indices, z
+            return distributed.mean(mx.stack([total, l1, l2, vq]), group), indices, z
 
         def d_loss_fn(disc: PatchDiscriminator, real: mx.array, fake: mx.array) -> mx.array:
             return mx.mean(nn.relu(1.0 - disc(real))) + mx.mean(nn.relu(1.0 + disc(fake)))
@@ -180,11 +192,12 @@ class VQGANTrainer(loop.Trainer):
         def gan_step(x: mx.array):
             weight = self._adaptive_weight(x)
             (total, aux), grads = gen_grad(model, x, weight)
-            opt_g.update(model, grads)
+            opt_g.update(model, nn.average_gradients(grads, group))
             l1, l2, vq, g_loss, indices, z, recon = aux
             d_loss, d_grads = d_grad(disc, x, mx.stop_gradient(recon))
-            opt_d.update(disc, d_grads)
-            return mx.stack([total, l1, l2, vq, g_loss, d_loss, weight]), indices, z
+            opt_d.update(disc, nn.average_gradients(d_grads, group))
+            losses = mx.stack([total, l1, l2, vq, g_loss, d_loss, weight])
+            return distributed.mean(losses, group), indices, z
 
         self._steps = {"ae": ae_step, "gan": gan_step}
 
@@ -221,6 +234,7 @@ class VQGANTrainer(loop.Trainer):
         if self.step > RESTART_UNTIL * self.tc.steps or not dead.any():
             return 0
         rng = np.random.default_rng([self.seed, 2, self.step])
+        z = distributed.gather(z, self.group)  # every rank's, in batch order
         n = self.model.quantizer.restart_codes(dead, np.array(z).reshape(-1, z.shape[-1]), rng)
         state = self.opt_g.state.get("quantizer", {}).get("codebook")
         if state:
@@ -239,15 +253,17 @@ class VQGANTrainer(loop.Trainer):
                 seed=self.seed,
                 start_batch=self.step,
                 load=common.load_uint8,
+                part=self.shard.part(self.tc.batch_size),
             )
         return next(self._batches)
 
     def update(self, images: np.ndarray) -> dict[str, float]:
         """A step on random crops of the images; counts code usage, restarts dead codes."""
         rng = np.random.default_rng([self.seed, 0, self.step])
-        crops = random_crops(images, self.tc.crop_size, self.cfg.vqgan.pad_rows, rng)
+        crops = random_crops(images, self.tc.crop_size, self.cfg.vqgan.pad_rows, rng, self.shard)
         values, indices, z = self.train_step(mx.array(to_float(crops)))
-        self.counts += np.bincount(indices.reshape(-1), minlength=len(self.counts))
+        counts = np.bincount(indices.reshape(-1), minlength=len(self.counts))
+        self.counts += np.array(distributed.total(mx.array(counts.astype(np.int32)), self.group))
         self.maybe_restart_codes(z)
         return values
 
