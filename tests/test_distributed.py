@@ -14,12 +14,17 @@ import pytest
 import yaml
 
 from pixelscene.cli import main
-from pixelscene.data.datasets import ImageDataset, batch_iterator
+from pixelscene.data.captioned_codes import captioned_codes
+from pixelscene.data.datasets import CaptionDataset, ImageDataset, batch_iterator
+from pixelscene.data.token_cache import ensure_token_cache
 from pixelscene.errors import PixelsceneError
-from pixelscene.testing import micro_tokenizer_run
+from pixelscene.testing import make_random_model_dir, micro_config, micro_tokenizer_run
+from pixelscene.train.decoder import CodeImageData
 from pixelscene.train.distributed import WHOLE, Shard, any_rank, init
 from pixelscene.train.imagetok import CropPool, loss_pixels
+from pixelscene.train.transformer import TransformerTrainer
 from pixelscene.train.vqgan import random_crops
+from pixelscene.transformer.tokenizer import Tokenizer
 
 HALVES = [Shard(0, 2), Shard(1, 2)]
 LAUNCH = Path(sys.executable).with_name("mlx.launch")
@@ -67,6 +72,31 @@ def test_vqgan_batches_and_crops_of_the_ranks_are_the_whole_batch(data):
         for h, s in zip(halves, HALVES, strict=True)
     ]
     np.testing.assert_array_equal(np.concatenate(parts), crops)
+
+
+def test_decoder_and_transformer_batches_of_the_ranks_are_the_whole_batch(data, tmp_path):
+    model = make_random_model_dir(tmp_path / "model")
+    pairs = CodeImageData(model, data)
+    whole = pairs.batch(3, 4, seed=1)
+    halves = [pairs.batch(3, 4, seed=1, shard=s) for s in HALVES]
+    for i in (0, 1):  # codes, images
+        np.testing.assert_array_equal(np.concatenate([h[i] for h in halves]), whole[i])
+
+    cfg = micro_config()
+    cfg.train_transformer.batch_size = 4
+    dataset = CaptionDataset(data)
+    tok = Tokenizer.build([c for _, c in dataset.pairs], 64, cfg.transformer.max_text_len)
+    train = captioned_codes(ensure_token_cache(model, data), dataset, tok, cfg.transformer, False)
+    train.sprites = np.random.default_rng(0).random(train.codes.shape)  # weighs rows unevenly
+    trainer = TransformerTrainer(cfg, tmp_path / "run", 0, tok, train)
+    trainer.step = 5
+    whole = trainer.batch()
+    halves = []
+    for shard in HALVES:
+        trainer.shard = shard
+        halves.append(trainer.batch())
+    for i in range(4):  # codes, caption ids, caption masks, loss weights (B, S)
+        np.testing.assert_array_equal(np.concatenate([h[i] for h in halves]), whole[i])
 
 
 def free_port_pair() -> int:

@@ -35,7 +35,7 @@ from pixelscene.data.token_cache import ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.image_tokenizers import weights_file
 from pixelscene.model_io import load_model_config, load_weights, save_model_config, save_weights
-from pixelscene.train import common, loop
+from pixelscene.train import common, distributed, loop
 from pixelscene.train.loop import TrainResult
 from pixelscene.transformer.model import ImageTransformer, build_transformer
 from pixelscene.transformer.tokenizer import Tokenizer
@@ -125,6 +125,7 @@ class TransformerTrainer(loop.Trainer):
 
     desc = "transformer"
     unit = "tokens"
+    data_parallel = True
     checkpoint = CHECKPOINT_DIR
     train_log = TRAIN_LOG
     eval_log = EVAL_LOG
@@ -166,29 +167,36 @@ class TransformerTrainer(loop.Trainer):
         self._state: list = []
 
     def _build(self) -> None:
-        model, optimizer, tc = self.model, self.opt, self.tc
+        model, optimizer, tc, group, shard = self.model, self.opt, self.tc, self.group, self.shard
         p_drop = self.cfg.transformer.cfg_dropout
         text_noise, clip = tc.text_noise, tc.grad_clip
         self._state = state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
         def step_fn(codes, ids, mask, weights):
-            drop = mx.random.uniform(shape=(codes.shape[0],)) < p_drop
+            # every rank draws the whole batch's caption dropout and keeps its rows'
+            rows = codes.shape[0] * shard.size
+            drop = mx.random.uniform(shape=(rows,))[shard.part(rows)] < p_drop
             loss_and_grad = nn.value_and_grad(model, sequence_loss)
             loss, grads = loss_and_grad(model, codes, ids, mask, drop, weights, text_noise)
+            grads = nn.average_gradients(grads, group)
             if clip > 0:
                 grads, _ = optim.clip_grad_norm(grads, clip)
             optimizer.update(model, grads)
-            return loss
+            return distributed.mean(loss, group)
 
         self._step_fn = step_fn
 
     # ---- the loop's hooks --------------------------------------------------------------
     def batch(self) -> tuple[np.ndarray, ...]:
+        """This rank's rows of step k's batch (of all ranks' rows, weighed as a whole)."""
         idx, rows = batch_rows(self.train, self.tc.batch_size, self.seed, self.step)
+        mine = self.shard.part(len(idx))
         weights = self.position
         if self.train.sprites is not None:
             weights = sprite_weights(self.position, self.train.sprites[idx], self.tc.sprite_weight)
+            weights = weights[mine]
+        idx, rows = idx[mine], rows[mine]
         return self.train.codes[idx], self.train.ids[rows], self.train.mask[rows], weights
 
     def update(self, batch: tuple[np.ndarray, ...]) -> dict[str, float]:
@@ -309,57 +317,62 @@ def train_transformer(
     if steps is not None:
         tcfg.steps = steps
 
-    dataset = CaptionDataset(data_dir)
-    _warn_if_heldout(data_dir)
-    cache = ensure_token_cache(vqgan_dir, data_dir)
-    layout = cfg.token_layout()
-    if tuple(cache.codes.shape[1:]) != layout.shape:
-        raise DataError(
-            f"token cache codes of shape {cache.codes.shape[1:]} != the image tokenizer's "
-            f"{layout.shape}"
-        )
-    if not resume:
-        if init_from is not None and (Path(init_from) / "tokenizer.json").is_file():
-            tok = Tokenizer.load(Path(init_from) / "tokenizer.json")  # the ids it was trained on
-        else:
-            captions = [c for cs in dataset.captions_by_image().values() for c in cs]
-            tok = Tokenizer.build(
-                captions, cfg.transformer.text_vocab_size, cfg.transformer.max_text_len
+    group = distributed.init()
+    with distributed.main_first(group):  # rank 0 builds the caches the others then read
+        dataset = CaptionDataset(data_dir)
+        _warn_if_heldout(data_dir)
+        cache = ensure_token_cache(vqgan_dir, data_dir)
+        layout = cfg.token_layout()
+        if tuple(cache.codes.shape[1:]) != layout.shape:
+            raise DataError(
+                f"token cache codes of shape {cache.codes.shape[1:]} != the image tokenizer's "
+                f"{layout.shape}"
             )
-    train = captioned_codes(cache, dataset, tok, cfg.transformer, progress)
-    if tcfg.sprite_weight > 0:
-        from pixelscene.data.sprites import CELL, sprite_coverage
+        if not resume:
+            if init_from is not None and (Path(init_from) / "tokenizer.json").is_file():
+                # the ids it was trained on
+                tok = Tokenizer.load(Path(init_from) / "tokenizer.json")
+            else:
+                captions = [c for cs in dataset.captions_by_image().values() for c in cs]
+                tok = Tokenizer.build(
+                    captions, cfg.transformer.text_vocab_size, cfg.transformer.max_text_len
+                )
+        train = captioned_codes(cache, dataset, tok, cfg.transformer, progress)
+        if tcfg.sprite_weight > 0:
+            from pixelscene.data.sprites import CELL, sprite_coverage
 
-        if cfg.image_tokenizer == "vqgan":
-            pad, cell = cfg.vqgan.pad_rows, CELL
-        else:
-            pad, cell = cfg.tokenizer.pad_rows, cfg.tokenizer.patch_size
-        cover = sprite_coverage(data_dir, train.names, tuple(pad), progress, cell)
-        if cover.shape[1] != layout.grid[0] * layout.grid[1]:
-            raise DataError(f"sprite grid of {cover.shape[1]} codes != the grid's {layout.grid}")
-        # tokens before the grid (a palette) cover no sprite
-        train.sprites = np.pad(cover, ((0, 0), (layout.grid_start, 0)))
-    held = None
-    if eval_dir is not None:
-        held = captioned_codes(
-            ensure_token_cache(vqgan_dir, eval_dir),
-            CaptionDataset(eval_dir),
-            tok,
-            cfg.transformer,
-            progress,
-        )
+            if cfg.image_tokenizer == "vqgan":
+                pad, cell = cfg.vqgan.pad_rows, CELL
+            else:
+                pad, cell = cfg.tokenizer.pad_rows, cfg.tokenizer.patch_size
+            cover = sprite_coverage(data_dir, train.names, tuple(pad), progress, cell)
+            if cover.shape[1] != layout.grid[0] * layout.grid[1]:
+                grid = layout.grid
+                raise DataError(f"sprite grid of {cover.shape[1]} codes != the grid's {grid}")
+            # tokens before the grid (a palette) cover no sprite
+            train.sprites = np.pad(cover, ((0, 0), (layout.grid_start, 0)))
+        held = None
+        if eval_dir is not None:
+            held = captioned_codes(
+                ensure_token_cache(vqgan_dir, eval_dir),
+                CaptionDataset(eval_dir),
+                tok,
+                cfg.transformer,
+                progress,
+            )
     log.info("training on %d images (%d captions)", len(train), len(train.ids))
 
     trainer = TransformerTrainer(cfg, out, seed, tok, train, held, init_from)
     trainer.start(resume, max_minutes)
     if resume:
         log.info("resuming at step %d", trainer.step)
-    else:
+    elif trainer.is_main:
         common.prepare_out_dir(out)
         weights = weights_file(cfg.image_tokenizer)
         if not (out / weights).exists() and out.resolve() != vqgan_dir.resolve():
             shutil.copy2(vqgan_dir / weights, out / weights)
-    save_model_config(out, cfg)
+    if trainer.is_main:
+        save_model_config(out, cfg)
     mx.eval(trainer.model.parameters(), trainer.opt.state)
     trainer.model.train()
     bar = None if progress else False
