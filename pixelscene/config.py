@@ -220,6 +220,9 @@ class TokenizerTrainConfig:
     grad_clip: float = 1.0
     # Fraction of each batch's pixels whose colour loss is computed (a random subset).
     loss_pixels: float = 0.25
+    # > 0: a pixel that a landmark or vegetation sprite covers weighs 1 + sprite_weight in
+    # the loss (in data folders made by `pixelscene synth`, whose renderer knows them)
+    sprite_weight: float = 0.0
     log_every: int = 20
     eval_every: int = 1000
     eval_images: int = 32
@@ -230,6 +233,8 @@ class TokenizerTrainConfig:
         _positive(self, prefix, ["log_every", "eval_every", "eval_images", "checkpoint_every"])
         if not 0.0 < self.loss_pixels <= 1.0:
             raise ConfigError(f"{prefix}.loss_pixels must be in (0, 1]")
+        if not (math.isfinite(self.sprite_weight) and self.sprite_weight >= 0):
+            raise ConfigError(f"{prefix}.sprite_weight must be a number >= 0")
 
 
 @dataclass

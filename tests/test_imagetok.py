@@ -240,3 +240,44 @@ def test_init_from_loads_what_fits_and_keeps_new_parameters(data, tmp_path):
         train_tokenizer(cfg, [data], tmp_path / "y", init_from=tmp_path / "none")
     with pytest.raises(PixelsceneError, match="--resume"):
         train_tokenizer(None, [data], out, resume=True, init_from=first)
+
+
+def test_sprite_weighted_training_reads_the_renderers_masks(data, tmp_path):
+    from pixelscene.data.sprites import scene_sprites, synth_records
+    from pixelscene.data.synth import write_dataset
+    from pixelscene.train.imagetok import CropPool
+
+    scenes = tmp_path / "scenes"
+    write_dataset(scenes, 4, seed=3, captions=1)
+    pool = CropPool([scenes, data], [1.0, 1.0], [4, 4], palette_size=8, sprites=True)
+    assert pool.masks[1] is None  # a folder without attributes.jsonl has no masks
+    records = synth_records(scenes)
+    names = sorted(records)
+    expect = np.pad(np.stack([scene_sprites(records[n]) for n in names]), [(0, 0), (4, 4), (0, 0)])
+    assert np.array_equal(pool.masks[0], expect) and expect.any()
+    assert (scenes / "sprite_masks.npz").is_file()  # cached for the next run
+    crops, _, _, sprites = pool.batch(8, 32, np.random.default_rng(0))
+    assert sprites.shape == (8, 32, 32) and sprites.dtype == bool
+
+    cfg = micro_tokenizer_run(steps=3, loss_pixels=1.0)
+    cfg.tokenizer = micro_tokenizer_config(palette_size=8)
+    _, palettes, indices, _ = pool.batch(8, 32, np.random.default_rng(0))
+    half = np.zeros((8, 32, 32), bool)
+    half[:4] = True  # the first four crops "are sprites"
+
+    def first_loss(weight, mask):
+        trainer = TokenizerTrainer(cfg, tmp_path / f"t{weight}{mask.sum()}", seed=0)
+        trainer.tc.sprite_weight = weight
+        x = mx.array(to_float(crops))
+        return trainer.train_step(x, np.random.default_rng(1), palettes, indices, mask)["ce"]
+
+    plain = first_loss(0.0, half)
+    assert first_loss(50.0, np.ones_like(half)) == pytest.approx(plain, rel=1e-5)  # all alike
+    assert first_loss(50.0, half) != pytest.approx(plain, rel=1e-4)  # sprites count more
+
+    run = micro_tokenizer_run(steps=2, sprite_weight=4.0)
+    run.tokenizer = micro_tokenizer_config(palette_size=8)
+    result = train_tokenizer(run.validate(), [scenes, data], tmp_path / "o", progress_bar=False)
+    assert result.step == 2 and np.isfinite(result.last_train["ce"])
+    with pytest.raises(PixelsceneError, match="palette_size"):
+        train_tokenizer(micro_tokenizer_run(sprite_weight=1.0), [scenes], tmp_path / "n")

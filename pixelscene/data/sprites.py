@@ -110,6 +110,35 @@ def sprite_coverage(
     return np.stack([known[n] for n in names]).astype(np.float32)
 
 
+MASKS_NAME = "sprite_masks.npz"
+
+
+def sprite_masks(data_dir: str | Path, names: list[str], progress: bool = True) -> np.ndarray:
+    """(len(names), 200, 320) bool: the pixels landmark and vegetation sprites cover in each
+    named image of a synthetic dataset, cached (bit-packed) in DATA_DIR/sprite_masks.npz and
+    extended when new names are asked for."""
+    from tqdm import tqdm
+
+    data_dir = Path(data_dir)
+    path = data_dir / MASKS_NAME
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path) as z:
+            known = dict(zip(z["images"].tolist(), z["packed"]))
+    missing = [n for n in dict.fromkeys(names) if n not in known]
+    if missing:
+        records = synth_records(data_dir)
+        for name in tqdm(missing, desc="sprite masks", disable=not progress, unit="img"):
+            if name not in records:
+                raise DataError(f"{data_dir / 'attributes.jsonl'}: no record for {name}")
+            known[name] = np.packbits(scene_sprites(records[name], data_dir / "images" / name))
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, images=np.array(list(known)), packed=np.stack(list(known.values())))
+        tmp.replace(path)
+    packed = np.stack([known[n] for n in names])
+    return np.unpackbits(packed, axis=1, count=H * W).reshape(len(names), H, W).astype(bool)
+
+
 def synth_records(data_dir: str | Path) -> dict[str, dict]:
     """A `pixelscene synth` dataset's attributes.jsonl records by image name."""
     path = Path(data_dir) / "attributes.jsonl"

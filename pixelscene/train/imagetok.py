@@ -40,7 +40,9 @@ WEIGHTS = "tokenizer.safetensors"
 
 class CropPool:
     """Every readable image of several folders in memory, padded as the model pads them;
-    a batch is `batch` random crops, each from a folder drawn by weight."""
+    a batch is `batch` random crops, each from a folder drawn by weight. With `sprites`,
+    the sprite masks of folders made by `pixelscene synth` come along (other folders'
+    crops have none)."""
 
     def __init__(
         self,
@@ -48,10 +50,17 @@ class CropPool:
         weights: list[float],
         pad_rows: list[int],
         palette_size: int = 0,
+        sprites: bool = False,
     ):
         if len(weights) != len(dirs) or min(weights) <= 0:
             raise PixelsceneError("--data-weights: one positive weight per --data folder")
-        self.pools = [self._load(d, pad_rows) for d in dirs]
+        loaded = [self._load(d, pad_rows) for d in dirs]
+        self.pools = [images for images, _ in loaded]
+        # per folder: (N, H, W) bool masks of the padded images, or None
+        self.masks: list[np.ndarray | None] = [
+            self._masks(d, names, pad_rows) if sprites else None
+            for d, (_, names) in zip(dirs, loaded, strict=True)
+        ]
         # with a palette: each image's palette and every (padded) pixel's index into it
         self.palettes: list[np.ndarray] = []
         self.indices: list[np.ndarray] = []
@@ -64,22 +73,38 @@ class CropPool:
         self.weights = w / w.sum()
 
     @staticmethod
-    def _load(data_dir: str | Path, pad_rows: list[int]) -> np.ndarray:
+    def _load(data_dir: str | Path, pad_rows: list[int]) -> tuple[np.ndarray, list[str]]:
+        """(the folder's readable images, padded, and their file names)."""
         ds = ImageDataset(data_dir)
         with ThreadPoolExecutor(4) as pool:
-            loaded = pool.map(lambda i: common.load_uint8(ds, i), range(len(ds)))
-            images = [im for im in loaded if im is not None]
+            loaded = list(pool.map(lambda i: common.load_uint8(ds, i), range(len(ds))))
+        names = [p.name for p, im in zip(ds.paths, loaded, strict=True) if im is not None]
+        images = [im for im in loaded if im is not None]
         if not images:
             raise DataError(f"{data_dir}: no readable images to train on")
         log.info("%s: %d images", data_dir, len(images))
-        return np.pad(np.stack(images), [(0, 0), tuple(pad_rows), (0, 0), (0, 0)], mode="edge")
+        pad = [(0, 0), tuple(pad_rows), (0, 0), (0, 0)]
+        return np.pad(np.stack(images), pad, mode="edge"), names
+
+    @staticmethod
+    def _masks(data_dir: str | Path, names: list[str], pad_rows: list[int]) -> np.ndarray | None:
+        """The folder's sprite masks, padded as its images, or None when it is not a
+        `pixelscene synth` scene folder."""
+        from pixelscene.data.sprites import sprite_masks
+
+        if not (Path(data_dir) / "attributes.jsonl").is_file():
+            log.info("%s: no attributes.jsonl, so no sprite masks", data_dir)
+            return None
+        masks = sprite_masks(data_dir, names)
+        return np.pad(masks, [(0, 0), tuple(pad_rows), (0, 0)])
 
     def batch(self, size: int, crop: int, rng: np.random.Generator, shard: Shard = WHOLE):
-        """(crops (B, S, S, 3) uint8, palettes (B, P, 3) or None, indices (B, S, S) or None):
-        the shard's part of a batch of `size` (every crop is drawn, the shard's are cut)."""
+        """(crops (B, S, S, 3) uint8, palettes (B, P, 3) or None, indices (B, S, S) or None,
+        sprite masks (B, S, S) bool or None): the shard's part of a batch of `size` (every
+        crop is drawn, the shard's are cut)."""
         sources = rng.choice(len(self.pools), size=size, p=self.weights)
         mine = range(size)[shard.part(size)]
-        out, palettes, indices = [], [], []
+        out, palettes, indices, masks = [], [], [], []
         for k, s in enumerate(sources):
             pool = self.pools[s]
             _, H, W, _ = pool.shape
@@ -93,9 +118,16 @@ class CropPool:
             if self.palettes:
                 palettes.append(self.palettes[s][i])
                 indices.append(self.indices[s][i, y : y + crop, x : x + crop])
+            mask = self.masks[s]
+            masks.append(
+                np.zeros((crop, crop), bool)
+                if mask is None
+                else mask[i, y : y + crop, x : x + crop]
+            )
+        sprites = np.stack(masks) if any(m is not None for m in self.masks) else None
         if not self.palettes:
-            return np.stack(out), None, None
-        return np.stack(out), np.stack(palettes), np.stack(indices)
+            return np.stack(out), None, None, sprites
+        return np.stack(out), np.stack(palettes), np.stack(indices), sprites
 
 
 def loss_pixels(
@@ -186,15 +218,17 @@ class TokenizerTrainer(loop.Trainer):
         levels = self.cfg.tokenizer.color_levels
         state = [model.state, opt.state, mx.random.state]
 
-        def loss_fn(model: ImageTokenizer, x, idx, palette=None, index=None):
+        def loss_fn(model: ImageTokenizer, x, idx, weights, palette=None, index=None):
             # The loss reads a random subset of the pixels (`loss_pixels`): the softmax of
-            # every pixel costs more on a CPU than the network.
+            # every pixel costs more on a CPU than the network. `weights` (one per read
+            # pixel, 1 or 1 + sprite_weight on sprites) make it a weighted mean.
             head = model.decoder.head
             if palette is not None:
                 logits = model(x, palette, index)  # (B, S, S, P)
                 logits = logits.reshape(-1, logits.shape[-1])[idx]
                 target = index.reshape(-1)[idx]
-                ce = head.nll(logits, target)
+                per_pixel = nn.losses.cross_entropy(logits, target)
+                ce = (per_pixel * weights).sum() / weights.sum()
                 exact = (mx.argmax(logits, axis=-1) == target).mean()
                 return ce, mx.stop_gradient(exact)
             target = color_levels(x, levels).reshape(-1, 3)[idx]  # (N, 3)
@@ -207,8 +241,8 @@ class TokenizerTrainer(loop.Trainer):
         grad_fn = nn.value_and_grad(model, loss_fn)
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(x: mx.array, idx: mx.array, *palette_and_index: mx.array) -> mx.array:
-            (ce, exact), grads = grad_fn(model, x, idx, *palette_and_index)
+        def step(x: mx.array, idx: mx.array, weights: mx.array, *palette_and_index) -> mx.array:
+            (ce, exact), grads = grad_fn(model, x, idx, weights, *palette_and_index)
             grads = nn.average_gradients(grads, group)
             grads, norm = optim.clip_grad_norm(grads, clip)
             opt.update(model, grads)
@@ -217,15 +251,19 @@ class TokenizerTrainer(loop.Trainer):
         self._step_fn = step
 
     def train_step(
-        self, x: mx.array, rng: np.random.Generator, palette=None, index=None
+        self, x: mx.array, rng: np.random.Generator, palette=None, index=None, sprites=None
     ) -> dict[str, float]:
         """One step on crops (B, S, S, 3) in [-1, 1] (with their images' palettes and the
-        crops' palette indices when the model has a palette); rng picks the loss's pixels."""
+        crops' palette indices when the model has a palette, and their sprite masks when
+        sprites weigh more); rng picks the loss's pixels."""
         if self._step_fn is None:
             self._build_step()
         idx = loss_pixels(rng, x.shape[0], x.shape[1] * x.shape[2], self.tc.loss_pixels, self.shard)
+        weights = np.ones(len(idx), np.float32)
+        if sprites is not None and self.tc.sprite_weight > 0:
+            weights += self.tc.sprite_weight * sprites.reshape(-1)[idx]
         extra = [] if palette is None else [mx.array(palette), mx.array(index.astype(np.int32))]
-        out = self._step_fn(x, mx.array(idx.astype(np.int32)), *extra)
+        out = self._step_fn(x, mx.array(idx.astype(np.int32)), mx.array(weights), *extra)
         mx.eval(out)
         self.step += 1
         return dict(zip(["ce", "exact", "grad_norm"], np.array(out).tolist(), strict=True))
@@ -234,14 +272,14 @@ class TokenizerTrainer(loop.Trainer):
     def batch(self) -> tuple:
         """Crop k of a run (and the loss's pixels) are a function of (seed, k)."""
         rng = np.random.default_rng([self.seed, 0, self.step])
-        crops, palettes, indices = self.pool.batch(
+        crops, palettes, indices, sprites = self.pool.batch(
             self.tc.batch_size, self.tc.crop_size, rng, self.shard
         )
-        return crops, palettes, indices, rng
+        return crops, palettes, indices, sprites, rng
 
     def update(self, batch: tuple) -> dict[str, float]:
-        crops, palettes, indices, rng = batch
-        return self.train_step(mx.array(to_float(crops)), rng, palettes, indices)
+        crops, palettes, indices, sprites, rng = batch
+        return self.train_step(mx.array(to_float(crops)), rng, palettes, indices, sprites)
 
     def evaluate(self) -> dict[str, Any]:
         result = evaluate_vqgan(self.model, self.eval_images)
@@ -276,6 +314,8 @@ def train_tokenizer(
     if steps is not None:
         cfg.train_tokenizer.steps = steps
     tc = cfg.train_tokenizer
+    if tc.sprite_weight > 0 and not cfg.tokenizer.palette_size:
+        raise PixelsceneError("train_tokenizer.sprite_weight needs tokenizer.palette_size > 0")
     if tc.crop_size % cfg.tokenizer.patch_size:
         raise PixelsceneError(
             f"train_tokenizer.crop_size {tc.crop_size} is not a multiple of "
@@ -290,6 +330,7 @@ def train_tokenizer(
         data_weights or [1.0] * len(data_dirs),
         cfg.tokenizer.pad_rows,
         cfg.tokenizer.palette_size,
+        sprites=tc.sprite_weight > 0,
     )
     eval_set = ImageDataset(eval_dir if eval_dir else data_dirs[0])
     if not eval_dir:
