@@ -315,7 +315,7 @@ class Reporter:
 
             s = self.ctx.settings
             results.upload(s, self.job_id, self.ctx.worker_name, [target.name], keep=True)
-        self.doc["sample_step"] = step
+        self.doc["sample_at"] = [self.doc["phase"], step]
 
 
 @dataclass

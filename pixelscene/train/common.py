@@ -308,13 +308,18 @@ def truncate_jsonl(path: Path, step: int) -> None:
 
 def save_reconstructions(path: Path, model: Any, images: list[np.ndarray]) -> None:
     """A PNG of up to four images (uint8) above the model's reconstructions of them."""
-    from PIL import Image
-
     originals = np.stack(images[:4])
     recons = to_uint8(np.array(model.reconstruct(mx.array(to_float(originals)))))
-    rows = [np.concatenate(list(originals), axis=1), np.concatenate(list(recons), axis=1)]
+    save_rows(path, [originals, recons])
+
+
+def save_rows(path: Path, rows: list[np.ndarray]) -> None:
+    """A PNG of rows of uint8 images (each row (N, H, W, 3)), one row above the next."""
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    grid = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
+    Image.fromarray(grid).save(path)
 
 
 def load_uint8(ds: ImageDataset, idx: int) -> np.ndarray | None:

@@ -3,9 +3,10 @@
 
 A trainer of the common shape (`train.loop`): AdamW on the shared warm-up + cosine schedule,
 a compiled step whose state is the model, optimizer and random state, held-out loss every
-`eval_every` steps in OUT/eval_transformer.jsonl, checkpoints in OUT/checkpoint_transformer/
-(the common format; the caption vocabulary rides in its meta.json), and exact resume: the
-data of every step and its random key are functions of (seed, step).
+`eval_every` steps in OUT/eval_transformer.jsonl with a grid of samples in OUT/samples/,
+checkpoints in OUT/checkpoint_transformer/ (the common format; the caption vocabulary rides
+in its meta.json), and exact resume: the data of every step and its random key are
+functions of (seed, step).
 
 Output is a model folder (the tokenizer's own, or a new one that gets a copy of its weights;
 the names say "transformer" beside the tokenizer's own checkpoint and logs):
@@ -35,7 +36,7 @@ from pixelscene.data.token_cache import ensure_token_cache
 from pixelscene.errors import DataError, PixelsceneError
 from pixelscene.image_tokenizers import weights_file
 from pixelscene.model_io import load_model_config, load_weights, save_model_config, save_weights
-from pixelscene.train import common, distributed, loop
+from pixelscene.train import common, distributed, loop, samples
 from pixelscene.train.loop import TrainResult
 from pixelscene.transformer.model import ImageTransformer, build_transformer
 from pixelscene.transformer.tokenizer import Tokenizer
@@ -165,6 +166,7 @@ class TransformerTrainer(loop.Trainer):
         self.ema: float | None = None  # the training loss, smoothed
         self._step_fn = None
         self._state: list = []
+        self._image_tokenizer = None  # for the sample grids, loaded at the first evaluation
 
     def _build(self) -> None:
         model, optimizer, tc, group, shard = self.model, self.opt, self.tc, self.group, self.shard
@@ -222,7 +224,16 @@ class TransformerTrainer(loop.Trainer):
         if eval_loss < self.best:
             self.best = eval_loss
             _write_model(self.out_dir, self.model, self.tok)
+        self._samples()
         return row
+
+    def _samples(self) -> None:
+        """samples/transformer_<step>.png: held-out codes over generated ones (`samples`)."""
+        if self._image_tokenizer is None:
+            self._image_tokenizer = samples.image_tokenizer(self.out_dir) or False
+        if self._image_tokenizer:
+            path = self.out_dir / "samples" / f"transformer_{self.step:06d}.png"
+            samples.transformer_grid(path, self.model, self.cfg, self.held, self._image_tokenizer)
 
     def export(self) -> None:
         """Without held-out data the model as it is; with it, the best one (`evaluate`)."""

@@ -128,10 +128,11 @@ def test_a_training_becomes_a_version_that_a_later_generation_uses(
     assert progress["step"] == progress["total"] == 6 and progress["unit"] == "tokens"
     assert progress["items_per_second"] > 0 and "loss" in progress["losses"]
     assert progress["eval"]["step"] == 6 and progress["eval"]["eval_loss"] > 0  # held out
-    with client.get(progress["sample_url"]) as grid:  # the tokenizer's reconstructions
+    assert "phase=transformer&step=6" in progress["sample_url"]  # the transformer's grid
+    with client.get(progress["sample_url"]) as grid:
         assert grid.status_code == 200
         width, height = Image.open(BytesIO(grid.get_data())).size
-        assert (width, height) == (2 * 320, 2 * 200)  # 2 held-out images over their copies
+        assert (width, height) == (2 * 320, 2 * 200)  # 2 held-out images over samples
 
     listed = {m["name"]: m for m in client.get("/v1/models").get_json()["models"]}
     assert listed["tiny"]["bundled"] and listed["tiny"]["versions"] == []

@@ -43,7 +43,7 @@ def training_view(rec: dict[str, Any], base_url: str = "") -> dict[str, Any]:
     and total, the latest losses, items per second, ETA, held-out metrics and sample grid,
     the step a retry resumed from and the step a cancel stopped it at."""
     doc = dict(rec.get("training") or {})
-    sample_step = doc.pop("sample_step", None)
+    sample_at = doc.pop("sample_at", None)  # [phase, step] of the grid: the URL changes
     out: dict[str, Any] = {
         k: doc.get(k)
         for k in (
@@ -52,8 +52,8 @@ def training_view(rec: dict[str, Any], base_url: str = "") -> dict[str, Any]:
         )
     }  # fmt: skip
     out["sample_url"] = (
-        None if sample_step is None
-        else f"{base_url}/v1/jobs/{rec['id']}/sample.png?step={sample_step}"
+        None if not sample_at
+        else f"{base_url}/v1/jobs/{rec['id']}/sample.png?phase={sample_at[0]}&step={sample_at[1]}"
     )  # fmt: skip
     return out
 
