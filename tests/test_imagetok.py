@@ -275,9 +275,13 @@ def test_sprite_weighted_training_reads_the_renderers_masks(data, tmp_path):
     assert first_loss(50.0, np.ones_like(half)) == pytest.approx(plain, rel=1e-5)  # all alike
     assert first_loss(50.0, half) != pytest.approx(plain, rel=1e-4)  # sprites count more
 
-    run = micro_tokenizer_run(steps=2, sprite_weight=4.0)
+    run = micro_tokenizer_run(steps=2, sprite_weight=4.0, eval_every=2)
     run.tokenizer = micro_tokenizer_config(palette_size=8)
-    result = train_tokenizer(run.validate(), [scenes, data], tmp_path / "o", progress_bar=False)
+    out = tmp_path / "o"
+    result = train_tokenizer(
+        run.validate(), [scenes, data], out, eval_dir=scenes, progress_bar=False
+    )
     assert result.step == 2 and np.isfinite(result.last_train["ce"])
+    assert 0 <= result.last_eval["pixel_accuracy_sprites"] <= 1  # scene evals know sprites
     with pytest.raises(PixelsceneError, match="palette_size"):
         train_tokenizer(micro_tokenizer_run(sprite_weight=1.0), [scenes], tmp_path / "n")

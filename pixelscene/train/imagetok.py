@@ -187,6 +187,7 @@ class TokenizerTrainer(loop.Trainer):
         self.shard.part(self.tc.batch_size)  # fails early if the batch does not split
         self.pool = pool
         self.eval_images = eval_images or []
+        self.eval_masks: np.ndarray | None = None  # their sprite masks, where known
         mx.random.seed(seed)
         self.model = ImageTokenizer(cfg.tokenizer)
         if init_from is not None:
@@ -282,7 +283,10 @@ class TokenizerTrainer(loop.Trainer):
         return self.train_step(mx.array(to_float(crops)), rng, palettes, indices, sprites)
 
     def evaluate(self) -> dict[str, Any]:
-        result = evaluate_vqgan(self.model, self.eval_images)
+        images = self.eval_images
+        if self.eval_masks is not None:  # sprite figures too
+            images = list(zip(images, self.eval_masks, strict=True))
+        result = evaluate_vqgan(self.model, images)
         path = self.out_dir / "samples" / f"step_{self.step:06d}.png"
         common.save_reconstructions(path, self.model, self.eval_images)
         return result
@@ -336,4 +340,20 @@ def train_tokenizer(
     if not eval_dir:
         log.warning("no --eval-data: evaluating on training images")
     trainer.eval_images = common.readable_images(eval_set, tc.eval_images)
+    trainer.eval_masks = _eval_masks(eval_set, len(trainer.eval_images))
     return loop.run(trainer, tc, progress_bar=progress_bar, stop_after=stop_after)
+
+
+def _eval_masks(eval_set: ImageDataset, count: int) -> np.ndarray | None:
+    """The sprite masks of an evaluation set's first `count` images when it is a scene folder
+    made by `pixelscene synth` and they were all readable, else None."""
+    from pixelscene.data.sprites import sprite_masks
+
+    folder = eval_set.image_dir.parent
+    if eval_set.problems or not (folder / "attributes.jsonl").is_file():
+        return None
+    try:
+        return sprite_masks(folder, [p.name for p in eval_set.paths[:count]], progress=False)
+    except DataError as e:
+        log.warning("no sprite figures in evaluations: %s", e)
+        return None
