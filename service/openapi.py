@@ -96,8 +96,8 @@ def _submit(summary: str, schema: str) -> dict[str, Any]:
             "413": _err("body too large"),
             "415": _err("body is not application/json"),
             "422": _err(
-                "Idempotency-Key reused with a different body, or an unknown model "
-                "or version (details.fields)"
+                "Idempotency-Key reused with a different body; an unknown model, version "
+                "or uploaded dataset, or a bundled model's name (details.fields)"
             ),
             "429": _err("queue full, or this key's rate limit", RETRY_AFTER),
         },

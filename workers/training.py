@@ -334,6 +334,9 @@ def run_recipe(recipe: Recipe, reporter: Reporter, run: Path) -> Outcome:
     for index, phase in enumerate(recipe.phases):
         if phase.name in summaries:
             continue
+        if summaries and reporter.should_stop():  # canceled between two phases
+            last = summaries[recipe.phases[index - 1].name]["step"]
+            return Outcome(summaries, stopped_at=last, canceled=True)
         request = phase.request
         resume = (phase.checkpoint / "meta.json").is_file()
         resumed_from = None

@@ -16,6 +16,7 @@ from service.errors import ApiError
 from service.schemas import SEED_LIMIT, ValidationError, check_value, rule_errors, validate
 from service.state import state
 from workers.jobstore import models
+from workers.jobstore.datasets import DatasetNotFoundError, dataset_dir, valid_dataset_id
 from workers.jobstore.hooks import refused_literal
 from workers.jobstore.queues import GENERATE, TRAIN, enqueue_job
 from workers.jobstore.records import get_job
@@ -114,8 +115,8 @@ def _submit(kind: str, schema_name: str) -> tuple[Response, int]:
 def resolve_models(kind: str, params: dict[str, Any]) -> None:
     """Pin the model a request names to a version now (`name` -> `name@3`), so the job runs
     on the version that was newest when it was queued and a version's deletion sees it; 422
-    for a name or version that does not exist, or a training that would take a bundled
-    model's name."""
+    for a name or version that does not exist, a training that would take a bundled model's
+    name, or an uploaded dataset's id that names none."""
     settings = state().settings
     field = "model" if kind == GENERATE else "base_model"
     problems = {}
@@ -135,10 +136,16 @@ def resolve_models(kind: str, params: dict[str, Any]) -> None:
                     )
     if kind == TRAIN and params.get("name") in settings.models:
         problems["name"] = f"{params['name']!r} is a bundled model's name: pick another"
+    if kind == TRAIN and valid_dataset_id(params["dataset"]):
+        try:  # an uploaded dataset's id (other names are folders only workers can see)
+            dataset_dir(settings, params["dataset"])
+        except DatasetNotFoundError:
+            problems["dataset"] = f"no uploaded dataset {params['dataset']}"
     if problems:
+        codes = {"dataset": "unknown_dataset", "name": "model_name_taken"}
         raise ApiError(
-            422, "unknown_model", "; ".join(f"{k}: {v}" for k, v in problems.items()),
-            details={"fields": problems},
+            422, codes.get(next(iter(problems)), "unknown_model"),
+            "; ".join(f"{k}: {v}" for k, v in problems.items()), details={"fields": problems},
         )  # fmt: skip
 
 

@@ -73,7 +73,12 @@ def test_a_generation_names_a_model_or_a_version_and_unknown_ones_are_422(client
     train = {"stage": "transformer", "dataset": "d", "name": "x", "base_model": "nope@2"}
     assert problem(client.post("/v1/trainings", json=train))[:2] == (422, "unknown_model")
     train = {"stage": "tokenizer", "dataset": "d", "name": "tiny"}
-    assert "bundled model's name" in problem(client.post("/v1/trainings", json=train))[2]
+    status, code, message = problem(client.post("/v1/trainings", json=train))
+    assert (status, code) == (422, "model_name_taken") and "bundled model's name" in message
+    train = {"stage": "tokenizer", "dataset": "f" * 32, "name": "x"}  # an id, not uploaded
+    assert problem(client.post("/v1/trainings", json=train)) == (
+        422, "unknown_dataset", f"no uploaded dataset {'f' * 32}"
+    )  # fmt: skip
     train = {"stage": "transformer", "dataset": "d", "name": "x", "base_model": "tok"}
     resp = client.post("/v1/trainings", json=train)  # a tokenizer-only version is a fine base
     assert resp.status_code == 202

@@ -195,6 +195,27 @@ def test_training_job_view_has_no_server_paths(
         assert len(ran) == 1  # the worker stopped after it, as the signal asked
 
 
+def test_a_cancel_between_two_phases_stops_before_the_second(
+    client, run_worker, fake_redis, monkeypatch, tmp_path
+):
+    """Stage all: the cancel comes as the tokenizer ends; the transformer never starts."""
+    ran = []
+
+    def run_stage(request, progress=None):
+        ran.append(request.stage)
+        fake_redis.hset(f"pixelscene:job:{job_id}", "cancel", "1")
+        return TrainResult(3, False, 0.5, {"psnr": 20.0}, last_train={"loss": 0.1})
+
+    monkeypatch.setattr(training, "run_stage", run_stage)
+    write_dataset(tmp_path / "sets" / "d", 3, seed=1, captions=1)
+    body = {"stage": "all", "dataset": "d", "name": "m", "steps": 3}
+    job_id = client.post("/v1/trainings", json=body).get_json()["id"]
+    run_worker(datasets_dir=str(tmp_path / "sets"))
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert ran == ["vqgan"] and job["status"] == "canceled"
+    assert job["output"]["stopped_at"] == 3 and job["training"]["stopped_at"] == 3
+
+
 def test_training_vqgan_load_error_names_the_model(client, run_worker, overrides, monkeypatch):
     _fake_trainer(monkeypatch)
 
