@@ -172,6 +172,21 @@ def test_a_training_becomes_a_version_that_a_later_generation_uses(
     assert versions == [second["content_version"], first["content_version"]]
 
 
+@pytest.mark.slow
+def test_a_studio_adapts_the_bundled_model(client, farm, trainer_env):
+    """The common case: the bundled model's decoder, then its transformer (with its frozen
+    sentence encoder), fine-tuned on the studio's art; one step each, then generating."""
+    farm.spawn("w-1", env={**trainer_env, "PIXELSCENE_MODELS": "tiny="})
+    tune = train(client, stage="all", base_model="tiny", steps=1, name="studio")
+    done = wait_final(client, tune, timeout=180)
+    assert done["status"] == "succeeded" and done["output"]["model"] == "studio@1", done
+    version = client.get("/v1/models/studio/1").get_json()
+    assert version["base_model"] == "tiny" and version["generates"]
+    assert version["metrics"]["tokenizer"]["psnr"] > 15  # the bundled VQGAN's, barely moved
+    generation = post(client, "/v1/generations", {"prompt": "a castle", "model": "studio"})
+    assert wait_final(client, generation, timeout=180)["status"] == "succeeded"
+
+
 def test_a_killed_training_resumes_from_its_checkpoint_and_a_cancel_stops_it(
     client, farm, objects, trainer_env
 ):
