@@ -28,6 +28,7 @@ from pixelscene.transformer.tokenizer import Tokenizer
 
 HALVES = [Shard(0, 2), Shard(1, 2)]
 LAUNCH = Path(sys.executable).with_name("mlx.launch")
+BUDGET = ["--max-minutes", "1e-6"]  # spent before the first step
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +137,18 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+def two_ranks(script: Path, dump: Path, args: list[str]) -> dict:
+    """Run `pixelscene ARGS` on 2 ranks (each dumps its final weights in `dump`); returns
+    the one report (rank 0's)."""
+    launch = [str(LAUNCH), "-n", "2", "--backend", "ring", "-p", str(free_port_pair())]
+    launch += ["--python", sys.executable, "--", str(script), str(dump)]
+    done = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 1, done.stdout  # rank 0 reports for both
+    return reports[0]
+
+
 @pytest.mark.skipif(
     not (LAUNCH.exists() and mx.distributed.is_available()),
     reason="MLX was built without a distributed backend (no ring), or mlx.launch is missing",
@@ -145,21 +158,17 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(data, tmp_path):
     config.write_text(yaml.safe_dump(micro_tokenizer_run(batch_size=4, steps=4).to_dict()))
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
-    args = ["train", "tokenizer", "--config", str(config), "--data", str(data / "images")]
     one, two = tmp_path / "one", tmp_path / "two"
     two.mkdir()
-    launch = [str(LAUNCH), "-n", "2", "--backend", "ring", "-p", str(free_port_pair())]
-    launch += ["--python", sys.executable, "--", str(script), str(two)]
-    done = subprocess.run(
-        [*launch, *args, "--out", str(two), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == 1 and reports[0]["step"] == 4  # rank 0 reports for both
-    assert main([*args, "--out", str(one), "--no-progress"]) == 0
+    args = ["train", "tokenizer", "--config", str(config), "--data", str(data / "images")]
+    args += ["--no-progress", "--out"]
+    assert two_ranks(script, two, [*args, str(two)])["step"] == 4
+    # both ranks resume from the checkpoint; then rank 0's spent time budget stops both
+    assert two_ranks(script, two, [*args, str(two), "--resume", "--steps", "6"])["step"] == 6
+    stopped = two_ranks(script, two, [*args, str(two), "--resume", "--steps", "8"] + BUDGET)
+    assert stopped["step"] == 6 and stopped["budget_reached"]
+    assert main([*args, str(one)]) == 0
+    assert main([*args, str(one), "--resume", "--steps", "6"]) == 0
 
     ranks = [mx.load(str(two / f"rank{r}.safetensors")) for r in (0, 1)]
     saved = mx.load(str(two / "checkpoint" / "tokenizer.safetensors"))
@@ -172,6 +181,6 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(data, tmp_path):
     logs = [
         [json.loads(r) for r in (d / "train.jsonl").read_text().splitlines()] for d in (two, one)
     ]
-    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3, 4]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(*logs, strict=True):  # each rank's loss, averaged: the whole batch's
         assert a["ce"] == pytest.approx(b["ce"], rel=1e-4)

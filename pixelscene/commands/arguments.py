@@ -52,6 +52,11 @@ def add_run_arguments(
 ) -> None:
     """The flags of every `pixelscene train ...`: --out, --eval-data, --seed, --no-progress,
     --max-minutes, and where the run can resume --steps and --resume."""
+    parser.epilog = (
+        "Under `mlx.launch -n N ...` the run trains data-parallel on N ranks: batch sizes "
+        "are the global batch (each rank takes 1/N of it) and rank 0 alone writes; see "
+        "docs/distributed.md."
+    )
     parser.add_argument("--out", required=True, help=out_help)
     if resumable:
         parser.add_argument("--steps", type=int, help=steps_help)
@@ -93,8 +98,11 @@ def run_and_report(request: StageRequest, args: argparse.Namespace) -> int:
     from pixelscene.train import distributed
     from pixelscene.train.stages import run_stage
 
+    group = distributed.init()
     result = run_stage(request, progress=False if args.no_progress else None)
-    return report(result, show=distributed.init().rank() == 0)
+    status = report(result, show=group.rank() == 0)
+    distributed.barrier(group)  # rank 0 has reported before any rank exits
+    return status
 
 
 def report(result: Any, show: bool = True) -> int:
@@ -103,5 +111,5 @@ def report(result: Any, show: bool = True) -> int:
     from pixelscene.train.stages import result_summary
 
     if show:
-        print(json.dumps(result_summary(result)))
+        print(json.dumps(result_summary(result)), flush=True)
     return 130 if result.interrupted else 0

@@ -18,7 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, help="captioned dataset folder (its token cache is built once)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=_DEFAULTS.batch_size, help="whole images per step"
+        "--batch-size",
+        type=int,
+        default=_DEFAULTS.batch_size,
+        help="whole images per step (over all ranks)",
     )
     parser.add_argument(
         "--lr", type=float, default=_DEFAULTS.learning_rate, help="peak learning rate"

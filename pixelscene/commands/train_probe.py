@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         resumable=False,
     )
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="images per step (over all ranks)"
+    )
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument(
         "--channels",

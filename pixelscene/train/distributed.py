@@ -83,6 +83,11 @@ def gather(x: mx.array, group: Group) -> mx.array:
     return x if group.size() == 1 else mx.distributed.all_gather(x, group=group)
 
 
+def barrier(group: Group) -> None:
+    """Every rank waits here until all have come."""
+    any_rank(False, group)
+
+
 def any_rank(flag: bool, group: Group) -> bool:
     """True on every rank when it is true on any; pass `rank == 0 and ...` to have rank 0
     alone decide (an all-reduce: every rank must call it at the same point)."""
@@ -95,12 +100,12 @@ def any_rank(flag: bool, group: Group) -> bool:
 def main_first(group: Group) -> Iterator[None]:
     """Rank 0 runs the block before the others (it builds the caches they then read)."""
     if group.rank() > 0:
-        any_rank(False, group)
+        barrier(group)
     try:
         yield
     finally:
         if group.rank() == 0:
-            any_rank(False, group)
+            barrier(group)
 
 
 def start(modules: dict[str, nn.Module], optimizers: dict[str, Any], step: int, group: Group):

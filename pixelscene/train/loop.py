@@ -326,6 +326,9 @@ def run(
                 report()
             if saved_at != trainer.step:
                 trainer.save()
+            # mlx.launch stops every rank once one exits with an error (130: interrupted),
+            # so the others wait until rank 0 has written
+            distributed.barrier(group)
     finally:
         bar.close()
         trainer.close()
