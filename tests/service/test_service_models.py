@@ -6,12 +6,10 @@ client; test_service_trainings.py trains real ones with real workers."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from pixelscene.errors import ModelLoadError, PixelsceneError
 from pixelscene.testing import make_random_model_dir
@@ -208,21 +206,10 @@ def test_the_registry_loads_new_versions_on_first_use_and_stays_bounded(tmp_path
         registry.get("other@1")
 
 
-@pytest.fixture
-def served(make_app: Any, objects: Path) -> Any:
-    """The API on a port with a worker key, for a worker without the object directory."""
-    app = make_app(admin_keys=["adm"], worker_keys=["wk"])
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield app.test_client(), f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
 def test_a_worker_fetches_a_version_it_lacks_and_refuses_a_damaged_one(
-    served, objects, staged, tmp_path
+    make_app, serve, objects, staged, tmp_path
 ):
-    _, url = served
+    url = serve(make_app(admin_keys=["adm"], worker_keys=["wk"]))
     register(objects, staged, "studio", JOB_A)
     register(objects, staged, "studio", JOB_B)
     mini = Settings.load(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import pytest
 import yaml
 from PIL import Image
 from service_fakes import wait_for
-from werkzeug.serving import make_server
 
 from service import create_app
 
@@ -227,26 +225,16 @@ def test_a_generate_worker_never_takes_a_training(client, fake_farm, real_redis)
     assert after["status"] == "queued" and after["attempts"] == 0 and after["position"] == 0
 
 
-@pytest.fixture
-def served(redis_server: Any, real_redis: Any, objects: Path, presets: str) -> Any:
-    """The API on a port, with keys: what workers without the object directory talk to."""
+def test_workers_without_the_object_directory_register_and_fetch_versions(
+    serve, redis_server, real_redis, farm, objects, presets, tmp_path, trainer_env
+):
     app = create_app(
         {
             "redis_url": redis_server.url, "objects_dir": str(objects), "presets": presets,
             "admin_keys": ["admin"], "worker_keys": ["wk"],
         }
     )  # fmt: skip
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield app.test_client(), f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
-def test_workers_without_the_object_directory_register_and_fetch_versions(
-    served, farm, objects, tmp_path, trainer_env
-):
-    client, url = served
+    client, url = app.test_client(), serve(app)
     admin = {"Authorization": "Bearer admin"}
     remote = {"PIXELSCENE_RESULTS_URL": url, "PIXELSCENE_WORKER_KEY": "wk", **trainer_env}
     farm.spawn(
