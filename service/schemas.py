@@ -168,7 +168,7 @@ def training_schema(settings: JobSettings) -> dict[str, Any]:
                 "exclusiveMinimum": 0,
                 "maximum": 10080,
                 "description": "stop (evaluated and exported) once training has run this long; "
-                "stage all gives its tokenizer half and its transformer the rest",
+                "stage all gives each of its two stages half",
             },
             "base_model": {
                 "type": "string",

@@ -80,10 +80,8 @@ class Phase:
 
 @dataclass
 class Recipe:
-    """What a training request runs, in order, and what it is called."""
+    """What a training request runs, in order."""
 
-    stage: str  # the request's stage as given
-    preset: str | None  # None: the base model's own config
     phases: list[Phase] = field(default_factory=list)
 
     @property
@@ -115,14 +113,14 @@ def plan(
     if request.get("vqgan") and preset is None:
         preset = DEFAULT_PRESET  # the older fields: a transformer of the default preset
     options: dict[str, Any] = {"steps": request.get("steps") or None, "eval_dir": eval_data}
-    minutes = request.get("max_minutes") or None
-    recipe = Recipe(stage, preset)
+    recipe = Recipe()
     names = {"all": ["tokenizer", "transformer"], "transformer": ["transformer"]}.get(
         stage, ["tokenizer"]
     )  # vqgan and decoder, the older names, are tokenizer stages
+    minutes = request.get("max_minutes") or None
+    share = minutes / len(names) if minutes else None  # each stage keeps to its part
     tokenizer_dir = run / "tokenizer"
     if "tokenizer" in names:
-        share = minutes / 2 if minutes and len(names) == 2 else minutes
         recipe.phases.append(
             Phase("tokenizer", _tokenizer(preset, base, data, tokenizer_dir, share, options))
         )
@@ -136,7 +134,7 @@ def plan(
         config: str | Path = preset or (base if base is not None else DEFAULT_PRESET)
         request_ = TransformerRequest(
             data_dir=data, vqgan_dir=source, out_dir=run / "model", config=config,
-            init_from=init, max_minutes=minutes, **options,
+            init_from=init, max_minutes=share, **options,
         )  # fmt: skip
         recipe.phases.append(Phase("transformer", request_))
     return recipe

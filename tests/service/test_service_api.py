@@ -488,11 +488,11 @@ def test_a_training_request_becomes_typed_stage_requests(tmp_path):
     assert phases(new, base) == [
         ("tokenizer", DecoderRequest(data_dir=d, model_dir=base, out_dir=tok, eval_dir=e, steps=5))
     ]
-    # all: the tokenizer, then a transformer on it; the time budget shared out
+    # all: the tokenizer, then a transformer on it; each keeps to half the time budget
     both = phases({"stage": "all", "dataset": "x", "name": "m", "max_minutes": 10})
     assert [name for name, _ in both] == ["tokenizer", "transformer"]
     assert both[0][1].max_minutes == 5 and both[1][1] == TransformerRequest(
-        data_dir=d, vqgan_dir=tok, out_dir=model, eval_dir=e, config="tiny", max_minutes=10
+        data_dir=d, vqgan_dir=tok, out_dir=model, eval_dir=e, config="tiny", max_minutes=5
     )
     # transformer on a base: its own transformer fine-tuned, or a preset's trained anew
     tune = {"stage": "transformer", "dataset": "x", "base_model": "b", "name": "m"}
