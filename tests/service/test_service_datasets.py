@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from werkzeug.serving import make_server
 
 from pixelscene.data.datasets import CaptionDataset, ImageDataset
 from workers.datasets import fetch_dataset
@@ -387,19 +386,11 @@ def test_datasets_need_an_admin_key(make_app: Any):
 # --- workers without the object directory ---
 
 
-@pytest.fixture
-def served(make_app: Any) -> Iterator[tuple[Any, str]]:
-    """The API on a real port, with an admin and a worker key."""
+def test_a_remote_worker_fetches_a_dataset(
+    make_app: Any, serve: Any, objects: Path, tmp_path: Path
+):
     app = make_app(admin_keys=["admin"], worker_keys=["wk"])
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield app, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
-def test_a_remote_worker_fetches_a_dataset(served: tuple[Any, str], objects: Path, tmp_path: Path):
-    app, url = served
+    url = serve(app)
     client = app.test_client()
     headers = {**GZIP, "Authorization": "Bearer admin"}
     files = [(f"s/{n}", d) for n, d in good_files(3).items()] + [("s/x.txt", b"x")]
