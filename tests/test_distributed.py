@@ -137,10 +137,11 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def two_ranks(script: Path, dump: Path, args: list[str]) -> dict:
-    """Run `pixelscene ARGS` on 2 ranks (each dumps its final weights in `dump`); returns
-    the one report (rank 0's)."""
-    launch = [str(LAUNCH), "-n", "2", "--backend", "ring", "-p", str(free_port_pair())]
+def two_ranks(script: Path, dump: Path, args: list[str], hostfile: Path | None = None) -> dict:
+    """Run `pixelscene ARGS` on 2 local ranks, given by `-n 2` or a hostfile (each rank dumps
+    its final weights in `dump`); returns the one report (rank 0's)."""
+    hosts = ["--hostfile", str(hostfile)] if hostfile else ["-n", "2", "--backend", "ring"]
+    launch = [str(LAUNCH), *hosts, "-p", str(free_port_pair())]
     launch += ["--python", sys.executable, "--", str(script), str(dump)]
     done = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -163,8 +164,13 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(data, tmp_path):
     args = ["train", "tokenizer", "--config", str(config), "--data", str(data / "images")]
     args += ["--no-progress", "--out"]
     assert two_ranks(script, two, [*args, str(two)])["step"] == 4
-    # both ranks resume from the checkpoint; then rank 0's spent time budget stops both
-    assert two_ranks(script, two, [*args, str(two), "--resume", "--steps", "6"])["step"] == 6
+    # both ranks resume from the checkpoint (ranks from a hostfile, as on a farm); then rank
+    # 0's spent time budget stops both
+    hostfile = tmp_path / "hosts.json"
+    local = {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}
+    hostfile.write_text(json.dumps({"backend": "ring", "hosts": [local, local]}))
+    resumed = two_ranks(script, two, [*args, str(two), "--resume", "--steps", "6"], hostfile)
+    assert resumed["step"] == 6
     stopped = two_ranks(script, two, [*args, str(two), "--resume", "--steps", "8"] + BUDGET)
     assert stopped["step"] == 6 and stopped["budget_reached"]
     assert main([*args, str(one)]) == 0

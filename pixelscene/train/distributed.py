@@ -108,7 +108,9 @@ def main_first(group: Group) -> Iterator[None]:
             barrier(group)
 
 
-def start(modules: dict[str, nn.Module], optimizers: dict[str, Any], step: int, group: Group):
+def start(
+    modules: dict[str, nn.Module], optimizers: dict[str, Any], step: int, group: Group
+) -> None:
     """Before the first step: every rank must be at the same step (a resumed run reads the
     checkpoint on every machine), and takes rank 0's weights and optimizer states."""
     if group.size() == 1:
