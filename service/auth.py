@@ -33,7 +33,7 @@ from service.state import state
 PUBLIC_PATHS = ("/v1/health", "/openapi.json", "/")
 PUBLIC_PREFIXES = ("/ui/",)  # the page's script, styles and icon
 ROLES = ("generate", "admin")  # each may do what those before it may
-WORKER = "worker"  # beside ROLES: may only upload results, which admins may do too
+WORKER = "worker"  # beside ROLES: only /v1/internal/ and model reads, as admins may too
 INTERNAL_PREFIX = "/v1/internal/"
 WORKER_READS = re.compile(r"/v1/models/[^/]+/[^/]+(?:/files/[^/]+)?")
 
@@ -116,7 +116,9 @@ def check_api_key() -> None:
         )  # fmt: skip
     if caller.role == WORKER and not _worker_path():
         raise errors.ApiError(
-            403, "forbidden", "a worker key may only upload results",
+            403, "forbidden",
+            "a worker key may only hand results and models to the API and fetch datasets and "
+            "model versions",
             details={"required_role": "generate"},
         )  # fmt: skip
     if caller is not LOCAL:

@@ -485,7 +485,7 @@ def _required_roles() -> dict[tuple[str, str], str]:
 def _add_auth_responses(paths: dict[str, Any]) -> None:
     """401 and the per-key 429 on every operation that takes a key; 403 where a view
     requires another role than generate, or everywhere else when worker keys exist (they
-    may only upload results); 503 wherever Redis is needed."""
+    may only use /v1/internal/ and read model versions); 503 wherever Redis is needed."""
     roles = _required_roles()
     workers_keyed = bool(state().settings.worker_keys)
     for path, operations in paths.items():
@@ -499,7 +499,7 @@ def _add_auth_responses(paths: dict[str, Any]) -> None:
                 op["description"] = f"Needs a key with the {role} role."
                 responses["403"] = _err(f"the key lacks the {role} role (details.required_role)")
             elif workers_keyed and not path.startswith(INTERNAL_PREFIX):
-                responses["403"] = _err("a worker key, which may only upload results")
+                responses["403"] = _err("a worker key (only /v1/internal/ and model reads)")
             responses.setdefault(
                 "429", _err("this key's rate limit (by role); see Retry-After", RETRY_AFTER)
             )
