@@ -229,7 +229,9 @@ class TokenizerTrainer(loop.Trainer):
                 logits = logits.reshape(-1, logits.shape[-1])[idx]
                 target = index.reshape(-1)[idx]
                 per_pixel = nn.losses.cross_entropy(logits, target)
-                ce = (per_pixel * weights).sum() / weights.sum()
+                # over the whole batch's weight: the ranks' losses average to the batch's
+                total = mx.stop_gradient(distributed.mean(weights.sum(), group))
+                ce = (per_pixel * weights).sum() / total
                 exact = (mx.argmax(logits, axis=-1) == target).mean()
                 return ce, mx.stop_gradient(exact)
             target = color_levels(x, levels).reshape(-1, 3)[idx]  # (N, 3)
@@ -329,13 +331,14 @@ def train_tokenizer(
     common.prepare_out_dir(out_dir)
     trainer = TokenizerTrainer(cfg, out_dir, seed=seed, init_from=init_from)
     trainer.start(resume, max_minutes)
-    trainer.pool = CropPool(
-        list(data_dirs),
-        data_weights or [1.0] * len(data_dirs),
-        cfg.tokenizer.pad_rows,
-        cfg.tokenizer.palette_size,
-        sprites=tc.sprite_weight > 0,
-    )
+    with distributed.main_first(trainer.group):  # rank 0 writes the sprite mask caches
+        trainer.pool = CropPool(
+            list(data_dirs),
+            data_weights or [1.0] * len(data_dirs),
+            cfg.tokenizer.pad_rows,
+            cfg.tokenizer.palette_size,
+            sprites=tc.sprite_weight > 0,
+        )
     eval_set = ImageDataset(eval_dir if eval_dir else data_dirs[0])
     if not eval_dir:
         log.warning("no --eval-data: evaluating on training images")
