@@ -9,8 +9,9 @@ the weights. `CpuDecoder` runs the same step on weights copied out of the model 
 - as one call compiled by Numba (`cpu_kernels.step`): each weight row read once for all
   rows, float16 weights converted while being read (see there); a batch of
   `PARALLEL_MIN_ROWS` rows or more is split over the CPUs, one part per thread;
-- the self-attention keys/values live in preallocated (B, H, S, d) buffers and a step
-  attends over exactly the positions written so far;
+- the self-attention keys/values live in preallocated (B, H, d, S) buffers, transposed so
+  that attention's loops run over contiguous positions, and a step attends over exactly the
+  positions written so far;
 - the caption's cross-attention keys/values and mask come from `ImageTransformer.context`
   (MLX), computed once per prompt batch.
 
@@ -179,8 +180,9 @@ class CpuDecoder:
         that share it, up to its last unmasked position. A batch of `PARALLEL_MIN_ROWS` rows
         or more is split into one part per CPU; each part has its own contiguous arrays and
         steps on its own thread."""
-        cross_k = np.stack([_np(k) for k, _ in ctx.kv])  # (layers, C, H, L, d)
-        cross_v = np.stack([_np(v) for _, v in ctx.kv])
+        # (layers, C, H, d, L): transposed, as the step reads keys/values
+        cross_k = np.stack([_np(k) for k, _ in ctx.kv]).swapaxes(3, 4)
+        cross_v = np.stack([_np(v) for _, v in ctx.kv]).swapaxes(3, 4)
         bias = _np(ctx.bias)[:, 0, 0, :]  # (C, L)
         rows = np.arange(len(bias)) if rows is None else np.asarray(rows, np.intp)
         if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= len(bias):
@@ -200,7 +202,7 @@ class CpuDecoder:
 
     def _part(self, cross_k, cross_v, bias, rows) -> dict:
         B = len(rows)
-        shape = (self.num_layers, B, self.heads, self.seq_len, self.head_dim)
+        shape = (self.num_layers, B, self.heads, self.head_dim, self.seq_len)
         used, local = np.unique(rows, return_inverse=True)  # this part's captions
         bias = np.ascontiguousarray(bias[used])
         unmasked = bias > NEG_INF / 2

@@ -191,33 +191,49 @@ def exp_nonpositive(x):
 
 @nb.njit(fastmath=_FAST, cache=True)
 def _attend(q, keys, values, kv_rows, lengths, bias, scores, bits, out):
-    """One query per (row, head) over keys/values (K, H, S, d): row r reads entry kv_rows[r]
-    over its first lengths[kv_rows[r]] positions.
+    """One query per (row, head) over keys/values (K, H, d, S), stored transposed (dimension
+    i of position j at [e, h, i, j]): row r reads entry kv_rows[r] over its first
+    lengths[kv_rows[r]] positions.
 
     q, out (R, H * d); bias (K, S) additive, or with no rows for none; scores (float32) and
-    bits (uint32) are scratch of at least S. Indexes whole arrays rather than slicing them
-    (a slice costs reference counting) and reads each head's positions front to back; rows
-    that share an entry (one caption's images) reread it from cache, not memory."""
+    bits (uint32) are scratch of at least S. The scores of all positions build up four
+    dimensions at a time, and each output dimension is a sum over positions: every inner
+    loop runs over positions, which lie contiguous, so it is vectorised across them and
+    reads four rows of the cache front to back (a loop over the 64 dimensions of one key
+    would end in a horizontal sum for every position). Indexes whole arrays rather than
+    slicing them (a slice costs reference counting); rows that share an entry (one caption's
+    images) reread it from cache, not memory."""
     R = q.shape[0]
-    H, d = keys.shape[1], keys.shape[3]
+    H, d = keys.shape[1], keys.shape[2]
     scale = np.float32(1.0) / np.sqrt(np.float32(d))
     has_bias = bias.shape[0] > 0
+    full = d - d % 4
     for r in range(R):
         e = kv_rows[r]
         n = lengths[e]
         s, b = scores[:n], bits[:n]
         for h in range(H):
             base = h * d
+            for j in range(n):
+                s[j] = _F0
+            for i in range(0, full, 4):
+                q0, q1 = q[r, base + i] * scale, q[r, base + i + 1] * scale
+                q2, q3 = q[r, base + i + 2] * scale, q[r, base + i + 3] * scale
+                for j in range(n):
+                    s[j] += (
+                        q0 * keys[e, h, i, j] + q1 * keys[e, h, i + 1, j]
+                        + q2 * keys[e, h, i + 2, j] + q3 * keys[e, h, i + 3, j]
+                    )  # fmt: skip
+            for i in range(full, d):
+                q0 = q[r, base + i] * scale
+                for j in range(n):
+                    s[j] += q0 * keys[e, h, i, j]
+            if has_bias:
+                for j in range(n):
+                    s[j] += bias[e, j]
             top = np.float32(-np.inf)
             for j in range(n):
-                acc = _F0
-                for i in range(d):
-                    acc += q[r, base + i] * keys[e, h, j, i]
-                acc *= scale
-                if has_bias:
-                    acc += bias[e, j]
-                s[j] = acc
-                top = max(top, acc)
+                top = max(top, s[j])
             for j in range(n):
                 s[j] -= top
             _exp(s, b)
@@ -225,12 +241,23 @@ def _attend(q, keys, values, kv_rows, lengths, bias, scores, bits, out):
             for j in range(n):
                 total += s[j]
             inv = np.float32(1.0) / total
-            for i in range(d):
-                out[r, base + i] = _F0
-            for j in range(n):
-                p = s[j] * inv
-                for i in range(d):
-                    out[r, base + i] += p * values[e, h, j, i]
+            for i in range(0, full, 4):
+                a0 = a1 = a2 = a3 = _F0
+                for j in range(n):
+                    p = s[j]
+                    a0 += p * values[e, h, i, j]
+                    a1 += p * values[e, h, i + 1, j]
+                    a2 += p * values[e, h, i + 2, j]
+                    a3 += p * values[e, h, i + 3, j]
+                out[r, base + i] = a0 * inv
+                out[r, base + i + 1] = a1 * inv
+                out[r, base + i + 2] = a2 * inv
+                out[r, base + i + 3] = a3 * inv
+            for i in range(full, d):
+                a0 = _F0
+                for j in range(n):
+                    a0 += s[j] * values[e, h, i, j]
+                out[r, base + i] = a0 * inv
 
 
 @nb.njit(fastmath=_FAST, cache=True, nogil=True)
@@ -240,20 +267,20 @@ def step(x, t, eps, keys, values, cross_k, cross_v, cross_bias, cross_rows, cros
          head_w, head_b, logits):  # fmt: skip
     """One decoding step for rows x (R, D) (token + position embeddings) at position t.
 
-    keys/values (layers, R, H, S, d) get position t written. The captions: cross_k/cross_v
-    (layers, C, H, L, d) and cross_bias (C, L) for C distinct captions, row r reading caption
+    keys/values (layers, R, H, d, S), transposed as `_attend` reads them, get position t
+    written. The captions: cross_k/cross_v (layers, C, H, d, L) and cross_bias (C, L) for C distinct captions, row r reading caption
     cross_rows[r] (R,) over its first cross_lengths[c] (C,) positions (past them the bias only
     masks). norms (layers, 3, 2, D) hold norm1..3 (scale, shift); final_norm (2, D);
     *_w (layers, out, in) float32 or float16 bits (int16), *_b (layers, out); logits (R, V) is
     written. x is overwritten with the residual stream."""
     R, D = x.shape
-    H, d = keys.shape[2], keys.shape[4]
+    H, d = keys.shape[2], keys.shape[3]
     normed = np.empty((R, D), np.float32)
     qkv = np.empty((R, 3 * D), np.float32)
     att = np.empty((R, D), np.float32)
     tmp = np.empty((R, D), np.float32)
     hidden = np.empty((R, fc1_w.shape[1]), np.float32)
-    scores = np.empty(max(t + 1, cross_v.shape[3]), np.float32)
+    scores = np.empty(max(t + 1, cross_v.shape[4]), np.float32)
     bits = np.empty(scores.shape[0], np.uint32)
     no_bias = np.empty((0, 0), np.float32)
     self_rows = np.arange(R)
@@ -266,8 +293,8 @@ def step(x, t, eps, keys, values, cross_k, cross_v, cross_bias, cross_rows, cros
         for r in range(R):
             for h in range(H):
                 for i in range(d):
-                    kl[r, h, t, i] = qkv[r, D + h * d + i]
-                    vl[r, h, t, i] = qkv[r, 2 * D + h * d + i]
+                    kl[r, h, i, t] = qkv[r, D + h * d + i]
+                    vl[r, h, i, t] = qkv[r, 2 * D + h * d + i]
         _attend(qkv[:, :D], kl, vl, self_rows, self_lengths, no_bias, scores, bits, att)
         _linear(proj_w[layer], proj_b[layer], att, tmp)
         x += tmp
@@ -301,8 +328,8 @@ def warm_up() -> None:
         weights += [np.zeros((layers, dim, 4 * dim), dtype), np.zeros((layers, dim), f32)]
         step(
             np.zeros((rows, dim), f32), 0, f32(1e-5),
-            np.zeros((layers, rows, heads, seq, d), f32), np.zeros((layers, rows, heads, seq, d), f32),
-            np.zeros((layers, rows, heads, text, d), f32), np.zeros((layers, rows, heads, text, d), f32),
+            np.zeros((layers, rows, heads, d, seq), f32), np.zeros((layers, rows, heads, d, seq), f32),
+            np.zeros((layers, rows, heads, d, text), f32), np.zeros((layers, rows, heads, d, text), f32),
             np.zeros((rows, text), f32), np.arange(rows), np.full(rows, text),
             np.ones((layers, 3, 2, dim), f32), np.ones((2, dim), f32),
             *weights, np.zeros((vocab, dim), dtype), np.zeros(vocab, f32), np.empty((rows, vocab), f32),
