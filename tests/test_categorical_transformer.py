@@ -68,6 +68,27 @@ def test_positions_take_only_their_segments_tokens(model):
         )
         assert np.all(outside < MASKED / 2)
     assert model.token_bias_at(0)[0] == MASKED and model.token_bias_at(0)[-1] == 0
+    for t, (low, high) in enumerate(model.token_ranges()):  # where token_bias_at adds 0
+        assert np.flatnonzero(model.token_bias_at(t) == 0).tolist() == list(range(low, high))
+
+
+@pytest.mark.parametrize("noise", ["uniform", "gumbel"])
+@pytest.mark.parametrize("cfg_scale", [2.0, 1.0], ids=["guided", "unguided"])
+def test_cpu_engine_on_token_ranges_gives_the_full_heads_codes(model, noise, cfg_scale):
+    """The cpu engine's head and pick read only a position's token range; the mlx engine
+    adds the segment biases to the whole head's logits and draws over every token."""
+    layout = micro_categorical_config().token_layout()
+    ids = mx.array(np.random.default_rng(4).integers(1, 64, (2, 8)).astype(np.int32))
+    states, mask = model.encode_text(ids, ids > 0)
+    kw = dict(seeds=[5, 6, 7, 8], cfg_scale=cfg_scale, noise=noise, compiled=False)
+    runs = {}
+    for engine in ("cpu", "mlx"):
+        for step in generate_codes(model, states, mask, engine=engine, **kw):
+            runs[engine] = step.codes
+    assert np.array_equal(runs["cpu"], runs["mlx"])
+    palette, grid = runs["cpu"][:, : layout.grid_start], runs["cpu"][:, layout.grid_start :]
+    assert palette.min() >= 60 and palette.max() < layout.vocab and grid.max() < 60
+    assert len(np.unique(grid)) > 20  # real draws, not one token
 
 
 def test_cached_decode_equals_the_uncached_forward(model):

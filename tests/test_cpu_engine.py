@@ -161,6 +161,63 @@ def test_compiled_product_matches_float64_for_both_weight_formats(rows, outputs)
     assert np.array_equal(half, single)  # the same values, read from half the bytes
 
 
+@pytest.mark.parametrize("half", [True, False], ids=["float16", "float32"])
+def test_a_token_range_steps_exactly_those_logits(half):
+    """A position that may take only some tokens (a palette slot) has the head multiply only
+    their weight rows: the same values as those columns of the whole head's, to the bit."""
+    from pixelscene.model_io import round_to_float16
+
+    m = build(True)
+    if half:
+        round_to_float16(m)
+    dec = CpuDecoder(m)
+    assert dec.half == half
+    ctx = context(m, 3)
+    whole, ranged = dec.start(ctx), dec.start(ctx)
+    tokens = np.random.default_rng(4).integers(0, m.codebook_size, (3, 12))
+    ranges = [(0, 128), (3, 50), (127, 128), (61, 126), (1, 2), (5, 128)]
+    for t in range(12):
+        full = dec.step(whole, tokens[:, t], t)
+        low, high = ranges[t % len(ranges)]
+        part = dec.step(ranged, tokens[:, t], t, (low, high))
+        assert part.shape == (3, high - low)
+        assert np.array_equal(part, full[:, low:high])
+    for bad in [(5, 5), (-1, 3), (0, 129)]:
+        with pytest.raises(ValueError, match="token range"):
+            dec.step(whole, tokens[:, 0], 0, bad)
+
+
+def numpy_inverse_cdf(logits, guide, scale, temperature, u):
+    """`samplers.guided` then `samplers.inverse_cdf`, operation for operation in NumPy."""
+    if guide:
+        cond, uncond = np.split(logits, 2)
+        logits = uncond + np.float32(scale) * (cond - uncond)
+    logits = logits / np.float32(temperature)
+    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    cumulative = np.cumsum(weights, axis=-1, dtype=np.float32)
+    below = (cumulative <= u[:, None] * cumulative[:, -1:]).sum(axis=-1)
+    return np.minimum(below, logits.shape[-1] - 1).astype(np.int32)
+
+
+@pytest.mark.parametrize("guide", [True, False], ids=["guided", "unguided"])
+def test_compiled_uniform_pick_draws_as_numpy(guide):
+    rng = np.random.default_rng(int(guide))
+    for trial in range(300):
+        n = [1, 2, 7, 65, 600][trial % 5]
+        images = 1 + trial % 3
+        spread = [0.1, 1.0, 6.0][trial % 3]
+        logits = (spread * rng.standard_normal((2 * images if guide else images, n))).astype(
+            np.float32
+        )
+        u = rng.random(images).astype(np.float32)
+        u[0] = [0.0, 0.9999999, u[0]][trial % 3]  # the ends of the range too
+        temperature = [1.0, 0.7][trial % 2]
+        out = np.empty(images, np.int32)
+        cpu_kernels.pick_uniform(logits, guide, np.float32(2.5), np.float32(temperature), u, out)
+        ref = numpy_inverse_cdf(logits, guide, 2.5, temperature, u)
+        assert np.array_equal(out, ref), (trial, out, ref)
+
+
 def test_compiled_exp_is_accurate_to_float32_rounding():
     x = np.linspace(-87.0, 0.0, 100_001, dtype=np.float32)
     y = x.copy()

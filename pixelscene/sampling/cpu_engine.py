@@ -15,8 +15,10 @@ the weights. `CpuDecoder` runs the same step on weights copied out of the model 
 - the caption's cross-attention keys/values and mask come from `ImageTransformer.context`
   (MLX), computed once per prompt batch.
 
-Logits agree with `ImageTransformer.decode` to float32 rounding (tests check 1e-4). Picking
-the token (guidance, Gumbel noise) is NumPy for plain settings and the compiled MLX pick of
+Logits agree with `ImageTransformer.decode` to float32 rounding (tests check 1e-4). Where a
+position may take only some tokens (`ImageTransformer.token_ranges`: a palette slot takes 65
+of 15,425) the head computes and the pick reads only theirs. Picking the token (guidance,
+noise) is compiled for uniform noise, NumPy for Gumbel noise, and the compiled MLX pick of
 the mlx engine when top-k/top-p filters are on; both engines give the same codes. On a
 2-core CPU this engine is about 4-5x as fast as `mlx` at batch 1 (`pixelscene bench
 sampling`): the default on MLX's CPU device.
@@ -164,8 +166,8 @@ class CpuDecoder:
                 }
                 self.head = (head_half, self.head[1])
                 self.half = True
-        # `cpu_kernels.step`'s weight arguments, in order
-        self._step_weights = [a for pair in [*self.layers.values(), self.head] for a in pair]
+        # `cpu_kernels.step`'s weight arguments before the head's, in order
+        self._layer_weights = [a for pair in self.layers.values() for a in pair]
 
     @property
     def num_layers(self) -> int:
@@ -217,30 +219,38 @@ class CpuDecoder:
             "cross_lengths": np.where(unmasked.any(axis=1), last, bias.shape[1]).astype(np.intp),
         }
 
-    def step(self, state: dict, tokens: np.ndarray, t: int) -> np.ndarray:
-        """Logits (B, V) for the tokens (B,) at position t; writes their keys/values."""
+    def step(self, state: dict, tokens: np.ndarray, t: int, token_range=None) -> np.ndarray:
+        """Logits (B, V) for the tokens (B,) at position t; writes their keys/values.
+
+        token_range (low, high): only tokens low..high-1's logits, (B, high - low), exactly
+        those columns of the whole (the head multiplies only their weight rows)."""
         if not 0 <= t < self.seq_len:
             raise ValueError(f"position {t} outside 0..{self.seq_len - 1}")
+        head_w, head_b = self.head
+        low, high = (0, len(head_b)) if token_range is None else token_range
+        if not 0 <= low < high <= len(head_b):
+            raise ValueError(f"token range {low}..{high} outside 0..{len(head_b)}")
+        head = (head_w[low:high], head_b[low:high])
         x = self.token_embedding[np.asarray(tokens)] + self.pos_embedding[t]
         if state["pooled"] is not None:
             x += state["pooled"]
-        logits = np.empty((len(x), self.head[0].shape[0]), np.float32)
+        logits = np.empty((len(x), high - low), np.float32)
         *parts, last = state["parts"]
         pending = [
-            _pool().submit(self._step_part, part, x[lo:hi], t, logits[lo:hi])
+            _pool().submit(self._step_part, part, x[lo:hi], t, head, logits[lo:hi])
             for lo, hi, part in parts
         ]
         lo, hi, part = last
-        self._step_part(part, x[lo:hi], t, logits[lo:hi])
+        self._step_part(part, x[lo:hi], t, head, logits[lo:hi])
         for f in pending:
             f.result()
         return logits
 
-    def _step_part(self, part: dict, x: np.ndarray, t: int, logits: np.ndarray) -> None:
+    def _step_part(self, part: dict, x: np.ndarray, t: int, head, logits: np.ndarray) -> None:
         kernels().step(
             x, t, np.float32(self.eps), part["keys"], part["values"], part["cross_k"],
             part["cross_v"], part["bias"], part["cross_rows"], part["cross_lengths"], self.norms,
-            self.final_norm, *self._step_weights,
+            self.final_norm, *self._layer_weights, *head,
             logits,
         )  # fmt: skip
 
@@ -281,12 +291,15 @@ def _pick_fn(temperature, top_k, top_p, cfg_scale, noise) -> Callable:
     return _PICKERS[key]
 
 
-def _numpy_pick(draws, vocab: int, temperature, top_k, top_p, cfg_scale, noise):
-    """`pick` in NumPy, `pick(logits, t) -> tokens`, for settings without top-k/top-p
-    filters (the defaults), else None. Saves a round trip through MLX every token. `draws`
-    is the images' GumbelNoise or UniformNoise, as `noise` says."""
+def _plain_pick(draws, vocab: int, temperature, top_k, top_p, cfg_scale, noise):
+    """`pick` without MLX, `pick(logits, t, low) -> tokens`, for settings without top-k/top-p
+    filters (the defaults), else None; logits are those of tokens low.. (a position's token
+    range, outside which every logit carries `MASKED` and no draw lands). Saves a round trip
+    through MLX every token. `draws` is the images' GumbelNoise or UniformNoise, as `noise`
+    says; uniform draws are compiled (`cpu_kernels.pick_uniform`), the others NumPy."""
     if (0 < top_k < vocab) or top_p < 1.0:
         return None
+    guide = cfg_scale != 1.0
     scale = np.float32(cfg_scale)
     current: list = [None, None]  # the chunk of Gumbel noise in use, and it as NumPy
 
@@ -296,25 +309,27 @@ def _numpy_pick(draws, vocab: int, temperature, top_k, top_p, cfg_scale, noise):
             current[:] = [values, np.array(values, dtype=np.float32)]
         return current[1][:, i]
 
-    uniform = np.array(draws.values, dtype=np.float32) if noise == "uniform" else None
+    # (S, B): each position's values contiguous
+    uniform = np.array(draws.values, dtype=np.float32).T.copy() if noise == "uniform" else None
 
-    def numpy_pick(logits: np.ndarray, t: int) -> np.ndarray:
-        if cfg_scale != 1.0:  # rows [conditional; unconditional], as `guided`
+    def plain_pick(logits: np.ndarray, t: int, low: int) -> np.ndarray:
+        if uniform is not None and temperature > 0:
+            tokens = np.empty(uniform.shape[1], np.int32)
+            kernels().pick_uniform(
+                logits, guide, scale, np.float32(temperature), uniform[t], tokens
+            )
+            return tokens + low
+        if guide:  # rows [conditional; unconditional], as `guided`
             half = len(logits) // 2
             cond, uncond = logits[:half], logits[half:]
             logits = uncond + scale * (cond - uncond)
         if temperature <= 0:
-            return np.argmax(logits, axis=-1).astype(np.int32)
+            return np.argmax(logits, axis=-1).astype(np.int32) + low
         logits = logits / np.float32(temperature)
-        if uniform is None:
-            return np.argmax(logits + gumbel_at(t), axis=-1).astype(np.int32)
-        # `samplers.inverse_cdf`, operation for operation
-        weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        cumulative = np.cumsum(weights, axis=-1, dtype=np.float32)
-        below = (cumulative <= uniform[:, t, None] * cumulative[:, -1:]).sum(axis=-1)
-        return np.minimum(below, logits.shape[-1] - 1).astype(np.int32)
+        gumbel = gumbel_at(t)[:, low : low + logits.shape[1]]
+        return np.argmax(logits + gumbel, axis=-1).astype(np.int32) + low
 
-    return numpy_pick
+    return plain_pick
 
 
 def cpu_codes(
@@ -332,21 +347,25 @@ def cpu_codes(
     guide = settings["cfg_scale"] != 1.0
     N, S, V = len(seeds), model.seq_len, model.codebook_size
     noise = make_noise(settings["noise"], seeds, S, V)
-    choose = _numpy_pick(noise, V, **settings)
-    if choose is None:  # filters: the compiled MLX pick
+    # each position's token range: the head multiplies only its rows, the pick reads them
+    ranges = model.token_ranges().tolist()
+    choose = _plain_pick(noise, V, **settings)
+    if choose is None:  # filters: the compiled MLX pick, over the whole vocabulary
         mlx_pick = _pick_fn(**settings)
+        ranges = [(0, V)] * S
 
-        def choose(logits, t):
+        def choose(logits, t, low):
+            bias = model.token_bias_at(t)
+            if bias is not None:  # as `ImageTransformer.decode` adds it
+                logits += bias
             return np.array(mlx_pick(mx.array(logits), noise.at(t)), dtype=np.int32)
 
     codes = np.empty((N, S), np.int32)
     tokens = np.full(2 * N if guide else N, model.bos_id, np.int32)
     for t in range(S):
-        logits = decoder.step(state, tokens, t)
-        bias = model.token_bias_at(t)
-        if bias is not None:  # as `ImageTransformer.decode` adds it
-            logits += bias
-        nxt = choose(logits, t)
+        low, high = ranges[t]
+        logits = decoder.step(state, tokens, t, (low, high))
+        nxt = choose(logits, t, low)
         codes[:, t] = nxt
         tokens = np.concatenate([nxt, nxt]) if guide else nxt
         if (t + 1) % progress_every == 0 and t + 1 < S:

@@ -96,19 +96,21 @@ def _linear(w, b, x, out):
     """out = x @ w.T + b for w (N, K) float32 or float16 bits (int16), x (R, K).
 
     Four weight rows at a time, each multiplied into every pair of rows with eight float32
-    accumulators. With few rows the product waits on memory (the hardware prefetcher alone
-    keeps too few loads in flight), so while a group is multiplied the group four ahead is
-    prefetched."""
+    accumulators; a last group of fewer rows repeats its last one, so every output comes
+    out of the same loop and a product over some of w's rows (`step`'s token range) gives
+    exactly those outputs of the whole product. With few rows the product waits on memory
+    (the hardware prefetcher alone keeps too few loads in flight), so while a group is
+    multiplied the group four ahead is prefetched."""
     N, K = w.shape
     R = x.shape[0]
-    full = N - N % 4
     flat = w.reshape(-1)
     line = 64 // w.itemsize  # elements per cache line
     ahead = _AHEAD if R <= _PREFETCH_MAX_ROWS else N  # many rows: bound by arithmetic
-    for n in range(0, full, 4):
+    for n in range(0, N, 4):
         for e in range((n + ahead) * K, min(n + ahead + 4, N) * K, line):
             _prefetch(flat, e)
-        w0, w1, w2, w3 = w[n], w[n + 1], w[n + 2], w[n + 3]
+        n1, n2, n3 = min(n + 1, N - 1), min(n + 2, N - 1), min(n + 3, N - 1)
+        w0, w1, w2, w3 = w[n], w[n1], w[n2], w[n3]
         for r in range(0, R, 2):
             x0 = x[r]
             x1 = x[r + 1] if r + 1 < R else x[r]
@@ -124,22 +126,15 @@ def _linear(w, b, x, out):
                 c1 += p1 * v
                 c2 += p2 * v
                 c3 += p3 * v
+            out[r, n3] = a3 + b[n3]  # a repeated row is written first, then as its own
+            out[r, n2] = a2 + b[n2]
+            out[r, n1] = a1 + b[n1]
             out[r, n] = a0 + b[n]
-            out[r, n + 1] = a1 + b[n + 1]
-            out[r, n + 2] = a2 + b[n + 2]
-            out[r, n + 3] = a3 + b[n + 3]
             if r + 1 < R:
+                out[r + 1, n3] = c3 + b[n3]
+                out[r + 1, n2] = c2 + b[n2]
+                out[r + 1, n1] = c1 + b[n1]
                 out[r + 1, n] = c0 + b[n]
-                out[r + 1, n + 1] = c1 + b[n + 1]
-                out[r + 1, n + 2] = c2 + b[n + 2]
-                out[r + 1, n + 3] = c3 + b[n + 3]
-    for n in range(full, N):
-        wn = w[n]
-        for r in range(R):
-            a0 = _F0
-            for k in range(K):
-                a0 += _weight(wn, k) * x[r, k]
-            out[r, n] = a0 + b[n]
 
 
 @nb.njit(fastmath=_FAST, cache=True)
@@ -181,6 +176,18 @@ def _exp(x, bits):
     scale = bits.view(np.float32)
     for j in range(x.shape[0]):
         x[j] *= scale[j]
+
+
+@nb.njit(fastmath=_FAST, cache=True)
+def _exp_from_top(x, bits):
+    """x = exp(x - max(x)) in place: softmax's weights, the largest 1. (The largest is the
+    same in any order, and each difference is one rounding.)"""
+    top = np.float32(-np.inf)
+    for j in range(x.shape[0]):
+        top = max(top, x[j])
+    for j in range(x.shape[0]):
+        x[j] -= top
+    _exp(x, bits)
 
 
 @nb.njit(fastmath=_FAST, cache=True)
@@ -231,12 +238,7 @@ def _attend(q, keys, values, kv_rows, lengths, bias, scores, bits, out):
             if has_bias:
                 for j in range(n):
                     s[j] += bias[e, j]
-            top = np.float32(-np.inf)
-            for j in range(n):
-                top = max(top, s[j])
-            for j in range(n):
-                s[j] -= top
-            _exp(s, b)
+            _exp_from_top(s, b)
             total = _F0
             for j in range(n):
                 total += s[j]
@@ -258,6 +260,39 @@ def _attend(q, keys, values, kv_rows, lengths, bias, scores, bits, out):
                 for j in range(n):
                     a0 += s[j] * values[e, h, i, j]
                 out[r, base + i] = a0 * inv
+
+
+@nb.njit(cache=True, nogil=True)
+def pick_uniform(logits, guide, scale, temperature, u, out):
+    """Tokens as `samplers.inverse_cdf` draws them from `guided` logits: out[r] (N,) from
+    row r of logits (N or 2N, n), or with guide from rows r (conditional) and N + r
+    (unconditional) as `uncond + scale * (cond - uncond)`, divided by temperature, at the
+    uniform value u[r]: the first token whose cumulative weight exceeds u[r] times the total.
+
+    No fast-math here: guidance, the division and the cumulative sum (front to back) round
+    as NumPy's float32 operations do; only the exponential differs, `_exp`'s being accurate
+    to float32 rounding (weights below exp(-87) count as exp(-87), next to nothing).
+    Logits outside a position's token range carry a bias of -1e9 and weigh exactly 0, so
+    the caller passes the range's columns and adds its first token."""
+    N, n = out.shape[0], logits.shape[1]
+    g = np.empty(n, np.float32)
+    cumulative = np.empty(n, np.float32)
+    bits = np.empty(n, np.uint32)
+    for r in range(N):
+        if guide:
+            for j in range(n):
+                cond, uncond = logits[r, j], logits[N + r, j]
+                g[j] = (uncond + scale * (cond - uncond)) / temperature
+        else:
+            for j in range(n):
+                g[j] = logits[r, j] / temperature
+        _exp_from_top(g, bits)
+        total = _F0
+        for j in range(n):
+            total += g[j]
+            cumulative[j] = total
+        below = np.searchsorted(cumulative, u[r] * total, side="right")
+        out[r] = min(below, n - 1)
 
 
 @nb.njit(fastmath=_FAST, cache=True, nogil=True)
@@ -316,8 +351,9 @@ def step(x, t, eps, keys, values, cross_k, cross_v, cross_bias, cross_rows, cros
 
 
 def warm_up() -> None:
-    """Compile (or load from Numba's cache) `step` for both weight formats, with arrays shaped
-    and laid out as `CpuDecoder` passes them, so a worker's first job does not wait."""
+    """Compile (or load from Numba's cache) `step` for both weight formats and `pick_uniform`,
+    with arrays shaped and laid out as `CpuDecoder` and the pick pass them, so a worker's
+    first job does not wait."""
     layers, rows, heads, d, seq, text, vocab = 1, 2, 2, 4, 3, 2, 5
     dim = heads * d
     f32 = np.float32
@@ -334,3 +370,7 @@ def warm_up() -> None:
             np.ones((layers, 3, 2, dim), f32), np.ones((2, dim), f32),
             *weights, np.zeros((vocab, dim), dtype), np.zeros(vocab, f32), np.empty((rows, vocab), f32),
         )  # fmt: skip
+    pick_uniform(
+        np.zeros((rows, vocab), f32), True, f32(2.0), f32(1.0), np.zeros(1, f32),
+        np.empty(1, np.int32),
+    )  # fmt: skip

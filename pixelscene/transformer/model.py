@@ -143,6 +143,9 @@ class ImageTransformer(nn.Module):
         # the segments' logit biases, (segments + 1, V), and each position's row of it, or
         # None; underscored: not parameters
         self._token_bias, self._segment_of = token_bias(segments, seq_len, codebook_size)
+        self._token_ranges = np.tile(np.array([0, codebook_size], np.intp), (seq_len, 1))
+        for start, stop, low, high in segments:
+            self._token_ranges[start:stop] = low, high
         self.num_heads = cfg.num_heads
         dim = cfg.embed_dim
         if cfg.text_encoder == "learned":
@@ -221,6 +224,11 @@ class ImageTransformer(nn.Module):
         if self._token_bias is None:
             return None
         return np.array(self._token_bias[int(self._segment_of[t].item())])
+
+    def token_ranges(self) -> np.ndarray:
+        """Each position's allowed tokens low..high-1 as (seq_len, 2) [low, high): its
+        segment's, or the whole vocabulary (where `token_bias_at` adds nothing)."""
+        return self._token_ranges
 
     def inputs_for(self, codes: mx.array) -> mx.array:
         """Teacher-forcing inputs: BOS then codes[:, :-1]."""
