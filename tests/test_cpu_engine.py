@@ -2,7 +2,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from pixelscene.sampling import cpu_kernels
+from pixelscene.sampling import cpu_kernels, sample_codes
 from pixelscene.sampling.cpu_engine import (
     PARALLEL_MIN_ROWS,
     CpuDecoder,
@@ -235,6 +235,8 @@ def test_warm_up_compiles_what_real_steps_use():
     warm_up()
     compiled = len(cpu_kernels.step.signatures)
     assert compiled >= 2  # float16 bits and float32 weights
+    picks = len(cpu_kernels.pick_uniform.signatures)
+    assert picks >= 1
     for half in (True, False):
         m = build(False)
         if half:
@@ -244,7 +246,14 @@ def test_warm_up_compiles_what_real_steps_use():
         for batch in (1, PARALLEL_MIN_ROWS + 1):
             state = dec.start(context(m, batch))
             dec.step(state, np.full(batch, m.bos_id), 0)
+        ids = mx.array(np.arange(1, L + 1, dtype=np.int32)[None])
+        states, mask = m.encode_text(ids, ids > 0)
+        for cfg_scale in (2.0, 1.0):
+            sample_codes(
+                m, states, mask, seeds=[1], noise="uniform", cfg_scale=cfg_scale, engine="cpu"
+            )
     assert len(cpu_kernels.step.signatures) == compiled  # nothing new compiled
+    assert len(cpu_kernels.pick_uniform.signatures) == picks
 
 
 def test_sampler_threads_setting(monkeypatch):
