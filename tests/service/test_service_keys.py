@@ -165,7 +165,9 @@ def test_rate_limit_is_per_key_with_retry_after(make_app):
 
 
 def test_rate_limit_refills(make_app):
-    client = make_app(**KEYS, rate_limit_generate="20/s burst 1").test_client()
+    # 2/s: the bucket refills after 0.5 s, so the second request (made at once) finds it
+    # empty even on a busy machine (at 20/s a 50 ms pause between them refilled it)
+    client = make_app(**KEYS, rate_limit_generate="2/s burst 1").test_client()
     assert client.get("/v1/jobs", headers=A).status_code == 200
     limited = client.get("/v1/jobs", headers=A)
     assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
