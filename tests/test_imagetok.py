@@ -285,3 +285,17 @@ def test_sprite_weighted_training_reads_the_renderers_masks(data, tmp_path):
     assert 0 <= result.last_eval["pixel_accuracy_sprites"] <= 1  # scene evals know sprites
     with pytest.raises(PixelsceneError, match="palette_size"):
         train_tokenizer(micro_tokenizer_run(sprite_weight=1.0), [scenes], tmp_path / "n")
+
+
+def test_init_from_another_fsq_grid_is_said(data, tmp_path, caplog):
+    first = tmp_path / "first"
+    train_tokenizer(micro_tokenizer_run(steps=1), [data], first, progress_bar=False)
+    other = micro_tokenizer_run(steps=1)
+    other.tokenizer = micro_tokenizer_config(fsq_levels=[4, 5, 3])  # same shapes, other grid
+    with caplog.at_level("WARNING"):
+        TokenizerTrainer(other.validate(), tmp_path / "x", init_from=first)
+    assert "FSQ levels [5, 4, 3]; this run uses [4, 5, 3]" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        TokenizerTrainer(micro_tokenizer_run(steps=1), tmp_path / "y", init_from=first)
+    assert "FSQ levels" not in caplog.text

@@ -192,6 +192,7 @@ class TokenizerTrainer(loop.Trainer):
         self.model = ImageTokenizer(cfg.tokenizer)
         if init_from is not None:
             load_matching(Path(init_from) / WEIGHTS, self.model)
+            _warn_if_codes_differ(Path(init_from), cfg)
         mx.eval(self.model.parameters())
         schedule = common.warmup_cosine(self.tc.learning_rate, self.tc.warmup_steps, self.tc.steps)
         self.opt = optim.AdamW(
@@ -360,3 +361,19 @@ def _eval_masks(eval_set: ImageDataset, count: int) -> np.ndarray | None:
     except DataError as e:
         log.warning("no sprite figures in evaluations: %s", e)
         return None
+
+
+def _warn_if_codes_differ(init_from: Path, cfg: Config) -> None:
+    """Weights of the same shapes load whatever FSQ grid they were trained for: say so when
+    the new run's grid differs from the folder's (a deliberate change, or the wrong preset)."""
+    try:
+        theirs = model_io.load_model_config(init_from).tokenizer.fsq_levels
+    except PixelsceneError:
+        return  # a folder without a readable config.json: nothing to compare
+    if list(theirs) != list(cfg.tokenizer.fsq_levels):
+        log.warning(
+            "--init-from %s was trained with FSQ levels %s; this run uses %s (its codes differ)",
+            init_from,
+            list(theirs),
+            list(cfg.tokenizer.fsq_levels),
+        )
