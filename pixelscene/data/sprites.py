@@ -71,6 +71,40 @@ def cell_coverage(mask: np.ndarray, pad_rows: tuple[int, int], cell: int = CELL)
     return padded.reshape(h, cell, w, cell).mean(axis=(1, 3)).reshape(-1)
 
 
+def _cached_per_image(
+    data_dir: Path,
+    path: Path,
+    names: list[str],
+    compute,
+    desc: str,
+    progress: bool,
+    extra: dict[str, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """One array per named image of a synthetic dataset, `compute(mask)` of its sprite mask,
+    cached in `path` (with `extra` arrays, which must match for the cache to count) and
+    extended when new names are asked for."""
+    from tqdm import tqdm
+
+    extra = extra or {}
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path) as z:
+            fits = all(k in z and np.array_equal(z[k], v) for k, v in extra.items())
+            if fits and "values" in z:  # else another cache's layout: rebuilt
+                known = dict(zip(z["images"].tolist(), z["values"]))
+    missing = [n for n in dict.fromkeys(names) if n not in known]
+    if missing:
+        records = synth_records(data_dir)
+        for name in tqdm(missing, desc=desc, disable=not progress, unit="img"):
+            if name not in records:
+                raise DataError(f"{data_dir / 'attributes.jsonl'}: no record for {name}")
+            known[name] = compute(scene_sprites(records[name], data_dir / "images" / name))
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, images=np.array(list(known)), values=np.stack(list(known.values())), **extra)
+        tmp.replace(path)
+    return [known[n] for n in names]
+
+
 def sprite_coverage(
     data_dir: str | Path,
     names: list[str],
@@ -81,33 +115,16 @@ def sprite_coverage(
     """(len(names), codes) float32 sprite coverage of each named image of a synthetic dataset
     by cells of `cell` pixels, cached in DATA_DIR/sprites_HxW.npz (extended when new names
     are asked for)."""
-    from tqdm import tqdm
-
     data_dir = Path(data_dir)
     grid = ((H + sum(pad_rows)) // cell, W // cell)
     path = data_dir / f"sprites_{grid[0]}x{grid[1]}.npz"
-    known: dict[str, np.ndarray] = {}
-    if path.is_file():
-        with np.load(path) as z:
-            if tuple(z["pad_rows"]) == tuple(pad_rows):
-                known = dict(zip(z["images"].tolist(), z["coverage"]))
-    missing = [n for n in dict.fromkeys(names) if n not in known]
-    if missing:
-        records = synth_records(data_dir)
-        for name in tqdm(missing, desc="sprites", disable=not progress, unit="img"):
-            if name not in records:
-                raise DataError(f"{data_dir / 'attributes.jsonl'}: no record for {name}")
-            mask = scene_sprites(records[name], data_dir / "images" / name)
-            known[name] = cell_coverage(mask, pad_rows, cell)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            images=np.array(list(known)),
-            coverage=np.stack(list(known.values())).astype(np.float32),
-            pad_rows=np.array(pad_rows),
-        )
-        tmp.replace(path)
-    return np.stack([known[n] for n in names]).astype(np.float32)
+
+    def coverage(mask: np.ndarray) -> np.ndarray:
+        return cell_coverage(mask, pad_rows, cell).astype(np.float32)
+
+    extra = {"pad_rows": np.array(pad_rows)}
+    values = _cached_per_image(data_dir, path, names, coverage, "sprites", progress, extra)
+    return np.stack(values).astype(np.float32)
 
 
 MASKS_NAME = "sprite_masks.npz"
@@ -117,25 +134,12 @@ def sprite_masks(data_dir: str | Path, names: list[str], progress: bool = True) 
     """(len(names), 200, 320) bool: the pixels landmark and vegetation sprites cover in each
     named image of a synthetic dataset, cached (bit-packed) in DATA_DIR/sprite_masks.npz and
     extended when new names are asked for."""
-    from tqdm import tqdm
-
     data_dir = Path(data_dir)
-    path = data_dir / MASKS_NAME
-    known: dict[str, np.ndarray] = {}
-    if path.is_file():
-        with np.load(path) as z:
-            known = dict(zip(z["images"].tolist(), z["packed"]))
-    missing = [n for n in dict.fromkeys(names) if n not in known]
-    if missing:
-        records = synth_records(data_dir)
-        for name in tqdm(missing, desc="sprite masks", disable=not progress, unit="img"):
-            if name not in records:
-                raise DataError(f"{data_dir / 'attributes.jsonl'}: no record for {name}")
-            known[name] = np.packbits(scene_sprites(records[name], data_dir / "images" / name))
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, images=np.array(list(known)), packed=np.stack(list(known.values())))
-        tmp.replace(path)
-    packed = np.stack([known[n] for n in names])
+    packed = np.stack(
+        _cached_per_image(
+            data_dir, data_dir / MASKS_NAME, names, np.packbits, "sprite masks", progress
+        )
+    )
     return np.unpackbits(packed, axis=1, count=H * W).reshape(len(names), H, W).astype(bool)
 
 
