@@ -162,6 +162,12 @@ class TransformerConfig:
     # path from the caption to every position, which a small model learns far sooner than
     # it learns to use cross-attention (which stays, for the words' details).
     pooled_text: bool = False
+    # The output head. "full": one softmax over the whole vocabulary. "digits" (categorical
+    # tokenizer with a palette): a grid code is written as its FSQ digits one after another,
+    # each a small softmax given the position's state and the digits before it (the same
+    # likelihood, factorised: 35 logits instead of 15,360 for [8, 8, 8, 6, 5]); palette
+    # tokens keep a softmax over their own 65 values.
+    head: str = "full"
 
     def validate(self, prefix: str = "transformer") -> None:
         _positive(self, prefix, ["embed_dim", "num_heads", "num_layers", "mlp_ratio"])
@@ -177,6 +183,8 @@ class TransformerConfig:
             )
         if self.text_encoder not in ("learned", "minilm"):
             raise ConfigError(f"{prefix}.text_encoder must be 'learned' or 'minilm'")
+        if self.head not in ("full", "digits"):
+            raise ConfigError(f"{prefix}.head must be 'full' or 'digits', got {self.head!r}")
         for key in ("dropout", "cfg_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"{prefix}.{key} must be in [0, 1)")
@@ -319,6 +327,9 @@ class TokenLayout:
     grid: tuple[int, int]  # rows and columns of the code grid
     grid_start: int = 0  # sequence position of the grid's first code
     segments: tuple[tuple[int, int, int, int], ...] = ()
+    # FSQ levels of a grid code's digits (code = sum of digit_k * prod(levels[:k])), where
+    # the codes are FSQ codes; what a "digits" transformer head writes
+    digits: tuple[int, ...] = ()
 
     @property
     def length(self) -> int:
@@ -346,6 +357,14 @@ class Config:
             part = getattr(self, f.name)
             if hasattr(part, "validate"):
                 part.validate(f.name)
+        if self.transformer.head == "digits":
+            if self.image_tokenizer != "categorical" or not self.tokenizer.palette_size:
+                raise ConfigError(
+                    "transformer.head 'digits' needs image_tokenizer 'categorical' with a "
+                    "palette (tokenizer.palette_size > 0)"
+                )
+            if self.sampling.noise != "uniform":
+                raise ConfigError("transformer.head 'digits' draws with sampling.noise 'uniform'")
         return self
 
     def token_layout(self) -> TokenLayout:
@@ -363,7 +382,7 @@ class Config:
         length = head + grid[0] * grid[1]
         vocab = codes + tk.color_levels + 1  # the levels, then EMPTY
         segments = ((0, head, codes, vocab), (head, length, 0, codes))
-        return TokenLayout(vocab, (length,), grid, head, segments)
+        return TokenLayout(vocab, (length,), grid, head, segments, tuple(tk.fsq_levels))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

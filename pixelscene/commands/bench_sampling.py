@@ -73,6 +73,11 @@ def plan_generate(model, ctx, batch: int, first: int, count: int):
 
     generated = mx.zeros((batch, first), dtype=mx.int32)
     for _ in range(count):
+        if model.digits:  # the same uncached loop; the digits drawn as a grid code's (timing)
+            h = model.hidden(generated, ctx)[:, -1]
+            nxt = model.digit_head.sample(h, lambda k, lg: mx.random.categorical(lg), False)
+            generated = mx.concatenate([generated, nxt[:, None].astype(mx.int32)], axis=1)
+            continue
         logits = model.decode(generated, ctx)  # whole prefix, no cache
         probs = mx.softmax(logits[:, -1, :], axis=-1)
         nxt = mx.random.categorical(probs)[:, None]  # (the plan's bug, kept for timing)

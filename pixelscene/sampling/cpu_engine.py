@@ -39,6 +39,7 @@ import numpy as np
 
 from pixelscene.errors import PixelsceneError
 from pixelscene.sampling.samplers import make_noise, make_sampler, pick
+from pixelscene.transformer.digits import NumpyDigitHead
 from pixelscene.transformer.model import Context, ImageTransformer
 from pixelscene.transformer.text_encoder import NEG_INF
 
@@ -140,7 +141,7 @@ class CpuDecoder:
         self.head_dim = self.dim // self.heads
         self.seq_len = model.seq_len
         self.eps = float(model.norm.eps)
-        self.token_embedding = _np(model.token_embedding.weight)
+        self.token_embedding = _np(model.input_table())
         self.pos_embedding = _np(model.pos_embedding)
         blocks = model.blocks
         # (layers, 3, 2, dim): norm1..norm3 of each block, (scale, shift)
@@ -154,6 +155,9 @@ class CpuDecoder:
             pairs = [_weights(get(b)) for b in blocks]
             self.layers[name] = (np.stack([w for w, _ in pairs]), np.stack([b for _, b in pairs]))
         self.head = _weights(model.head)
+        self.rest_low = model.rest_low  # the head's first row scores this token
+        # a digits head's grid codes are drawn from the final states (`digit_head`)
+        self.digit_head = NumpyDigitHead(model.digit_head) if model.digits else None
         # float16 bits where that loses nothing (a model loaded from its float16 file): one
         # copy of the weights, half the bytes per step.
         self.half = False
@@ -168,6 +172,11 @@ class CpuDecoder:
                 self.half = True
         # `cpu_kernels.step`'s weight arguments before the head's, in order
         self._layer_weights = [a for pair in self.layers.values() for a in pair]
+        # a "head" that returns the final states unchanged (x @ I.T + 0 is exactly x), in the
+        # weights' format
+        eye = np.eye(self.dim, dtype=np.float32)
+        self._identity = (eye.astype(np.float16).view(np.int16) if self.half else eye,
+                          np.zeros(self.dim, np.float32))  # fmt: skip
 
     @property
     def num_layers(self) -> int:
@@ -219,18 +228,25 @@ class CpuDecoder:
             "cross_lengths": np.where(unmasked.any(axis=1), last, bias.shape[1]).astype(np.intp),
         }
 
-    def step(self, state: dict, tokens: np.ndarray, t: int, token_range=None) -> np.ndarray:
+    def step(
+        self, state: dict, tokens: np.ndarray, t: int, token_range=None, hidden: bool = False
+    ) -> np.ndarray:
         """Logits (B, V) for the tokens (B,) at position t; writes their keys/values.
 
         token_range (low, high): only tokens low..high-1's logits, (B, high - low), exactly
-        those columns of the whole (the head multiplies only their weight rows)."""
+        those columns of the whole (the head multiplies only their weight rows). hidden:
+        the final normalised states (B, dim) instead (what a digits head reads)."""
         if not 0 <= t < self.seq_len:
             raise ValueError(f"position {t} outside 0..{self.seq_len - 1}")
-        head_w, head_b = self.head
-        low, high = (0, len(head_b)) if token_range is None else token_range
-        if not 0 <= low < high <= len(head_b):
-            raise ValueError(f"token range {low}..{high} outside 0..{len(head_b)}")
-        head = (head_w[low:high], head_b[low:high])
+        if hidden:
+            head, low, high = self._identity, 0, self.dim
+        else:
+            head_w, head_b = self.head
+            first, last = self.rest_low, self.rest_low + len(head_b)
+            low, high = (first, last) if token_range is None else token_range
+            if not first <= low < high <= last:
+                raise ValueError(f"token range {low}..{high} outside {first}..{last}")
+            head = (head_w[low - first : high - first], head_b[low - first : high - first])
         x = self.token_embedding[np.asarray(tokens)] + self.pos_embedding[t]
         if state["pooled"] is not None:
             x += state["pooled"]
@@ -344,6 +360,9 @@ def cpu_codes(
     int32). Row r reads caption rows[r] of ctx."""
     decoder = cpu_decoder(model)
     state = decoder.start(ctx, rows)
+    if model.digits:
+        yield from _digit_codes(model, decoder, state, seeds, settings, progress_every)
+        return
     guide = settings["cfg_scale"] != 1.0
     N, S, V = len(seeds), model.seq_len, model.codebook_size
     noise = make_noise(settings["noise"], seeds, S, V)
@@ -371,3 +390,59 @@ def cpu_codes(
         if (t + 1) % progress_every == 0 and t + 1 < S:
             yield t + 1, None
     yield S, codes
+
+
+def _digit_pick(draws, temperature, top_k, top_p, cfg_scale, noise) -> Callable:
+    """`pick(logits, t, k) -> (B,) int32`: position t's digit k (or its palette token, k 0)
+    from its logits (B or 2B, n) and the images' uniform values, as the mlx engine's `pick`
+    draws it: compiled (`cpu_kernels.pick_uniform`) without filters, the compiled MLX pick
+    with them."""
+    u = np.array(draws.values, dtype=np.float32).transpose(1, 2, 0).copy()  # (S, K, B)
+    guide = cfg_scale != 1.0
+    if top_k > 0 or top_p < 1.0:
+        mlx_pick = _pick_fn(temperature, top_k, top_p, cfg_scale, noise)
+        return lambda logits, t, k: np.array(
+            mlx_pick(mx.array(logits), mx.array(u[t, k])), dtype=np.int32
+        )
+    scale, temp = np.float32(cfg_scale), np.float32(temperature)
+
+    def plain(logits: np.ndarray, t: int, k: int) -> np.ndarray:
+        if temperature <= 0:
+            if guide:
+                cond, uncond = np.split(logits, 2)
+                logits = uncond + scale * (cond - uncond)
+            return np.argmax(logits, axis=-1).astype(np.int32)
+        out = np.empty(u.shape[2], np.int32)
+        kernels().pick_uniform(np.ascontiguousarray(logits), guide, scale, temp, u[t, k], out)
+        return out
+
+    return plain
+
+
+def _digit_codes(model, decoder, state, seeds, settings, progress_every):
+    """`cpu_codes` for a digits head: palette tokens from their logits, grid codes digit by
+    digit from the final states (`NumpyDigitHead.sample`)."""
+    guide = settings["cfg_scale"] != 1.0
+    N, S, V = len(seeds), model.seq_len, model.codebook_size
+    head = decoder.digit_head
+    noise = make_noise(settings["noise"], seeds, S, V, len(head.levels))
+    pick_at = _digit_pick(noise, **settings)
+    ranges = model.token_ranges().tolist()
+    codes = np.empty((N, S), np.int32)
+    tokens = np.full(2 * N if guide else N, model.bos_id, np.int32)
+    for t in range(S):
+        if t >= model.grid_start:
+            h = decoder.step(state, tokens, t, hidden=True)
+            nxt = head.sample(h, partial(_at_position, pick_at, t), guide)
+        else:
+            low, high = ranges[t]
+            nxt = pick_at(decoder.step(state, tokens, t, (low, high)), t, 0) + low
+        codes[:, t] = nxt
+        tokens = np.concatenate([nxt, nxt]) if guide else nxt
+        if (t + 1) % progress_every == 0 and t + 1 < S:
+            yield t + 1, None
+    yield S, codes
+
+
+def _at_position(pick_at, t: int, k: int, logits: np.ndarray) -> np.ndarray:
+    return pick_at(logits, t, k)

@@ -32,15 +32,26 @@ def attention_window(t: int, length: int, chunk: int | None = None) -> int:
     return min(length, -(-(t + 1) // chunk) * chunk)
 
 
-def _step(model, sampler, cfg_scale, guide, window, tokens, offset, caches, ctx_arrays, noise):
+def _step(
+    model, sampler, cfg_scale, guide, window, grid, tokens, offset, caches, ctx_arrays, noise
+):
     """One token for every image (noise: the images' noise at this position, (B, V) Gumbel or
-    (B,) uniform values);
-    pure in its array arguments, so it compiles."""
+    (B,) uniform values, or (B, digits) for a digits head; grid: the position is one of a
+    digits head's grid codes); pure in its array arguments, so it compiles."""
     n = len(model.blocks)
     cache = [StaticKVCache(caches[2 * i], caches[2 * i + 1], offset, window) for i in range(n)]
     ctx = Context.from_arrays(ctx_arrays, n)
-    logits = model.decode(tokens, ctx, cache, offset)[:, -1]  # (B or 2B, V)
-    nxt = pick(sampler, cfg_scale, guide, logits, noise)  # (B,)
+    if model.digits:
+        h = model.hidden(tokens, ctx, cache, offset)[:, -1]  # (B or 2B, dim)
+        if grid:
+            nxt = model.digit_head.sample(
+                h, lambda k, lg: pick(sampler, cfg_scale, guide, lg, noise[:, k]), guide
+            )
+        else:
+            nxt = pick(sampler, cfg_scale, guide, model.head(h), noise[:, 0]) + model.rest_low
+    else:
+        logits = model.decode(tokens, ctx, cache, offset)[:, -1]  # (B or 2B, V)
+        nxt = pick(sampler, cfg_scale, guide, logits, noise)  # (B,)
     feed = mx.concatenate([nxt, nxt]) if guide else nxt
     new_caches = [a for c in cache for a in (c.keys, c.values)]
     return nxt, feed[:, None], new_caches
@@ -65,15 +76,15 @@ class _CompiledSteps(dict):
 
 
 def _step_fn(
-    model, temperature, top_k, top_p, cfg_scale, noise, window, compiled: bool
+    model, temperature, top_k, top_p, cfg_scale, noise, window, grid, compiled: bool
 ) -> Callable:
     guide = cfg_scale != 1.0
     sampler = make_sampler(temperature, top_k, top_p, noise)
-    fn = partial(_step, model, sampler, cfg_scale, guide, window)
+    fn = partial(_step, model, sampler, cfg_scale, guide, window, grid)
     if not compiled:
         return fn
     steps = _CompiledSteps.of(model)
-    key = (temperature, top_k, top_p, cfg_scale, noise, window)
+    key = (temperature, top_k, top_p, cfg_scale, noise, window, grid)
     if key not in steps:
         if len(steps) >= _CompiledSteps.LIMIT:
             steps.pop(next(iter(steps)))
@@ -101,15 +112,20 @@ def mlx_codes(
     B, H, d = states.shape[0], model.num_heads, model.cfg.embed_dim // model.num_heads
     empty = StaticKVCache.empty(B, H, S, d)
     caches = [mx.zeros_like(empty.keys) for _ in range(2 * len(model.blocks))]
-    noise = make_noise(settings["noise"], seeds, S, V)
+    draws = len(model.digit_head.levels) if model.digits else 1
+    noise = make_noise(settings["noise"], seeds, S, V, draws)
     tokens = mx.full((B, 1), model.bos_id, dtype=mx.int32)
     offsets = [mx.array([t], mx.int32) for t in range(S)]
-    wins = [attention_window(t, S) for t in range(S)]
+    # (attention window, digits head's grid position) of each step: one compiled step each
+    kinds = [(attention_window(t, S), model.digits and t >= model.grid_start) for t in range(S)]
     mx.eval(ctx_arrays, caches)
-    steps = {w: _step_fn(model, **settings, window=w, compiled=compiled) for w in set(wins)}
+    steps = {
+        (w, g): _step_fn(model, **settings, window=w, grid=g, compiled=compiled)
+        for w, g in set(kinds)
+    }
     out = []
     for t in range(S):
-        step = steps[wins[t]]
+        step = steps[kinds[t]]
         nxt, tokens, caches = step(tokens, offsets[t], caches, ctx_arrays, noise.at(t))
         out.append(nxt)
         mx.async_eval(nxt, tokens, caches)

@@ -113,21 +113,26 @@ class GumbelNoise:
 
 class UniformNoise:
     """Each image's uniform value in [0, 1) for every position, `at(t)` -> (B,), from
-    mx.random.key(seed) alone (the "uniform" sampler's noise)."""
+    mx.random.key(seed) alone (the "uniform" sampler's noise). With `draws` > 1, that many
+    values per position, `at(t)` -> (B, draws): one per digit of a digits head."""
 
-    def __init__(self, seeds: list[int], length: int):
+    def __init__(self, seeds: list[int], length: int, draws: int = 1):
         keys = [mx.random.key(s) for s in seeds]
-        self.values = mx.stack([mx.random.uniform(shape=(length,), key=k) for k in keys])
+        shape = (length,) if draws == 1 else (length, draws)
+        self.values = mx.stack([mx.random.uniform(shape=shape, key=k) for k in keys])
         mx.eval(self.values)
 
     def at(self, t: int) -> mx.array:
         return self.values[:, t]
 
 
-def make_noise(kind: str, seeds: list[int], length: int, vocab: int):
-    """The noise a `kind` sampler reads: GumbelNoise or UniformNoise."""
+def make_noise(kind: str, seeds: list[int], length: int, vocab: int, draws: int = 1):
+    """The noise a `kind` sampler reads: GumbelNoise or UniformNoise (`draws` values per
+    position: a digits head's digits)."""
     if kind == "uniform":
-        return UniformNoise(seeds, length)
+        return UniformNoise(seeds, length, draws)
+    if draws != 1:
+        raise ValueError("a digits head draws with uniform noise")
     if kind != "gumbel":
         raise ValueError(f"noise must be 'gumbel' or 'uniform', got {kind!r}")
     return GumbelNoise(seeds, length, vocab)

@@ -97,10 +97,8 @@ def sequence_loss(
             states = noisy_states(states, text_noise)
     if drop is not None:
         mask = mask & ~drop[:, None]
-    logits = model(codes, states, mask)
-    if weights is None:
-        return nn.losses.cross_entropy(logits, codes, reduction="mean")
-    return (nn.losses.cross_entropy(logits, codes, reduction="none") * weights).mean()
+    nll = model.nll(codes, states, mask)
+    return nll.mean() if weights is None else (nll * weights).mean()
 
 
 def held_out_loss(

@@ -22,6 +22,7 @@ import numpy as np
 
 from pixelscene.config import Config, TransformerConfig
 from pixelscene.transformer.cache import KVCache
+from pixelscene.transformer.digits import DigitHead
 from pixelscene.transformer.text_encoder import (
     MLP,
     TextEncoder,
@@ -125,6 +126,10 @@ class ImageTransformer(nn.Module):
         segments: (start, stop, low, high): positions start..stop-1 may only take tokens
             low..high-1 (`TokenLayout.segments`); the others' logits are pushed to
             `MASKED`, in training and sampling alike. None: every token everywhere.
+        digits: the grid codes' FSQ levels (`TokenLayout.digits`), for cfg.head "digits":
+            grid positions (the segment of tokens 0..prod(digits)-1) are written digit by
+            digit (`DigitHead`); the other segments' tokens, codebook .. vocab-1 (the
+            palette's levels and EMPTY), keep a softmax over just those (`head`).
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class ImageTransformer(nn.Module):
         seq_len: int = 260,
         text_dim: int | None = None,
         segments: tuple[tuple[int, int, int, int], ...] = (),
+        digits: tuple[int, ...] = (),
     ):
         super().__init__()
         self.cfg = cfg
@@ -163,7 +169,12 @@ class ImageTransformer(nn.Module):
             for _ in range(cfg.num_layers)
         ]
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, codebook_size)
+        self.grid_start = seq_len  # digits head: positions grid_start.. write FSQ codes
+        self.rest_low = 0  # the first token `head` scores
+        if cfg.head == "digits":
+            self.grid_start, self.rest_low = digit_layout(segments, seq_len, digits)
+            self.digit_head = DigitHead(dim, digits)
+        self.head = nn.Linear(dim, codebook_size - self.rest_low)
 
     def encode_text(self, ids: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
         """Learned encoder: token ids (B, L) and mask (B, L) -> (states (B, L, D), mask)."""
@@ -193,8 +204,24 @@ class ImageTransformer(nn.Module):
             pooled = self.pooled_mlp(mean)  # (B, 1, dim)
         return Context(kv, mask_bias(mask), pooled)
 
-    def decode(self, tokens: mx.array, ctx: Context, cache=None, offset=0) -> mx.array:
-        """Logits (B, T, codebook_size) for input tokens (B, T) at positions offset..offset+T-1.
+    @property
+    def digits(self) -> bool:
+        """True where grid codes are written digit by digit (cfg.head "digits")."""
+        return "digit_head" in self
+
+    def input_table(self) -> mx.array:
+        """(codebook_size + 1, dim): each input token's embedding (BOS last). With the digits
+        head a grid code's row adds its digits' embeddings."""
+        table = self.token_embedding.weight
+        if not self.digits:
+            return table
+        codes = self.digit_head.codebook_size
+        extra = mx.zeros((table.shape[0] - codes, table.shape[1]), dtype=table.dtype)
+        return table + mx.concatenate([self.digit_head.input_table(), extra])
+
+    def hidden(self, tokens: mx.array, ctx: Context, cache=None, offset=0) -> mx.array:
+        """The final normalised states (B, T, dim) for input tokens (B, T) at positions
+        offset..offset+T-1, what the output heads read.
 
         `offset` is an int, or an int32 array of shape (1,) with a StaticKVCache.
         """
@@ -203,15 +230,29 @@ class ImageTransformer(nn.Module):
             pos = self.pos_embedding[offset : offset + T]
         else:
             pos = mx.take(self.pos_embedding, mx.arange(T) + offset, axis=0)
-        x = self.token_embedding(tokens) + pos
+        if self.digits:
+            x = mx.take(self.input_table(), tokens, axis=0) + pos
+        else:
+            x = self.token_embedding(tokens) + pos
         if ctx.pooled is not None:
             x = x + ctx.pooled
         x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             x = block(x, ctx.kv[i], ctx.bias, offset, None if cache is None else cache[i])
-        logits = self.head(self.norm(x))
+        return self.norm(x)
+
+    def decode(self, tokens: mx.array, ctx: Context, cache=None, offset=0) -> mx.array:
+        """Logits (B, T, codebook_size) for input tokens (B, T) at positions offset..offset+T-1
+        (a "full" head; a digits head has no such logits: see `hidden`, `nll`).
+
+        `offset` is an int, or an int32 array of shape (1,) with a StaticKVCache.
+        """
+        if self.digits:
+            raise ValueError("a digits head writes codes digit by digit: it has no full logits")
+        logits = self.head(self.hidden(tokens, ctx, cache, offset))
         if self._token_bias is None:
             return logits
+        T = tokens.shape[1]
         if isinstance(offset, int):
             rows = self._segment_of[offset : offset + T]
         else:
@@ -240,6 +281,18 @@ class ImageTransformer(nn.Module):
         """Training / reference forward: logits (B, S, codebook_size) predicting codes (B, S)."""
         return self.decode(self.inputs_for(codes), self.context(states, mask))
 
+    def nll(self, codes: mx.array, states: mx.array, mask: mx.array) -> mx.array:
+        """-log p of each code given the codes before it and the caption: (B, S) from codes
+        (B, S); what training minimises, with either head."""
+        if not self.digits:
+            return nn.losses.cross_entropy(self(codes, states, mask), codes, reduction="none")
+        h = self.hidden(self.inputs_for(codes), self.context(states, mask))
+        g = self.grid_start
+        rest = nn.losses.cross_entropy(
+            self.head(h[:, :g]), codes[:, :g] - self.rest_low, reduction="none"
+        )
+        return mx.concatenate([rest, self.digit_head.nll(h[:, g:], codes[:, g:])], axis=1)
+
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.blocks]
 
@@ -259,6 +312,22 @@ def token_bias(segments, seq_len: int, vocab: int) -> tuple[mx.array | None, mx.
     return mx.array(bias), mx.array(row)
 
 
+def digit_layout(segments, seq_len: int, digits) -> tuple[int, int]:
+    """(grid_start, rest_low) for a digits head: the grid segment (tokens 0..prod(digits)-1)
+    must end the sequence, and every position before it take tokens prod(digits).. only."""
+    if not digits or not segments:
+        raise ValueError("a digits head needs a layout with FSQ digits and segments")
+    codes = int(np.prod(digits))
+    grid = [s for s in segments if s[2:] == (0, codes)]
+    if len(grid) != 1 or grid[0][1] != seq_len:
+        raise ValueError("a digits head needs one grid segment of the FSQ codes, last")
+    start = grid[0][0]
+    for s in segments:
+        if s is not grid[0] and (s[2] < codes or s[1] > start):
+            raise ValueError(f"segment {s}: before the grid, tokens from {codes} on")
+    return start, codes
+
+
 def build_transformer(cfg: Config) -> ImageTransformer:
     """An ImageTransformer shaped by a model's config: the image tokenizer's vocabulary and
     sequence (`Config.token_layout`), and the conditioning width of its text encoder."""
@@ -268,4 +337,6 @@ def build_transformer(cfg: Config) -> ImageTransformer:
 
         text_dim = MINILM_DIM
     layout = cfg.token_layout()
-    return ImageTransformer(cfg.transformer, layout.vocab, layout.length, text_dim, layout.segments)
+    return ImageTransformer(
+        cfg.transformer, layout.vocab, layout.length, text_dim, layout.segments, layout.digits
+    )
