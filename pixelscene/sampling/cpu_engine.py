@@ -47,6 +47,14 @@ log = logging.getLogger(__name__)
 
 
 @cache
+def digit_kernels():
+    """The `digit_kernels` module, imported on first use (as `kernels`)."""
+    from pixelscene.sampling import digit_kernels
+
+    return digit_kernels
+
+
+@cache
 def kernels():
     """The `cpu_kernels` module, imported on first use: Numba and LLVM add ~120 MB to a
     process, which a worker sampling with MLX on a GPU does not need."""
@@ -96,6 +104,7 @@ def warm_up() -> None:
     sampler_threads()
     t0 = time.perf_counter()
     kernels().warm_up()
+    digit_kernels().warm_up()
     seconds = time.perf_counter() - t0
     if seconds > 3:
         log.info("compiled the CPU sampler in %.0f s; later runs load it from disk", seconds)
@@ -158,6 +167,7 @@ class CpuDecoder:
         self.rest_low = model.rest_low  # the head's first row scores this token
         # a digits head's grid codes are drawn from the final states (`digit_head`)
         self.digit_head = NumpyDigitHead(model.digit_head) if model.digits else None
+        self._digit_arrays = None
         # float16 bits where that loses nothing (a model loaded from its float16 file): one
         # copy of the weights, half the bytes per step.
         self.half = False
@@ -177,6 +187,12 @@ class CpuDecoder:
         eye = np.eye(self.dim, dtype=np.float32)
         self._identity = (eye.astype(np.float16).view(np.int16) if self.half else eye,
                           np.zeros(self.dim, np.float32))  # fmt: skip
+
+    def digit_arrays(self) -> tuple:
+        """The digits head's arrays as `digit_kernels.sample_digits` takes them (built once)."""
+        if self._digit_arrays is None:
+            self._digit_arrays = digit_kernels().pack(self.digit_head)
+        return self._digit_arrays
 
     @property
     def num_layers(self) -> int:
@@ -392,12 +408,11 @@ def cpu_codes(
     yield S, codes
 
 
-def _digit_pick(draws, temperature, top_k, top_p, cfg_scale, noise) -> Callable:
+def _digit_pick(u: np.ndarray, temperature, top_k, top_p, cfg_scale, noise) -> Callable:
     """`pick(logits, t, k) -> (B,) int32`: position t's digit k (or its palette token, k 0)
-    from its logits (B or 2B, n) and the images' uniform values, as the mlx engine's `pick`
-    draws it: compiled (`cpu_kernels.pick_uniform`) without filters, the compiled MLX pick
-    with them."""
-    u = np.array(draws.values, dtype=np.float32).transpose(1, 2, 0).copy()  # (S, K, B)
+    from its logits (B or 2B, n) and the images' uniform values u (S, K, B), as the mlx
+    engine's `pick` draws it: compiled (`cpu_kernels.pick_uniform`) without filters, the
+    compiled MLX pick with them."""
     guide = cfg_scale != 1.0
     if top_k > 0 or top_p < 1.0:
         mlx_pick = _pick_fn(temperature, top_k, top_p, cfg_scale, noise)
@@ -426,14 +441,23 @@ def _digit_codes(model, decoder, state, seeds, settings, progress_every):
     N, S, V = len(seeds), model.seq_len, model.codebook_size
     head = decoder.digit_head
     noise = make_noise(settings["noise"], seeds, S, V, len(head.levels))
-    pick_at = _digit_pick(noise, **settings)
+    u = np.array(noise.values, dtype=np.float32).transpose(1, 2, 0).copy()  # (S, K, B)
+    pick_at = _digit_pick(u, **settings)
+    # the defaults (no filters, temperature > 0): each code's digits in one compiled call
+    compiled = settings["temperature"] > 0 and settings["top_k"] <= 0 and settings["top_p"] >= 1
+    packed = decoder.digit_arrays() if compiled else None
+    scale, temperature = np.float32(settings["cfg_scale"]), np.float32(settings["temperature"])
     ranges = model.token_ranges().tolist()
     codes = np.empty((N, S), np.int32)
     tokens = np.full(2 * N if guide else N, model.bos_id, np.int32)
     for t in range(S):
         if t >= model.grid_start:
             h = decoder.step(state, tokens, t, hidden=True)
-            nxt = head.sample(h, partial(_at_position, pick_at, t), guide)
+            if packed is not None:
+                nxt = np.empty(N, np.int32)
+                digit_kernels().sample_digits(h, *packed, guide, scale, temperature, u[t], nxt)
+            else:
+                nxt = head.sample(h, partial(_at_position, pick_at, t), guide)
         else:
             low, high = ranges[t]
             nxt = pick_at(decoder.step(state, tokens, t, (low, high)), t, 0) + low
