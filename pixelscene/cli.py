@@ -42,6 +42,11 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("decode",), "pixelscene.commands.decode", "decode a saved code grid into a PNG"),
     (("bench", "vqgan"), "pixelscene.commands.bench_vqgan", "benchmark VQGAN speed"),
     (("bench", "sampling"), "pixelscene.commands.bench_sampling", "benchmark the sampler"),
+    (
+        ("bench", "generate"),
+        "pixelscene.commands.bench_generate",
+        "benchmark a model end to end: prompt in, painted images out, best batch",
+    ),
 ]
 ENTRY_POINT_GROUP = "pixelscene.commands"
 

@@ -62,6 +62,20 @@ def model_files(cfg: Config) -> list[str]:
     return files
 
 
+def check_model_dir(model_dir: str | os.PathLike | None) -> tuple[Path, Config]:
+    """A model folder's path (None: the bundled model) and config, without loading weights;
+    an unreadable config or a missing file raises ModelLoadError."""
+    path = model_io.resolve_model_dir(model_dir)
+    cfg = model_io.load_model_config(path)
+    missing = [f for f in model_files(cfg) if not (path / f).is_file()]
+    if missing:
+        hint = ""
+        if missing == ["transformer.safetensors"]:
+            hint = " (a tokenizer-only folder: train the transformer into it with `pixelscene train transformer`)"
+        raise ModelLoadError(f"{path} is not a complete model: missing {', '.join(missing)}{hint}")
+    return path, cfg
+
+
 class PixelScene:
     """A model folder loaded once: image tokenizer (a VQGAN or the categorical tokenizer:
     `vqgan` holds either) + transformer + text encoder/tokenizer + config."""
@@ -104,16 +118,7 @@ class PixelScene:
         from pixelscene.image_tokenizers import LOADERS
         from pixelscene.transformer.model import build_transformer
 
-        path = model_io.resolve_model_dir(model_dir)
-        cfg = model_io.load_model_config(path)
-        missing = [f for f in model_files(cfg) if not (path / f).is_file()]
-        if missing:
-            hint = ""
-            if missing == ["transformer.safetensors"]:
-                hint = " (a tokenizer-only folder: train the transformer into it with `pixelscene train transformer`)"
-            raise ModelLoadError(
-                f"{path} is not a complete model: missing {', '.join(missing)}{hint}"
-            )
+        path, cfg = check_model_dir(model_dir)
         vqgan = LOADERS[cfg.image_tokenizer](path)
         transformer = build_transformer(cfg)
         model_io.load_weights(path / "transformer.safetensors", transformer)

@@ -197,7 +197,10 @@ def micro_categorical_config() -> Config:
 
 
 def make_random_model_dir(
-    path: str | os.PathLike, config_name_or_config: str | Config | None = None, seed: int = 0
+    path: str | os.PathLike,
+    config_name_or_config: str | Config | None = None,
+    seed: int = 0,
+    dtype: mx.Dtype | None = None,
 ) -> Path:
     """Write a complete model folder with random weights; returns its path.
 
@@ -206,6 +209,8 @@ def make_random_model_dir(
         config_name_or_config: None for the micro config, a preset name/path, or a Config.
         seed: weights are drawn from MLX's global generator seeded with this, so the same
             call writes the same files (and the same model version).
+        dtype: the weights' stored dtype (mx.float16, as shipped folders hold them; None:
+            float32).
     """
     from pixelscene import model_io
     from pixelscene.image_tokenizers import weights_file
@@ -229,8 +234,8 @@ def make_random_model_dir(
     transformer = build_transformer(cfg)
     mx.eval(vqgan.parameters(), transformer.parameters())
     model_io.save_model_config(path, cfg)
-    model_io.save_weights(path / weights_file(cfg.image_tokenizer), vqgan)
-    model_io.save_weights(path / "transformer.safetensors", transformer)
+    model_io.save_weights(path / weights_file(cfg.image_tokenizer), vqgan, dtype)
+    model_io.save_weights(path / "transformer.safetensors", transformer, dtype)
     if cfg.transformer.text_encoder == "learned":
         from pixelscene.transformer.tokenizer import Tokenizer
 

@@ -30,6 +30,8 @@ from functools import partial
 
 from pixelscene.commands.arguments import name_list, positive_int_list
 
+PROMPT = "a castle on the hills at sunset with pine trees and clouds"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -145,9 +147,8 @@ def bench_preset(
     # float16 values, as every model folder holds them (and a loaded model has them)
     round_to_float16(model)
     mx.eval(model.parameters())
-    prompt = "a castle on the hills at sunset with pine trees and clouds"
-    tok = Tokenizer.build([prompt], cfg.transformer.text_vocab_size, cfg.transformer.max_text_len)
-    ids, mask = tok.encode_batch([prompt])
+    tok = Tokenizer.build([PROMPT], cfg.transformer.text_vocab_size, cfg.transformer.max_text_len)
+    ids, mask = tok.encode_batch([PROMPT])
     if "text_encoder" in model:
         states, mask = model.encode_text(ids, mask)
     else:  # a frozen encoder (timed on its own): random states of its width, same length
@@ -220,16 +221,23 @@ def _flat(tree):
     return tree_flatten(tree)
 
 
+def check_engines(engines: list[str]) -> None:
+    """--engines names only sampling engines."""
+    from pixelscene.errors import PixelsceneError
+    from pixelscene.sampling import ENGINES
+
+    bad = [e for e in engines if e not in ENGINES]
+    if bad:
+        raise PixelsceneError(f"--engines takes {', '.join(ENGINES)}, got {', '.join(bad)}")
+
+
 def run(args: argparse.Namespace) -> int:
     import mlx.core as mx
 
     from pixelscene.errors import PixelsceneError
-    from pixelscene.sampling import ENGINES
 
     batches, engines = args.batches, args.engines
-    bad = [e for e in engines if e not in ENGINES]
-    if bad:
-        raise PixelsceneError(f"--engines takes {', '.join(ENGINES)}, got {', '.join(bad)}")
+    check_engines(engines)
     out = {}
     for name in args.presets:
         if args.repeats < 1:
