@@ -39,6 +39,11 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("eval", "vqgan"), "pixelscene.commands.eval_vqgan", "measure VQGAN reconstruction"),
     (("eval", "adherence"), "pixelscene.commands.eval_adherence", "measure prompt adherence"),
     (("generate",), "pixelscene.commands.generate", "generate images from a prompt"),
+    (
+        ("grid",),
+        "pixelscene.commands.grid",
+        "a labelled sheet of images for a prompt list (the README's grid)",
+    ),
     (("decode",), "pixelscene.commands.decode", "decode a saved code grid into a PNG"),
     (("bench", "vqgan"), "pixelscene.commands.bench_vqgan", "benchmark VQGAN speed"),
     (("bench", "sampling"), "pixelscene.commands.bench_sampling", "benchmark the sampler"),

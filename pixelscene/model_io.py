@@ -37,6 +37,18 @@ def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
     return path
 
 
+def model_dir_or_bundled(name_or_dir: str | os.PathLike | None) -> Path | None:
+    """A command's --model: the folder as given, or where there is none, the model bundled
+    under that name (`tiny`: pixelscene/models/tiny); None (the default model) stays None."""
+    if name_or_dir is None:
+        return None
+    path = Path(name_or_dir)
+    bundled = PACKAGE_DIR / "models" / path.name
+    if not path.exists() and path.name == str(name_or_dir) and (bundled / "config.json").is_file():
+        return bundled
+    return path
+
+
 def load_model_config(model_dir: str | os.PathLike) -> Config:
     try:
         return load_config(Path(model_dir) / "config.json")

@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from pixelscene.prompts import PROMPT_MAX
 from workers.jobstore.models import NAME_PATTERN, REF_PATTERN
 from workers.jobstore.settings import JobSettings
 
-PROMPT_MAX = 500
 SEED_LIMIT = 2**31
 # auto:N with N in 2..256, as a pattern so that it documents itself.
 PALETTE_PATTERN = r"^(none|vga|auto:([2-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-6]))$"

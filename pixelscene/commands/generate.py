@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pixelscene.pipeline import GeneratedImage, PixelScene
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, from_codes: bool = False) -> None:
@@ -24,13 +29,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, from_codes: bool = Fal
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="what to draw, e.g. 'a castle at sunset'")
-    parser.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="output PNG")
-    parser.add_argument(
-        "-n", "--num", type=int, default=1, help="number of images (-n 4 writes out_1.png..)"
-    )
-    parser.add_argument("--seed", type=int, default=None, help="base seed (image j: seed + j)")
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and sampler flags of the commands that generate (generate, grid)."""
     parser.add_argument("--temperature", type=float, default=None, help="default: the model's")
     parser.add_argument("--top-k", type=int, default=None, help="0 disables; default: the model's")
     parser.add_argument("--top-p", type=float, default=None, help="default: the model's")
@@ -41,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="classifier-free guidance scale; default: the model's",
     )
     parser.add_argument(
-        "--model", default=None, metavar="DIR", help="model folder (default: bundled)"
+        "--model",
+        default=None,
+        metavar="NAME_OR_DIR",
+        help="model folder, or the name of a bundled one (default: the bundled tiny)",
     )
     parser.add_argument("--batch", type=int, default=8, help="images sampled together")
     parser.add_argument(
@@ -50,39 +53,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="sampling engine; auto: cpu on MLX's CPU device, mlx on a GPU (default: auto)",
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="what to draw, e.g. 'a castle at sunset'")
+    parser.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="output PNG")
+    parser.add_argument(
+        "-n", "--num", type=int, default=1, help="number of images (-n 4 writes out_1.png..)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="base seed (image j: seed + j)")
+    add_sampling_arguments(parser)
     add_output_arguments(parser)
     parser.add_argument(
         "--codes", action="store_true", help="also write the code grid as OUT.json (for decode)"
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def generate_images(
+    args: argparse.Namespace, prompts: list[str], n: int = 1
+) -> tuple[PixelScene, dict[str, Any], list[GeneratedImage]]:
+    """Load --model and sample n images of each prompt from --seed (image j of prompt i:
+    seed + i*n + j), with a progress bar on stderr.
+
+    Returns:
+        (the loaded PixelScene, the sampler settings used, the images in prompt-major order)
+    """
     from tqdm import tqdm
 
-    from pixelscene import output
     from pixelscene.errors import PixelsceneError
+    from pixelscene.model_io import model_dir_or_bundled
     from pixelscene.pipeline import PixelScene
 
-    if args.num < 1:
-        raise PixelsceneError("-n must be >= 1")
     if args.batch < 1:
         raise PixelsceneError("--batch must be >= 1")
-    output.check_scale(args.scale)
-    output.check_output_path(args.output)
-    output.check_palette_spec(args.palette)
-
-    scene = PixelScene.load(args.model, engine=args.engine)
+    scene = PixelScene.load(model_dir_or_bundled(args.model), engine=args.engine)
     settings = scene.resolve_settings(args.temperature, args.top_k, args.top_p, args.cfg)
     scene.warm_up()  # before the progress bar: the cpu engine's first run on a machine compiles
-    steps = scene.iter_generate(
-        [args.prompt], n=args.num, seed=args.seed, batch_size=args.batch, **settings
-    )
+    steps = scene.iter_generate(prompts, n=n, seed=args.seed, batch_size=args.batch, **settings)
     images = None
-    with tqdm(total=args.num * 260, unit="code", desc="generating", disable=None) as bar:
+    total = len(prompts) * n * math.prod(scene.codes_shape)
+    with tqdm(total=total, unit="code", desc="generating", disable=None) as bar:
         for step in steps:
             bar.total = step.total
             bar.update(step.done - bar.n)
             images = step.images
+    return scene, settings, images
+
+
+def run(args: argparse.Namespace) -> int:
+    from pixelscene import output
+    from pixelscene.errors import PixelsceneError
+
+    if args.num < 1:
+        raise PixelsceneError("-n must be >= 1")
+    output.check_scale(args.scale)
+    output.check_output_path(args.output)
+    output.check_palette_spec(args.palette)
+
+    scene, settings, images = generate_images(args, [args.prompt], n=args.num)
     for path, image in zip(output.numbered_paths(args.output, args.num), images, strict=True):
         png, codes = output.save_generated(
             path,

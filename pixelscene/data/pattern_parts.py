@@ -233,8 +233,9 @@ def paint(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, color: int) -> N
 
 # ----------------------------------------------------------------------------- glyphs
 
-_CHARS = " ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.:!?-"
-_HEX = (  # 5x7 glyphs, one byte per row (top to bottom), in the order of _CHARS
+# The characters of the 5x7 font in glyph order (`pixelscene.output.sheet` labels with it).
+CHARS = " ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.:!?-"
+_HEX = (  # 5x7 glyphs, one byte per row (top to bottom), in the order of CHARS
     "00000000000000 0E11111F111111 1E11111E11111E 0E11101010110E 1C12111111121C 1F10101E10101F "
     "1F10101E101010 0E11101711110F 1111111F111111 0E04040404040E 0702020202120C 11121418141211 "
     "1010101010101F 111B1515111111 11111915131111 0E11111111110E 1E11111E101010 0E11111115120D "
@@ -250,7 +251,7 @@ _HEX = (  # 5x7 glyphs, one byte per row (top to bottom), in the order of _CHARS
 ).replace(" ", "")
 _G5 = np.array([int(_HEX[i : i + 2], 16) for i in range(0, len(_HEX), 2)]).reshape(-1, 7)
 FONT5 = ((_G5[:, :, None] >> np.arange(4, -1, -1)) & 1).astype(bool)  # (glyphs, 7, 5)
-assert FONT5.shape[0] == len(_CHARS)
+assert FONT5.shape[0] == len(CHARS)
 LETTERS = np.arange(1, 53)
 DIGITS = np.arange(53, 63)
 

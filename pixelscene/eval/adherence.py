@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pixelscene.data.attributes import ATTRIBUTES
+from pixelscene.output.sheet import image_grid
 
 GRID_IMAGES = 16
 
@@ -96,17 +97,6 @@ def diversity(grids: np.ndarray) -> tuple[float, float]:
     if not dists:
         return 0.0, 0.0
     return float(np.mean(dists)), float(np.mean([d == 0.0 for d in dists]))
-
-
-def image_grid(pixels: Sequence[np.ndarray], cols: int = 4, gap: int = 2) -> np.ndarray:
-    """Tile uint8 (H, W, 3) images into one sheet, `cols` per row, with dark gaps."""
-    h, w, _ = pixels[0].shape
-    rows = (len(pixels) + cols - 1) // cols
-    sheet = np.full((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), 16, np.uint8)
-    for i, img in enumerate(pixels):
-        r, c = divmod(i, cols)
-        sheet[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = img
-    return sheet
 
 
 def evaluate(

@@ -1,6 +1,6 @@
 """Game-ready output: palettes (`palettes`), PNG files with nearest-neighbour upscaling and
-metadata (`png`), code-grid JSON (`codes`), and a generated image saved with both
-(`generated`).
+metadata (`png`), code-grid JSON (`codes`), a generated image saved with both
+(`generated`), and labelled contact sheets of many images (`sheet`).
 
 Pixels here are uint8 (H, W, 3) arrays, as `PixelScene` returns them. A palette is a
 (N, 3) uint8 array; an image reduced to one is written as an indexed (mode "P") PNG whose
@@ -38,9 +38,11 @@ from pixelscene.output.png import (
     upscale,
     write_file,
 )
+from pixelscene.output.sheet import LABEL_H, image_grid, labelled_grid, sheet_shape
 
 __all__ = [
     "CODES_FORMAT",
+    "LABEL_H",
     "MAX_COLOURS",
     "MAX_SCALE",
     "OutputError",
@@ -52,6 +54,8 @@ __all__ = [
     "codes_from_json",
     "codes_to_json",
     "generation_metadata",
+    "image_grid",
+    "labelled_grid",
     "numbered_paths",
     "parse_palette_file",
     "png_bytes",
@@ -61,6 +65,7 @@ __all__ = [
     "resolve_palette",
     "save_generated",
     "save_png",
+    "sheet_shape",
     "upscale",
     "vga_palette",
     "write_file",
