@@ -60,25 +60,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def model_target(spec: str | None):
     """The checked folder that --model names (None: the bundled model), or for `random:PRESET`
     the preset's config (its random weights are written when it is timed)."""
-    from pixelscene.config import ConfigError, load_config
-    from pixelscene.errors import ModelLoadError, PixelsceneError
-    from pixelscene.model_io import PACKAGE_DIR
+    from pixelscene.config import load_config
+    from pixelscene.errors import PixelsceneError
+    from pixelscene.model_io import PACKAGE_DIR, model_dir_or_bundled
     from pixelscene.pipeline import check_model_dir
 
-    bundled = PACKAGE_DIR / "models"
-    folder = spec
-    if spec is not None and not spec.startswith(RANDOM) and not Path(spec).is_dir():
-        if Path(spec).name != spec or not (bundled / spec).is_dir():
-            names = ", ".join(sorted(p.parent.name for p in bundled.glob("*/config.json")))
-            raise PixelsceneError(
-                f"--model {spec}: no such model folder, bundled model ({names}) or random:PRESET"
-            )
-        folder = bundled / spec
     try:
         if spec is not None and spec.startswith(RANDOM):
             return load_config(spec[len(RANDOM) :])
+        folder = model_dir_or_bundled(spec)
+        if folder is not None and not folder.exists():
+            bundled = PACKAGE_DIR.glob("models/*/config.json")
+            names = ", ".join(sorted(p.parent.name for p in bundled))
+            raise PixelsceneError(f"no such model folder, bundled model ({names}) or random:PRESET")
         return check_model_dir(folder)[0]
-    except (ConfigError, ModelLoadError) as e:
+    except PixelsceneError as e:  # a config's, a folder's or the name's: said as --model's
         raise PixelsceneError(f"--model {spec or '(the bundled model)'}: {e}") from None
 
 
