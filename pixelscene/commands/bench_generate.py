@@ -156,8 +156,7 @@ def bench_model(
     seed: int = 0,
 ) -> dict:
     """The figures of one model: a folder, or a config whose random weights are timed."""
-    from pixelscene.sampling import resolve_engine
-    from pixelscene.sampling.cpu_engine import sampler_threads
+    from pixelscene.sampling import resolve_engine, sampler_threads
 
     result: dict = {"load_average_start": [round(x, 2) for x in os.getloadavg()]}
     t0 = time.perf_counter()

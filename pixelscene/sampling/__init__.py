@@ -5,10 +5,12 @@
   engine names (`resolve_engine`).
 - `mlx_engine.py`: compiled MLX steps (the engine on a GPU).
 - `cpu_engine.py`: the decoding step outside MLX (the engine on MLX's CPU device), and
-  `cpu_kernels.py`, its step compiled by Numba. Nothing outside this package imports them.
+  `cpu_kernels.py`, its step compiled by Numba. Nothing outside this package imports them
+  (`sampler_threads`, the threads the engine may use, is exported here).
 - `profile.py`: where a batch's time goes, for `pixelscene bench sampling --profile`.
 """
 
+from pixelscene.sampling.cpu_engine import sampler_threads
 from pixelscene.sampling.generate import (
     ENGINES,
     SamplingStep,
@@ -41,6 +43,7 @@ __all__ = [
     "make_sampler",
     "resolve_engine",
     "sample_codes",
+    "sampler_threads",
     "top_k_filter",
     "top_p_filter",
     "warm_up",
