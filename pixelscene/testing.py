@@ -196,6 +196,28 @@ def micro_categorical_config() -> Config:
     return cfg.validate()
 
 
+def micro_categorical_setup(root: str | os.PathLike) -> tuple[Path, Path]:
+    """ROOT/data (6 synthetic scenes, 2 captions each) and ROOT/tokenizer (a random micro
+    categorical tokenizer folder, `micro_categorical_config()`): what a transformer trains
+    on in tests. Returns (data, tokenizer folder)."""
+    import mlx.core as mx
+
+    from pixelscene import model_io
+    from pixelscene.data.synth import write_dataset
+    from pixelscene.imagetok import ImageTokenizer
+
+    root = Path(root)
+    data, tok_dir = root / "data", root / "tokenizer"
+    write_dataset(data, 6, seed=5, captions=2)
+    cfg = micro_categorical_config()
+    mx.random.seed(1)
+    tokenizer = ImageTokenizer(cfg.tokenizer)
+    mx.eval(tokenizer.parameters())
+    model_io.save_model_config(tok_dir, cfg)
+    model_io.save_weights(tok_dir / "tokenizer.safetensors", tokenizer)
+    return data, tok_dir
+
+
 def make_random_model_dir(
     path: str | os.PathLike,
     config_name_or_config: str | Config | None = None,

@@ -13,12 +13,12 @@ from pixelscene import model_io
 from pixelscene.config import load_config
 from pixelscene.data.token_cache import ensure_token_cache, vqgan_fingerprint
 from pixelscene.data.vga import DAC_LEVELS
-from pixelscene.imagetok import ImageTokenizer
 from pixelscene.pipeline import PixelScene
 from pixelscene.sampling import GumbelNoise, generate_codes, gumbel_noise, samplers
 from pixelscene.testing import (
     make_random_model_dir,
     micro_categorical_config,
+    micro_categorical_setup,
     micro_transformer_run,
 )
 from pixelscene.train.transformer import layout_weights, train_transformer
@@ -120,18 +120,8 @@ def test_noise_in_chunks_depends_on_each_seed_alone(monkeypatch):
 def trained(tmp_path_factory):
     """A micro categorical tokenizer folder, a synthetic dataset and a transformer trained
     on its tokens (sprite-weighted) into a new model folder."""
-    from pixelscene.data.synth import write_dataset
-
     root = tmp_path_factory.mktemp("categorical")
-    data = root / "data"
-    write_dataset(data, 6, seed=5, captions=2)
-    cfg = micro_categorical_config()
-    tok_dir = root / "tokenizer"
-    mx.random.seed(1)
-    tokenizer = ImageTokenizer(cfg.tokenizer)
-    mx.eval(tokenizer.parameters())
-    model_io.save_model_config(tok_dir, cfg)
-    model_io.save_weights(tok_dir / "tokenizer.safetensors", tokenizer)
+    data, tok_dir = micro_categorical_setup(root)
     preset = micro_transformer_run(steps=3, warmup_steps=1, checkpoint_every=2, sprite_weight=2.0)
     preset_path = root / "micro.yaml"
     preset_path.write_text(yaml.safe_dump(preset))

@@ -17,11 +17,15 @@ import yaml
 
 from pixelscene.config import Config, ConfigError
 from pixelscene.data.vga import DAC_LEVELS
-from pixelscene.imagetok import ImageTokenizer
 from pixelscene.pipeline import PixelScene
 from pixelscene.sampling import generate_codes
 from pixelscene.sampling.samplers import make_sampler, pick
-from pixelscene.testing import micro_categorical_config, micro_config, micro_transformer_run
+from pixelscene.testing import (
+    micro_categorical_config,
+    micro_categorical_setup,
+    micro_config,
+    micro_transformer_run,
+)
 from pixelscene.train.transformer import TRAIN_LOG, train_transformer
 from pixelscene.transformer.digits import DigitHead, code_digits
 from pixelscene.transformer.model import build_transformer
@@ -175,19 +179,9 @@ def test_an_image_is_the_same_alone_as_in_a_batch(model):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A micro categorical tokenizer and a digits-head transformer trained on its tokens."""
-    from pixelscene import model_io
-    from pixelscene.data.synth import write_dataset
-
     root = tmp_path_factory.mktemp("digits")
-    data = root / "data"
-    write_dataset(data, 6, seed=5, captions=2)
+    data, tok_dir = micro_categorical_setup(root)
     cfg = micro_categorical_config()
-    tok_dir = root / "tokenizer"
-    mx.random.seed(1)
-    tokenizer = ImageTokenizer(cfg.tokenizer)
-    mx.eval(tokenizer.parameters())
-    model_io.save_model_config(tok_dir, cfg)
-    model_io.save_weights(tok_dir / "tokenizer.safetensors", tokenizer)
     preset = micro_transformer_run(steps=12, warmup_steps=1, learning_rate=3e-3)
     preset["transformer"]["head"] = "digits"  # its preset names the tokenizer it needs
     preset["image_tokenizer"] = "categorical"
