@@ -92,6 +92,23 @@ def test_bad_caption_lines_reported_with_file_and_line(tmp_path):
         CaptionDataset(tmp_path, strict=True)
 
 
+def test_a_caption_line_that_is_not_utf8_is_reported_and_the_rest_kept(tmp_path):
+    write_images(tmp_path / "images", 2)
+    (tmp_path / "captions.jsonl").write_bytes(
+        b'{"image": "000000.png", "caption": "caf\xe9 at dusk"}\n'  # Latin-1
+        b"{broken\n"
+        b'{"image": "000001.png", "caption": "caf\xc3\xa9 at dawn"}\n'  # UTF-8
+    )
+    ds = CaptionDataset(tmp_path)
+    assert [c for _, c in ds.pairs] == ["caf\u00e9 at dawn"]
+    assert len(ds.problems) == 2
+    assert ds.problems[0].endswith("captions.jsonl:1: not UTF-8 text (invalid continuation byte "
+                                   "at byte 40 of the line)")
+    assert "captions.jsonl:2: malformed JSON" in ds.problems[1]
+    with pytest.raises(DataError, match=r"captions.jsonl:1: not UTF-8 text"):
+        CaptionDataset(tmp_path, strict=True)
+
+
 def test_batch_iterator_is_seeded_and_resumes_exactly():
     data = np.arange(10, dtype=np.float32)[:, None]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from pixelscene.data.datasets import IMAGE_SIZE, IMAGE_SUFFIXES, parse_jsonl
+from pixelscene.data.datasets import IMAGE_SIZE, IMAGE_SUFFIXES, parse_jsonl, utf8_lines
 
 CAPTIONS = "captions.jsonl"
 RECORD_FILES = ("attributes.jsonl", "patterns.jsonl")  # kept as they are
@@ -147,12 +147,7 @@ def _check_captions(path: Path, images: set[str], prefix: str, report: Any) -> d
     if not path.is_file():
         report(Problem(where, None, f"no {CAPTIONS}: only the image tokenizer can train on this"))
         return {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        report(Problem(where, None, f"not UTF-8 text ({e.reason} at byte {e.start}); left out"))
-        path.unlink()
-        return {}
+    lines, problems = utf8_lines(path.read_bytes())
     counts: dict[str, int] = {}
     kept = []
     for lineno, row in parse_jsonl(lines, ("image", "caption")):
@@ -161,7 +156,9 @@ def _check_captions(path: Path, images: set[str], prefix: str, report: Any) -> d
             counts[row["image"]] = counts.get(row["image"], 0) + 1  # type: ignore[index]
             kept.append(lines[lineno - 1])
         else:
-            report(Problem(where, lineno, message + "; line left out"))
+            problems[lineno] = message
+    for lineno in sorted(problems):
+        report(Problem(where, lineno, problems[lineno] + "; line left out"))
     if kept != lines:
         path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     return counts

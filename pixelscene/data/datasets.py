@@ -137,19 +137,35 @@ def parse_jsonl(lines: Iterable[str], required: Sequence[str]) -> Iterator[tuple
         yield lineno, f"missing key {missing[0]!r}" if missing else row
 
 
+def utf8_lines(data: bytes) -> tuple[list[str], dict[int, str]]:
+    """The lines of `data` as text, and {line number: what is wrong} for the lines that are
+    not UTF-8 (left blank in the list, so parsing skips them)."""
+    lines, bad = [], {}
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            lines.append("")
+            bad[lineno] = f"not UTF-8 text ({e.reason} at byte {e.start + 1} of the line)"
+    return lines, bad
+
+
 def read_jsonl(path: Path, required: Sequence[str], report: Callable[[str], None]) -> list[dict]:
-    """Parse a JSONL file; malformed lines and missing keys are reported with file:line."""
-    rows = []
+    """Parse a JSONL file; lines that are not UTF-8, malformed lines and missing keys are
+    reported with file:line, in line order."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines, problems = utf8_lines(path.read_bytes())
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    rows = []
     for lineno, row in parse_jsonl(lines, required):
         if isinstance(row, str):
-            report(f"{path}:{lineno}: {row}")
-            continue
-        row["_line"] = lineno
-        rows.append(row)
+            problems[lineno] = row
+        else:
+            row["_line"] = lineno
+            rows.append(row)
+    for lineno in sorted(problems):
+        report(f"{path}:{lineno}: {problems[lineno]}")
     return rows
 
 

@@ -226,11 +226,11 @@ def test_problems_name_the_file_and_line_and_what_was_left_out(client: Any, obje
         {"image": "small.png", "caption": "a small tower"},
         {"image": "000001.png"},
         {"image": "000001.png", "caption": "a moor"},
-    )
+    ) + b'{"image": "000002.png", "caption": "caf\xe9"}\n'  # Latin-1, not UTF-8
     resp = upload(client, zip_of(files, prefix="art/"))
     assert resp.status_code == 201, resp.get_json()
     doc = resp.get_json()
-    assert (doc["images"], doc["captions"], doc["problem_count"]) == (3, 2, 9)
+    assert (doc["images"], doc["captions"], doc["problem_count"]) == (3, 2, 10)
     problems = [(p["file"], p["line"], p["message"]) for p in doc["problems"]]
     assert [(f, line) for f, line, _ in problems] == [
         ("art/README.txt", None),
@@ -241,6 +241,7 @@ def test_problems_name_the_file_and_line_and_what_was_left_out(client: Any, obje
         ("art/captions.jsonl", 3),
         ("art/captions.jsonl", 4),
         ("art/captions.jsonl", 5),
+        ("art/captions.jsonl", 7),
         ("art/images/000002.png", None),
     ]
     messages = [m for _, _, m in problems]
@@ -252,7 +253,8 @@ def test_problems_name_the_file_and_line_and_what_was_left_out(client: Any, obje
     assert "'gone.png' is not among the usable images" in messages[5]
     assert "'small.png' is not among the usable images" in messages[6]
     assert messages[7] == "missing key 'caption'; line left out"
-    assert messages[8].startswith("no caption in captions.jsonl")
+    assert messages[8].startswith("not UTF-8 text") and messages[8].endswith("line left out")
+    assert messages[9].startswith("no caption in captions.jsonl")
     folder = objects / "datasets" / doc["id"]
     assert sorted(p.name for p in (folder / "images").iterdir()) == [
         "000000.png", "000001.png", "000002.png",
