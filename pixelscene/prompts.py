@@ -35,9 +35,23 @@ SHOWCASE_PROMPTS: tuple[str, ...] = (
     "a fortress on open grassland at night, overcast",
 )
 
-# Control characters (tab aside) and the bidirectional controls that make text read other
-# than it is stored: the API refuses them in a prompt too.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Control characters (tab and line breaks aside) and the bidirectional embeddings,
+# overrides and isolates that make text read other than it is stored (U+202A-U+202E,
+# U+2066-U+2069; the marks U+200E, U+200F and U+061C are text), as a regex class body: the
+# API's request schema refuses the same ones.
+CONTROL_CHARS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
+
+
+def prompt_problem(prompt: str) -> str | None:
+    """What is wrong with a prompt (too long, a control character), or None: the checks the
+    API's generation requests make."""
+    if len(prompt) > PROMPT_MAX:
+        return f"prompt is {len(prompt)} characters, at most {PROMPT_MAX}"
+    bad = _CONTROL.search(prompt)
+    if bad:
+        return f"control character U+{ord(bad.group()):04X} in the prompt"
+    return None
 
 
 class PromptFileError(PixelsceneError):
@@ -64,15 +78,9 @@ def read_prompt_file(path: str | os.PathLike) -> list[str]:
             raise PromptFileError(f"{path}:{number}: not UTF-8 text") from None
         if not line or line.startswith("#"):
             continue
-        if len(line) > PROMPT_MAX:
-            raise PromptFileError(
-                f"{path}:{number}: prompt is {len(line)} characters, at most {PROMPT_MAX}"
-            )
-        bad = _CONTROL.search(line)
-        if bad:
-            raise PromptFileError(
-                f"{path}:{number}: control character U+{ord(bad.group()):04X} in the prompt"
-            )
+        problem = prompt_problem(line)
+        if problem:
+            raise PromptFileError(f"{path}:{number}: {problem}")
         prompts.append(line)
     if not prompts:
         raise PromptFileError(

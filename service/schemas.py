@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from pixelscene.prompts import PROMPT_MAX
+from pixelscene.prompts import CONTROL_CHARS, PROMPT_MAX
 from workers.jobstore.models import NAME_PATTERN, REF_PATTERN
 from workers.jobstore.settings import JobSettings
 
@@ -32,10 +32,8 @@ PALETTE_PATTERN = r"^(none|vga|auto:([2-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25
 # A character that is not white space, in Python's and in ECMA's sense alike: their `\s`
 # differ (Python's has \x1c-\x1f and \x85, ECMA's \ufeff), so name the difference.
 NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
-# A prompt: not blank, and without control characters (tab and line breaks aside) or the
-# bidirectional embeddings, overrides and isolates that make text read other than it is
-# stored (U+202A-U+202E, U+2066-U+2069); the marks U+200E, U+200F and U+061C are text.
-_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+# A prompt: not blank, and without control characters (pixelscene.prompts.CONTROL_CHARS).
+_CONTROLS = CONTROL_CHARS
 PROMPT_PATTERN = rf"^[^{_CONTROLS}]*[^\s\ufeff{_CONTROLS}][^{_CONTROLS}]*$"
 
 

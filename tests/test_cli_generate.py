@@ -10,6 +10,7 @@ from PIL import Image
 
 from pixelscene import cli, model_io
 from pixelscene.testing import make_random_model_dir
+from pixelscene.prompts import PROMPT_MAX
 
 
 @pytest.fixture(autouse=True)
@@ -108,6 +109,22 @@ def test_generate_palette_and_scale(tmp_path, model_dir):
 )
 def test_errors_are_one_line(tmp_path, model_dir, capsys, extra, message):
     args = ["generate", "x", "-o", str(tmp_path / "o.png"), "--model", str(model_dir), *extra]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pixelscene: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("x" * (PROMPT_MAX + 1), f"PROMPT: prompt is {PROMPT_MAX + 1} characters, at most"),
+        ("a castle\x1b[31m", "PROMPT: control character U+001B"),
+        ("a \u202eeltsac", "PROMPT: control character U+202E"),
+    ],
+)
+def test_prompts_the_api_would_refuse_are_refused(tmp_path, model_dir, capsys, prompt, message):
+    args = ["generate", prompt, "-o", str(tmp_path / "o.png"), "--model", str(model_dir)]
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("pixelscene: error:") and message in err and "\n" not in err

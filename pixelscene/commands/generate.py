@@ -104,8 +104,13 @@ def run(args: argparse.Namespace) -> int:
     from pixelscene import output
     from pixelscene.errors import PixelsceneError
 
+    from pixelscene.prompts import prompt_problem
+
     if args.num < 1:
         raise PixelsceneError("-n must be >= 1")
+    problem = prompt_problem(args.prompt)
+    if problem:
+        raise PixelsceneError(f"PROMPT: {problem}")
     output.check_scale(args.scale)
     output.check_output_path(args.output)
     output.check_palette_spec(args.palette)
