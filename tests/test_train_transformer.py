@@ -25,8 +25,10 @@ from pixelscene.train.transformer import (
     noisy_states,
     position_weights,
     sequence_loss,
+    shard_normal,
     train_transformer,
 )
+from pixelscene.train.distributed import Shard
 from pixelscene.transformer import ImageTransformer, Tokenizer
 
 
@@ -231,6 +233,21 @@ def test_text_noise_scales_with_each_states_rms():
     assert mx.allclose(rms[0], mx.full((4,), 0.5), atol=0.06).item()
     assert mx.allclose(rms[1], mx.full((4,), 5.0), atol=0.6).item()
     assert noisy_states(states, 0.0).dtype == mx.float32
+
+
+def test_each_rank_gets_its_own_rows_of_the_one_process_text_noise():
+    shape = (6, 3, 8)
+    mx.random.seed(7)
+    whole = shard_normal(shape, Shard(0, 1))
+    halves = []
+    for rank in (0, 1):
+        mx.random.seed(7)  # every rank starts a step from the same random state
+        halves.append(shard_normal(shape, Shard(rank, 2)))
+    assert halves[0].shape == (3, 3, 8)
+    assert mx.array_equal(mx.concatenate(halves), whole).item()
+    assert not mx.allclose(halves[0], halves[1]).item()  # rank 1 does not repeat rank 0
+    states = mx.ones(shape)
+    assert mx.allclose(noisy_states(states, 0.5, whole) - 1.0, 0.5 * whole, atol=1e-5).item()
 
 
 @pytest.fixture()

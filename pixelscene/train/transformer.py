@@ -73,28 +73,38 @@ def sprite_weights(position: np.ndarray, coverage: np.ndarray, sprite_weight: fl
     return (w / w.mean()).astype(np.float32)
 
 
-def noisy_states(states: mx.array, scale: float) -> mx.array:
-    """States plus Gaussian noise of `scale` times each state's RMS (training only)."""
+def noisy_states(states: mx.array, scale: float, noise: mx.array | None = None) -> mx.array:
+    """States plus Gaussian noise (`noise`, or drawn here) of `scale` times each state's RMS
+    (training only)."""
     states = states.astype(mx.float32)
     rms = mx.sqrt(mx.mean(states * states, axis=-1, keepdims=True) + 1e-6)
-    return states + scale * rms * mx.random.normal(states.shape)
+    noise = mx.random.normal(states.shape) if noise is None else noise
+    return states + scale * rms * noise
+
+
+def shard_normal(shape: tuple[int, ...], shard: distributed.Shard) -> mx.array:
+    """Gaussian noise for this rank's rows of a global batch of `shape` (rows first): every
+    rank draws the whole batch's and keeps its rows, so N ranks draw what one process does
+    (drawing only its own rows, every rank would repeat rank 0's noise)."""
+    return mx.random.normal(shape)[shard.part(shape[0])]
 
 
 def sequence_loss(
-    model: ImageTransformer, codes, ids, mask, drop=None, weights=None, text_noise=0.0
+    model: ImageTransformer, codes, ids, mask, drop=None, weights=None, text_noise=0.0, noise=None
 ) -> mx.array:
     """Mean next-code cross-entropy; rows where `drop` is True see the null caption.
 
     `ids` are token ids for the learned encoder, or a frozen encoder's precomputed states.
     `weights` (S,) or (B, S) with mean 1 weighs the codes (see `position_weights`,
-    `sprite_weights`); `text_noise` perturbs a frozen encoder's states (see `noisy_states`).
+    `sprite_weights`); `text_noise` perturbs a frozen encoder's states (see `noisy_states`;
+    `noise` (B, L, D) is the Gaussian noise to use, else drawn).
     """
     if "text_encoder" in model:
         states, mask = model.encode_text(ids, mask)
     else:
         states, mask = ids, mask.astype(mx.bool_)
         if text_noise > 0:
-            states = noisy_states(states, text_noise)
+            states = noisy_states(states, text_noise, noise)
     if drop is not None:
         mask = mask & ~drop[:, None]
     nll = model.nll(codes, states, mask)
@@ -177,8 +187,11 @@ class TransformerTrainer(loop.Trainer):
             # every rank draws the whole batch's caption dropout and keeps its rows'
             rows = codes.shape[0] * shard.size
             drop = mx.random.uniform(shape=(rows,))[shard.part(rows)] < p_drop
+            noise = None
+            if text_noise > 0 and "text_encoder" not in model:  # ids are the frozen states
+                noise = shard_normal((rows, *ids.shape[1:]), shard)
             loss_and_grad = nn.value_and_grad(model, sequence_loss)
-            loss, grads = loss_and_grad(model, codes, ids, mask, drop, weights, text_noise)
+            loss, grads = loss_and_grad(model, codes, ids, mask, drop, weights, text_noise, noise)
             grads = nn.average_gradients(grads, group)
             if clip > 0:
                 grads, _ = optim.clip_grad_norm(grads, clip)
