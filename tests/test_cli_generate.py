@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from pixelscene import cli, model_io
-from pixelscene.testing import make_random_model_dir
 from pixelscene.prompts import PROMPT_MAX
+from pixelscene.testing import make_random_model_dir
 
 
 @pytest.fixture(autouse=True)

@@ -102,8 +102,9 @@ def test_a_caption_line_that_is_not_utf8_is_reported_and_the_rest_kept(tmp_path)
     ds = CaptionDataset(tmp_path)
     assert [c for _, c in ds.pairs] == ["caf\u00e9 at dawn"]
     assert len(ds.problems) == 2
-    assert ds.problems[0].endswith("captions.jsonl:1: not UTF-8 text (invalid continuation byte "
-                                   "at byte 40 of the line)")
+    assert ds.problems[0].endswith(
+        "captions.jsonl:1: not UTF-8 text (invalid continuation byte at byte 40 of the line)"
+    )
     assert "captions.jsonl:2: malformed JSON" in ds.problems[1]
     with pytest.raises(DataError, match=r"captions.jsonl:1: not UTF-8 text"):
         CaptionDataset(tmp_path, strict=True)

@@ -18,6 +18,7 @@ from pixelscene.data.token_cache import (
 from pixelscene.errors import ModelLoadError, PixelsceneError
 from pixelscene.model_io import load_model_config, load_weights, save_model_config
 from pixelscene.testing import micro_transformer_run
+from pixelscene.train.distributed import Shard
 from pixelscene.train.transformer import (
     CHECKPOINT_DIR,
     EVAL_LOG,
@@ -28,7 +29,6 @@ from pixelscene.train.transformer import (
     shard_normal,
     train_transformer,
 )
-from pixelscene.train.distributed import Shard
 from pixelscene.transformer import ImageTransformer, Tokenizer
 
 

@@ -103,7 +103,6 @@ def generate_images(
 def run(args: argparse.Namespace) -> int:
     from pixelscene import output
     from pixelscene.errors import PixelsceneError
-
     from pixelscene.prompts import prompt_problem
 
     if args.num < 1:

@@ -219,14 +219,17 @@ def test_problems_name_the_file_and_line_and_what_was_left_out(client: Any, obje
     files["images/broken.png"] = b"\x89PNG not really"
     files["images/notes.txt"] = b"todo"
     files["README.txt"] = b"hello"
-    files["captions.jsonl"] = caption_lines(
-        {"image": "000000.png", "caption": ["a mill", "a mill at dusk"]},
-        "{not json",
-        {"image": "gone.png", "caption": "a tower"},
-        {"image": "small.png", "caption": "a small tower"},
-        {"image": "000001.png"},
-        {"image": "000001.png", "caption": "a moor"},
-    ) + b'{"image": "000002.png", "caption": "caf\xe9"}\n'  # Latin-1, not UTF-8
+    files["captions.jsonl"] = (
+        caption_lines(
+            {"image": "000000.png", "caption": ["a mill", "a mill at dusk"]},
+            "{not json",
+            {"image": "gone.png", "caption": "a tower"},
+            {"image": "small.png", "caption": "a small tower"},
+            {"image": "000001.png"},
+            {"image": "000001.png", "caption": "a moor"},
+        )
+        + b'{"image": "000002.png", "caption": "caf\xe9"}\n'  # Latin-1, not UTF-8
+    )
     resp = upload(client, zip_of(files, prefix="art/"))
     assert resp.status_code == 201, resp.get_json()
     doc = resp.get_json()
