@@ -115,7 +115,7 @@ def test_the_workers_never_import_the_service():
     assert wrong_way("workers", ("service",)) == []
 
 
-@pytest.mark.parametrize("package", ["service", "workers"])
+@pytest.mark.parametrize("package", ["pixelscene", "service", "workers"])
 def test_no_import_cycles(package):
     cycle = find_cycle(package)
     assert cycle is None, " -> ".join(cycle or [])

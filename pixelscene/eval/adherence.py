@@ -13,23 +13,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pixelscene.data.attributes import ATTRIBUTES
+from pixelscene.eval.eval_prompt import EvalPrompt
 from pixelscene.output.sheet import image_grid
 
 GRID_IMAGES = 16
-
-
-@dataclass(frozen=True)
-class EvalPrompt:
-    text: str
-    attributes: dict[str, str]  # the held-out combination the prompt was written from
-    named: tuple[str, ...]  # the attributes the text names: only these are scored
 
 
 def named_attributes(text: str, attributes: dict[str, str]) -> tuple[str, ...]:

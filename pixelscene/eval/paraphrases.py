@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from pixelscene.data.attributes import ATTRIBUTES
+from pixelscene.eval.eval_prompt import EvalPrompt
 
 PARAPHRASES: dict[str, dict[str, tuple[str, ...]]] = {
     "time": {
@@ -59,7 +60,7 @@ PARAPHRASES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-def build_paraphrases(count: int = 120, seed: int = 0) -> list:
+def build_paraphrases(count: int = 120, seed: int = 0) -> list[EvalPrompt]:
     """`count` paraphrase prompts (EvalPrompt), the same for the same seed in any process.
 
     Attribute combinations come from the held-out split, as for the grammar's prompts. Every
@@ -67,7 +68,6 @@ def build_paraphrases(count: int = 120, seed: int = 0) -> list:
     as a user would rarely write them.
     """
     from pixelscene.data.synth import sample_attributes
-    from pixelscene.eval.adherence import EvalPrompt
 
     rng = np.random.default_rng([seed, 0xBA2A])
     prompts = []
