@@ -33,8 +33,7 @@ PALETTE_PATTERN = r"^(none|vga|auto:([2-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25
 # differ (Python's has \x1c-\x1f and \x85, ECMA's \ufeff), so name the difference.
 NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
 # A prompt: not blank, and without control characters (pixelscene.prompts.CONTROL_CHARS).
-_CONTROLS = CONTROL_CHARS
-PROMPT_PATTERN = rf"^[^{_CONTROLS}]*[^\s\ufeff{_CONTROLS}][^{_CONTROLS}]*$"
+PROMPT_PATTERN = rf"^[^{CONTROL_CHARS}]*[^\s\ufeff{CONTROL_CHARS}][^{CONTROL_CHARS}]*$"
 
 
 def _ipv6_pattern() -> str:

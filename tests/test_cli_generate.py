@@ -118,9 +118,9 @@ def test_errors_are_one_line(tmp_path, model_dir, capsys, extra, message):
 @pytest.mark.parametrize(
     ("prompt", "message"),
     [
-        ("x" * (PROMPT_MAX + 1), f"PROMPT: prompt is {PROMPT_MAX + 1} characters, at most"),
-        ("a castle\x1b[31m", "PROMPT: control character U+001B"),
-        ("a \u202eeltsac", "PROMPT: control character U+202E"),
+        ("x" * (PROMPT_MAX + 1), f"error: prompt is {PROMPT_MAX + 1} characters, at most"),
+        ("a castle\x1b[31m", "error: control character U+001B in the prompt"),
+        ("a \u202eeltsac", "error: control character U+202E in the prompt"),
     ],
 )
 def test_prompts_the_api_would_refuse_are_refused(tmp_path, model_dir, capsys, prompt, message):

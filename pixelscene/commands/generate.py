@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         raise PixelsceneError("-n must be >= 1")
     problem = prompt_problem(args.prompt)
     if problem:
-        raise PixelsceneError(f"PROMPT: {problem}")
+        raise PixelsceneError(problem)
     output.check_scale(args.scale)
     output.check_output_path(args.output)
     output.check_palette_spec(args.palette)
